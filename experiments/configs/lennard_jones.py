@@ -1,0 +1,47 @@
+"""Truncated-and-shifted Lennard-Jones FCC solids with the flows-for-solids model.
+
+Run (small CPU variant):
+  python -m experiments.train \
+    --config=experiments/configs/lennard_jones.py:lj_32,cpu --workdir=runs/lj_32
+
+Paper scale (accelerator):
+  python -m experiments.train \
+    --config=experiments/configs/lennard_jones.py:lj_256,paper --workdir=runs/lj_256
+
+Variants: `paper` (the published model and optimiser), `cpu` (small, for two CPU
+cores). Any key can be overridden, e.g. `--config.train.batch_size=64`.
+"""
+
+from experiments.configs import common
+
+SYSTEMS = ('lj_32', 'lj_256', 'lj_500')
+
+# Fourier frequencies of the conditioner embedding at paper scale, per N.
+_PAPER_FREQUENCIES = {32: 8, 256: 16, 500: 32}
+# Base noise in units of σ (published value).
+_NOISE_SCALE = 0.01
+
+
+def _paper(system: str) -> dict:
+  return dict(model=dict(num_frequencies=_PAPER_FREQUENCIES[common.num_particles(system)],
+                         noise_scale=_NOISE_SCALE),
+              train={}, evaluation={})
+
+
+def _cpu(system: str) -> dict:
+  del system
+  return dict(
+      model=dict(num_layers=4, embedding_size=32, num_frequencies=2,
+                 noise_scale=_NOISE_SCALE),
+      train=dict(num_steps=4000, learning_rate=1e-3, lr_decay_steps=(),
+                 checkpoint_every_seconds=60.0),
+      evaluation=dict(every_steps=500, num_samples=8192, batch_size=2048))
+
+
+VARIANTS = {'paper': _paper, 'cpu': _cpu}
+
+
+def get_config(arg: str = 'lj_32,cpu'):
+  """Returns the config for `<system>[,<variant>]` (variant defaults to paper)."""
+  system, variant = common.parse_arg(arg, SYSTEMS, VARIANTS, 'paper')
+  return common.make_config(system, variant, **VARIANTS[variant](system))

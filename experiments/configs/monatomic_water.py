@@ -1,0 +1,67 @@
+"""Monatomic-water (mW) ice, cubic and hexagonal, with the flows-for-solids model.
+
+Run (small CPU variant, minutes on a laptop):
+  python -m experiments.train \
+    --config=experiments/configs/monatomic_water.py:mw_cubic_8,cpu --workdir=runs/mw_cubic_8
+
+Paper scale (accelerator):
+  python -m experiments.train \
+    --config=experiments/configs/monatomic_water.py:mw_cubic_64,paper --workdir=runs/mw_cubic_64
+
+Variants: `paper` (the published model and optimiser), `cpu` (small, tuned to
+finish on two CPU cores), `tutorial` (the public tutorial's model and optimiser,
+for like-for-like speed comparisons), `tiny` (seconds; for tests and smoke
+runs). Any key can be overridden, e.g.
+`--config.train.batch_size=64`.
+"""
+
+from experiments.configs import common
+
+SYSTEMS = ('mw_cubic_8', 'mw_cubic_64', 'mw_cubic_216', 'mw_cubic_512',
+           'mw_hex_64', 'mw_hex_216', 'mw_hex_512')
+
+# Fourier frequencies of the conditioner embedding at paper scale, per N.
+_PAPER_FREQUENCIES = {8: 8, 64: 8, 216: 16, 512: 24}
+
+
+def _paper(system: str) -> dict:
+  return dict(model=dict(num_frequencies=_PAPER_FREQUENCIES[common.num_particles(system)]),
+              train={}, evaluation={})
+
+
+def _cpu(system: str) -> dict:
+  del system
+  return dict(
+      model=dict(num_layers=4, embedding_size=32, num_frequencies=2),
+      train=dict(num_steps=4000, learning_rate=1e-3, lr_decay_steps=(),
+                 log_every_steps=50, checkpoint_every_seconds=60.0),
+      evaluation=dict(every_steps=250, num_samples=16384, batch_size=8192))
+
+
+def _tutorial(system: str) -> dict:
+  del system
+  return dict(
+      model=dict(num_layers=4, embedding_size=32, num_frequencies=2,
+                 num_bins=16),
+      train=dict(num_steps=2000, learning_rate=1e-3, lr_decay_steps=()),
+      evaluation=dict(every_steps=500))
+
+
+def _tiny(system: str) -> dict:
+  del system
+  return dict(
+      model=dict(num_layers=1, embedding_size=8, num_frequencies=1, num_bins=4,
+                 num_blocks=1),
+      train=dict(batch_size=16, num_steps=20, learning_rate=1e-3,
+                 lr_decay_steps=(), log_every_steps=5,
+                 checkpoint_every_seconds=1e9),
+      evaluation=dict(every_steps=10_000, num_samples=64, batch_size=64))
+
+
+VARIANTS = {'paper': _paper, 'cpu': _cpu, 'tutorial': _tutorial, 'tiny': _tiny}
+
+
+def get_config(arg: str = 'mw_cubic_8,cpu'):
+  """Returns the config for `<system>[,<variant>]` (variant defaults to paper)."""
+  system, variant = common.parse_arg(arg, SYSTEMS, VARIANTS, 'paper')
+  return common.make_config(system, variant, **VARIANTS[variant](system))
