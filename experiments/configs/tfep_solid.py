@@ -1,0 +1,43 @@
+"""Learned targeted FEP between two temperatures of the lj_32 FCC solid.
+
+Train the map (samples all states first; rerun to resume):
+  python -m experiments.tfep \
+    --config=experiments/configs/tfep_solid.py:cpu --workdir=runs/tfep_solid_cpu
+Table and plot:
+  python -m scripts.tfep_report --workdir=runs/tfep_solid_cpu
+
+lj_32 (FCC, density 1.28, cutoff 2.7) at β_A = 0.5 (the registry's T = 2) and
+β_B = 0.35 (T ≈ 2.86): same box, so the map only has to widen the thermal
+cloud; a 30 % temperature step keeps plain FEP poor (work std ≈ 2 kT) while
+the solid stays solid. The ladder is linear in β. Variants `cpu` and `paper`
+as in tfep_solvation.py, whose `make_config` documents every key.
+"""
+
+from experiments.configs import tfep_solvation
+
+BETA_A = 0.5
+BETA_B = 0.35
+
+_STATES = dict(lambda_a=BETA_A, lambda_b=BETA_B, num_states=6)
+_SAMPLING = dict(step_size=0.005)
+
+
+def _cpu() -> dict:
+  return dict(states=_STATES, sampling=dict(_SAMPLING, burn_in=500, thin=5),
+              model=dict(num_layers=2), train=dict(batch_size=32), evaluation={})
+
+
+def _paper() -> dict:
+  paper = tfep_solvation.VARIANTS['paper']()
+  paper.update(states=_STATES, sampling=dict(paper['sampling'], **_SAMPLING))
+  return paper
+
+
+VARIANTS = {'cpu': _cpu, 'paper': _paper}
+
+
+def get_config(arg: str = 'cpu'):
+  """The lj_32 temperature-step config of variant `arg` ('cpu' or 'paper')."""
+  if arg not in VARIANTS:
+    raise ValueError(f'variant={arg!r}; expected one of {", ".join(VARIANTS)}.')
+  return tfep_solvation.make_config('lj_32', arg, **VARIANTS[arg]())

@@ -1,0 +1,84 @@
+"""Evaluation of a trained flow against the physical energy of its system.
+
+Given flow samples x ~ q with log q(x) and physical energies U(x), the
+log-weights ln w = −βU(x) − ln q(x) give the importance-sampling estimate of
+ln Z_fixed (the configurational integral with particle 0 fixed; see
+`flows.convention`), hence βF/N in the project convention, the effective sample
+size and the energy averages under q and reweighted to the Boltzmann
+distribution.
+"""
+
+from collections.abc import Callable
+import warnings
+
+import jax
+import numpy as np
+
+from flows import convention
+from flows import estimators
+from systems import System
+
+# (key, n) -> positions (n, N, 3), log q (n,), physical energy (n,).
+SampleFn = Callable[[jax.Array, int], tuple[jax.Array, jax.Array, jax.Array]]
+
+
+def draw_samples(sample_fn: SampleFn, key: jax.Array, num_samples: int,
+                 batch_size: int, keep_positions: bool = False) -> dict:
+  """Draws `num_samples` in compiled batches of `batch_size` (last one padded).
+
+  Returns:
+    dict of float64 numpy arrays: `log_q` (n,), `energy` (n,) and, if
+    `keep_positions`, `positions` (n, N, 3).
+  """
+  if num_samples <= 0 or batch_size <= 0:
+    raise ValueError(f'num_samples={num_samples} and batch_size={batch_size} '
+                     'must be positive.')
+  parts = {'log_q': [], 'energy': [], 'positions': []}
+  num_batches = -(-num_samples // batch_size)
+  for i in range(num_batches):
+    x, log_q, energy = sample_fn(jax.random.fold_in(key, i), batch_size)
+    parts['log_q'].append(np.asarray(log_q, np.float64))
+    parts['energy'].append(np.asarray(energy, np.float64))
+    if keep_positions:
+      parts['positions'].append(np.asarray(x, np.float64))
+  out = {k: np.concatenate(v)[:num_samples] for k, v in parts.items() if v}
+  return out
+
+
+def summarize(samples: dict, system: System) -> dict:
+  """Free-energy and energy estimates from flow samples.
+
+  Args:
+    samples: `log_q` (n,) and `energy` (n,) in the system's energy unit.
+    system: the target system (β, N, volume, thermal wavelength).
+
+  Returns:
+    JSON-ready dict: `ess` (fraction), `log_z` and `log_z_stderr` (ln Z_fixed),
+    `beta_f_per_particle` and `beta_f_per_particle_stderr` (project
+    convention), `mean_energy` (reweighted to the target, the estimate of ⟨U⟩),
+    `mean_energy_flow` (under q), `num_samples`, `num_nonfinite`.
+  """
+  log_q, energy = samples['log_q'], samples['energy']
+  finite = np.isfinite(log_q) & np.isfinite(energy)
+  num_nonfinite = int(np.size(finite) - finite.sum())
+  if num_nonfinite:
+    warnings.warn(f'{num_nonfinite} of {finite.size} evaluation samples had a '
+                  'non-finite energy or log-probability and were left out.')
+  log_q, energy = log_q[finite], energy[finite]
+  log_w = -system.beta * energy - log_q
+  estimate = estimators.importance_sampling(log_w)
+  n = system.num_particles
+  weights = np.exp(log_w - log_w.max())
+  weights /= weights.sum()
+  return dict(
+      num_samples=int(finite.sum()),
+      num_nonfinite=num_nonfinite,
+      ess=float(estimators.ess_fraction(log_w)),
+      log_z=float(estimate.value),
+      log_z_stderr=float(estimate.stderr),
+      beta_f_per_particle=float(convention.beta_f_per_particle(
+          estimate.value, n, system.volume, system.thermal_wavelength)),
+      beta_f_per_particle_stderr=float(estimate.stderr / n),
+      mean_energy=float(np.sum(weights * energy)),
+      mean_energy_flow=float(np.mean(energy)),
+  )

@@ -1,0 +1,155 @@
+"""SolidFlow: the flows-for-atomic-solids model with the translation mode removed.
+
+The target density is invariant under global translations. Following the
+paper, particle 0 is pinned at lattice site 0 and the flow models the other
+M = N − 1 particles by their positions y relative to it, wrapped into
+[−L/2, L/2). The flow q(y) is the push-forward of a LatticeBase over the
+relative sites by a chain of `num_layers` CouplingLayers. The chain acts on
+box-scaled coordinates y/L ∈ [−1/2, 1/2)³ (as the published code does for
+non-cubic boxes); the rescaling contributes no net log-det.
+
+log_q is the normalised density of the N − 1 relative coordinates, including
+−ln((N−1)!); see flows.convention for turning its importance-sampling
+normaliser into free energies.
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from flows.couplings import CouplingLayer, wrap
+from flows.lattice_base import LatticeBase, wigner_seitz_half_width
+
+
+class SolidFlow(nnx.Module):
+  """Normalizing flow over N particles in a periodic orthorhombic box.
+
+  Args:
+    lattice: (N, 3) lattice sites in the box frame [0, L) (site 0 at the origin
+      by convention; particle 0 is pinned to it). N >= 2.
+    box: (3,) box edge lengths (length units).
+    num_layers: flow layers; each is shift + two spline couplings.
+    num_bins: bins per rational-quadratic spline.
+    embedding_size, num_heads, num_blocks: transformer width, heads, blocks.
+    num_frequencies: circular Fourier frequencies per conditioning coordinate.
+    noise_scale: σ of the base noise (length units).
+    use_layernorm: layer norms in the transformer (published model: False).
+    remat: rematerialise each layer in the backward pass (saves memory).
+    rngs: parameter initialisation.
+  """
+
+  def __init__(self, lattice, box, *, num_layers: int, num_bins: int,
+               embedding_size: int, num_heads: int, num_blocks: int,
+               num_frequencies: int, noise_scale: float,
+               use_layernorm: bool = False, remat: bool = False,
+               rngs: nnx.Rngs):
+    lattice = np.asarray(lattice, np.float64)
+    box = np.asarray(box, np.float64)
+    if lattice.ndim != 2 or lattice.shape[1] != 3 or lattice.shape[0] < 2:
+      raise ValueError(f'lattice has shape {lattice.shape}; expected (N, 3) '
+                       'with N >= 2.')
+    if box.shape != (3,) or not np.all(box > 0):
+      raise ValueError(f'box={box} must be three positive edge lengths.')
+    if num_layers < 1:
+      raise ValueError(f'num_layers={num_layers} must be >= 1.')
+    self.num_particles = lattice.shape[0]
+    self.num_layers = int(num_layers)
+    self.remat = bool(remat)
+    self.box = tuple(float(b) for b in box)            # static, exact period
+    self.origin = tuple(float(o) for o in lattice[0])  # site of particle 0
+    offsets = lattice[1:] - lattice[0]
+    relative_sites = offsets - box * np.floor(offsets / box + 0.5)
+    self.base = LatticeBase(
+        relative_sites, box, noise_scale,
+        half_width=wigner_seitz_half_width(lattice, box))
+
+    @nnx.split_rngs(splits=num_layers)
+    @nnx.vmap(in_axes=0, out_axes=0)
+    def make_layers(layer_rngs):
+      return CouplingLayer(
+          lower=-0.5, upper=0.5, num_bins=num_bins,
+          embedding_size=embedding_size, num_frequencies=num_frequencies,
+          num_heads=num_heads, num_blocks=num_blocks,
+          use_layernorm=use_layernorm, rngs=layer_rngs)
+
+    self.layers = make_layers(rngs)  # parameters stacked on a leading layer axis
+
+  @property
+  def num_params(self) -> int:
+    """Total number of trainable parameters."""
+    leaves = jax.tree.leaves(nnx.state(self, nnx.Param))
+    return sum(math.prod(leaf.shape) for leaf in leaves)
+
+  def _check_relative(self, y):
+    expected = (self.num_particles - 1, 3)
+    if y.shape[-2:] != expected:
+      raise ValueError(f'input has shape {y.shape}; expected (..., '
+                       f'{expected[0]}, 3).')
+
+  def _chain(self, y, method: str):
+    """Scans the stacked layers over scaled coordinates y/L.
+
+    Each layer ends with a cyclic roll of (x, y, z); the chain undoes the net
+    roll of its `num_layers` layers, so a fresh flow is the identity for any
+    depth and every box shape (a roll does not map a hexagonal-ice lattice
+    onto itself).
+    """
+    box = jnp.asarray(self.box, y.dtype)
+    graphdef, params = nnx.split(self.layers)
+
+    def step(carry, layer_params):
+      u, log_det = carry
+      u, ld = getattr(nnx.merge(graphdef, layer_params), method)(u)
+      return (u, log_det + ld), None
+
+    if self.remat:
+      step = jax.checkpoint(step)
+    net_roll = self.num_layers % 3
+    u = y / box
+    if method == 'inverse':
+      u = jnp.roll(u, net_roll, axis=-1)
+    init = (u, jnp.zeros(y.shape[:-2], y.dtype))
+    (u, log_det), _ = jax.lax.scan(step, init, params,
+                                   reverse=(method == 'inverse'))
+    if method == 'forward':
+      u = jnp.roll(u, -net_roll, axis=-1)
+    return u * box, log_det
+
+  def forward(self, z):
+    """Base -> model: (..., N−1, 3) in [−L/2, L/2) -> (y, log|dy/dz| (...))."""
+    self._check_relative(z)
+    return self._chain(z, 'forward')
+
+  def inverse(self, y):
+    """Model -> base: (..., N−1, 3) in [−L/2, L/2) -> (z, log|dz/dy| (...))."""
+    self._check_relative(y)
+    return self._chain(y, 'inverse')
+
+  def sample_and_log_prob(self, key, num_samples: int, sharding=None):
+    """Draws x (n, N, 3) in the box frame [0, L) and log_q (n,).
+
+    Particle 0 sits at lattice[0]. `sharding`, if given, constrains the batch
+    layout of the base samples (e.g. NamedSharding over a 'batch' axis).
+    """
+    z, log_base = self.base.sample_and_log_prob(key, num_samples)
+    if sharding is not None:
+      z, log_base = jax.lax.with_sharding_constraint((z, log_base), sharding)
+    y, log_det = self.forward(z)
+    box = jnp.asarray(self.box, y.dtype)
+    origin = jnp.asarray(self.origin, y.dtype)
+    pinned = jnp.broadcast_to(origin, (num_samples, 1, 3))
+    x = jnp.concatenate([pinned, wrap(origin + y, 0.0, box)], axis=-2)
+    return x, log_base - log_det
+
+  def log_prob(self, x):
+    """ln q of positions x (..., N, 3) (any real values; periodic) -> (...)."""
+    if x.shape[-2:] != (self.num_particles, 3):
+      raise ValueError(f'x has shape {x.shape}; expected (..., '
+                       f'{self.num_particles}, 3).')
+    box = jnp.asarray(self.box, x.dtype)
+    y = wrap(x[..., 1:, :] - x[..., :1, :], -box / 2, box / 2)
+    z, log_det = self.inverse(y)
+    return self.base.log_prob(z) + log_det

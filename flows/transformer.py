@@ -1,0 +1,104 @@
+"""Permutation-equivariant transformer encoder (no positional encoding), NNX.
+
+Acts on (..., M, d) sets of M feature vectors; permuting the M inputs permutes
+the outputs. Pre-norm residual blocks h += SelfAttention(LN(h)),
+h += MLP(LN(h)), where the layer norms are present only if `use_layernorm`
+(the published flows-for-solids model uses none).
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+
+def _kernel_init(num_blocks: int):
+  """VarianceScaling(2/sqrt(num_blocks), fan_in, truncated normal)."""
+  return nnx.initializers.variance_scaling(
+      2.0 / math.sqrt(num_blocks), 'fan_in', 'truncated_normal')
+
+
+def _maybe_layer_norm(width: int, use_layernorm: bool, rngs: nnx.Rngs):
+  return nnx.LayerNorm(width, epsilon=1e-5, rngs=rngs) if use_layernorm else None
+
+
+def _apply(norm, h):
+  return h if norm is None else norm(h)
+
+
+class SelfAttention(nnx.Module):
+  """Multi-head dot-product self-attention over the set axis.
+
+  Queries, keys, values and output are biased Linear maps of width d; each of
+  the `num_heads` heads has size d / num_heads.
+  """
+
+  def __init__(self, width: int, num_heads: int, kernel_init, *,
+               rngs: nnx.Rngs):
+    if width % num_heads:
+      raise ValueError(f'width={width} must be divisible by '
+                       f'num_heads={num_heads}.')
+    self.num_heads = num_heads
+    make = lambda: nnx.Linear(width, width, kernel_init=kernel_init, rngs=rngs)
+    self.query, self.key, self.value, self.out = make(), make(), make(), make()
+
+  def __call__(self, h: jnp.ndarray) -> jnp.ndarray:
+    """(..., M, d) -> (..., M, d)."""
+    split = lambda t: t.reshape(t.shape[:-1] + (self.num_heads, -1))
+    q, k, v = split(self.query(h)), split(self.key(h)), split(self.value(h))
+    logits = jnp.einsum('...ihc,...jhc->...hij', q, k) / math.sqrt(q.shape[-1])
+    attended = jnp.einsum('...hij,...jhc->...ihc', jax.nn.softmax(logits), v)
+    return self.out(attended.reshape(h.shape))
+
+
+class MLP(nnx.Module):
+  """d -> 4d -> d with a gelu in between."""
+
+  def __init__(self, width: int, kernel_init, *, rngs: nnx.Rngs):
+    self.hidden = nnx.Linear(width, 4 * width, kernel_init=kernel_init,
+                             rngs=rngs)
+    self.output = nnx.Linear(4 * width, width, kernel_init=kernel_init,
+                             rngs=rngs)
+
+  def __call__(self, h: jnp.ndarray) -> jnp.ndarray:
+    return self.output(jax.nn.gelu(self.hidden(h)))
+
+
+class TransformerBlock(nnx.Module):
+  """h += SelfAttention(maybe_LN(h)); h += MLP(maybe_LN(h))."""
+
+  def __init__(self, width: int, num_heads: int, kernel_init,
+               use_layernorm: bool, *, rngs: nnx.Rngs):
+    self.attention_norm = _maybe_layer_norm(width, use_layernorm, rngs)
+    self.attention = SelfAttention(width, num_heads, kernel_init, rngs=rngs)
+    self.mlp_norm = _maybe_layer_norm(width, use_layernorm, rngs)
+    self.mlp = MLP(width, kernel_init, rngs=rngs)
+
+  def __call__(self, h: jnp.ndarray) -> jnp.ndarray:
+    h = h + self.attention(_apply(self.attention_norm, h))
+    return h + self.mlp(_apply(self.mlp_norm, h))
+
+
+class Transformer(nnx.Module):
+  """`num_blocks` transformer blocks and, with layer norm on, a final LN.
+
+  Linear kernels use VarianceScaling(2/sqrt(num_blocks), fan_in, truncated
+  normal); biases start at zero.
+  """
+
+  def __init__(self, width: int, *, num_heads: int, num_blocks: int,
+               use_layernorm: bool, rngs: nnx.Rngs):
+    if num_blocks < 1:
+      raise ValueError(f'num_blocks={num_blocks} must be >= 1.')
+    init = _kernel_init(num_blocks)
+    self.blocks = nnx.List([
+        TransformerBlock(width, num_heads, init, use_layernorm, rngs=rngs)
+        for _ in range(num_blocks)])
+    self.final_norm = _maybe_layer_norm(width, use_layernorm, rngs)
+
+  def __call__(self, h: jnp.ndarray) -> jnp.ndarray:
+    """(..., M, d) -> (..., M, d)."""
+    for block in self.blocks:
+      h = block(h)
+    return _apply(self.final_norm, h)

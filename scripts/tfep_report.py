@@ -1,0 +1,165 @@
+"""Table and plot of a learned-TFEP run: FEP, BAR, staged MBAR, LFEP, LBAR vs reference.
+
+  python -m scripts.tfep_report --workdir=runs/tfep_solvation_cpu
+
+Reads config.json, samples.npz and (computing it from the latest checkpoint if
+missing or stale) works.npz of the workdir; writes tfep_report.json,
+tfep_report.md and tfep_report.png there. All free energies are ΔF = f_B − f_A
+in kT. At each sample size n the held-out samples of every state are cut into
+`eval.num_subsets` disjoint blocks of n; each method's mean ± std is over the
+blocks. The reference is MBAR over all samples of all ladder states, its
+pymbar error inflated by √g (g the largest statistical inefficiency of a state).
+"""
+
+import argparse
+import json
+import os
+
+import ml_collections
+import numpy as np
+
+from experiments import tfep
+from flows import estimators
+from flows import targeted
+
+METHODS = ('FEP', 'BAR', 'MBAR', 'LFEP', 'LBAR')
+
+
+def subset_estimates(works: dict, reduced: np.ndarray, num_train: int, n: int,
+                     j: int) -> dict:
+  """The five estimates (value, stderr) on held-out block j of size n."""
+  block = slice(j * n, (j + 1) * n)
+  u = reduced[:, :, num_train:][:, :, block]  # (K, K, n)
+  num_states = u.shape[0]
+  staged = estimators.mbar(u.reshape(num_states, -1), np.full(num_states, n))
+  results = dict(
+      FEP=targeted.estimate(works['plain_forward'][block]),
+      BAR=targeted.estimate(works['plain_forward'][block], works['plain_reverse'][block]),
+      LFEP=targeted.estimate(works['mapped_forward'][block]),
+      LBAR=targeted.estimate(works['mapped_forward'][block], works['mapped_reverse'][block]))
+  results = {k: (e.value, e.stderr) for k, e in results.items()}
+  results['MBAR'] = (float(staged.delta_f[-1]), float(staged.stderr[-1]))
+  results['FEP_ess'] = estimators.ess_fraction(-works['plain_forward'][block])
+  results['LFEP_ess'] = estimators.ess_fraction(-works['mapped_forward'][block])
+  return results
+
+
+def reference(data: dict) -> dict:
+  """MBAR ΔF_AB over every sample of every state, stderr inflated by √g."""
+  u = data['reduced']
+  num_states, _, n = u.shape
+  result = estimators.mbar(u.reshape(num_states, -1), np.full(num_states, n))
+  g = float(np.max(data['statistical_inefficiency']))
+  return dict(value=float(result.delta_f[-1]),
+              stderr=float(result.stderr[-1] * np.sqrt(g)),
+              pymbar_stderr=float(result.stderr[-1]), max_inefficiency=g,
+              min_adjacent_overlap=result.min_adjacent_overlap,
+              samples_per_state=int(n))
+
+
+def make_table(config, data: dict, works: dict) -> dict:
+  """Per sample size: per method mean, std over subsets, mean reported stderr."""
+  ref = reference(data)
+  rows = []
+  for n in config.eval.sample_sizes:
+    per_subset = [subset_estimates(works, data['reduced'], config.sampling.num_train,
+                                   n, j) for j in range(config.eval.num_subsets)]
+    row = dict(num_samples=n, num_subsets=len(per_subset))
+    for method in METHODS:
+      values = np.array([s[method][0] for s in per_subset])
+      row[method] = dict(mean=float(values.mean()), std=float(values.std(ddof=1)),
+                         mean_stderr=float(np.mean([s[method][1] for s in per_subset])),
+                         values=values.tolist(),
+                         deviation_in_std=float((values.mean() - ref['value']) /
+                                                max(values.std(ddof=1), 1e-12)))
+    for key in ('FEP_ess', 'LFEP_ess'):
+      row[key] = float(np.mean([s[key] for s in per_subset]))
+    row['BAR_over_LBAR_variance'] = float(row['BAR']['std'] ** 2 /
+                                          max(row['LBAR']['std'] ** 2, 1e-300))
+    rows.append(row)
+  return dict(benchmark=config.benchmark, variant=config.variant,
+              parameters=np.asarray(data['parameters']).tolist(),
+              training_step=int(works['step']), reference=ref,
+              acceptance=np.asarray(data['acceptance']).tolist(),
+              statistical_inefficiency=np.asarray(
+                  data['statistical_inefficiency']).tolist(),
+              rows=rows)
+
+
+def markdown(table: dict) -> str:
+  ref = table['reference']
+  lines = [
+      f'# Learned TFEP: {table["benchmark"]} ({table["variant"]}), '
+      f'map after {table["training_step"]} steps',
+      '',
+      f'λ ladder: {", ".join(f"{p:.4g}" for p in table["parameters"])} (A first, B last).',
+      f'Reference ΔF (MBAR, {len(table["parameters"])} states × '
+      f'{ref["samples_per_state"]} samples) = {ref["value"]:.4f} ± {ref["stderr"]:.4f} kT '
+      f'(pymbar {ref["pymbar_stderr"]:.4f} × √g, g = {ref["max_inefficiency"]:.2f}; '
+      f'min adjacent overlap {ref["min_adjacent_overlap"]:.3f}).',
+      '',
+      '| n per state | ' + ' | '.join(METHODS) + ' | ESS FEP | ESS LFEP | var BAR / var LBAR |',
+      '|---|' + '---|' * (len(METHODS) + 3)]
+  for row in table['rows']:
+    cells = [f'{row[m]["mean"]:.3f} ± {row[m]["std"]:.3f}' for m in METHODS]
+    lines.append(f'| {row["num_samples"]} | ' + ' | '.join(cells) +
+                 f' | {row["FEP_ess"]:.4f} | {row["LFEP_ess"]:.4f} | '
+                 f'{row["BAR_over_LBAR_variance"]:.1f} |')
+  lines += ['', 'Entries: mean ± std over disjoint held-out subsets (kT). '
+            '(mean − reference)/std per method:', '']
+  for row in table['rows']:
+    lines.append(f'- n = {row["num_samples"]}: ' + ', '.join(
+        f'{m} {row[m]["deviation_in_std"]:+.2f}' for m in METHODS))
+  return '\n'.join(lines) + '\n'
+
+
+def plot(table: dict, path: str) -> None:
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  ref = table['reference']
+  sizes = np.array([row['num_samples'] for row in table['rows']])
+  fig, ax = plt.subplots(figsize=(6, 4))
+  ax.axhline(ref['value'], color='k', lw=1, label='MBAR reference')
+  ax.axhspan(ref['value'] - ref['stderr'], ref['value'] + ref['stderr'],
+             color='k', alpha=0.15)
+  for i, method in enumerate(METHODS):
+    mean = np.array([row[method]['mean'] for row in table['rows']])
+    std = np.array([row[method]['std'] for row in table['rows']])
+    x = sizes * (1 + 0.04 * (i - 2))  # dodge
+    ax.errorbar(x, mean, yerr=std, marker='o', capsize=3, label=method)
+    ax.fill_between(x, mean - std, mean + std, alpha=0.15)
+  ax.set_xscale('log')
+  ax.set_xlabel('samples per state')
+  ax.set_ylabel('ΔF = f_B − f_A (kT)')
+  ax.set_title(f'{table["benchmark"]} ({table["variant"]})')
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=150)
+  plt.close(fig)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--workdir', required=True, help='run directory of experiments.tfep')
+  workdir = parser.parse_args().workdir
+  config_path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(config_path):
+    raise ValueError(f'--workdir={workdir} has no config.json; run experiments.tfep first.')
+  with open(config_path) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  ladder = tfep.make_ladder(config)
+  data = tfep.load_or_draw_samples(config, ladder, workdir)
+  works = tfep.compute_works(config, ladder, data, workdir)
+  table = make_table(config, data, works)
+  with open(os.path.join(workdir, 'tfep_report.json'), 'w') as f:
+    json.dump(table, f, indent=2)
+  text = markdown(table)
+  with open(os.path.join(workdir, 'tfep_report.md'), 'w') as f:
+    f.write(text)
+  plot(table, os.path.join(workdir, 'tfep_report.png'))
+  print(text)
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,205 @@
+"""One property suite that every periodic bijector of the flow passes.
+
+Cases: CircularShift, SplitCoupling A (coordinate 0 | 1, 2), SplitCoupling B
+(coordinates 1, 2 | 0), CouplingLayer, and the SolidFlow chain with remat
+off/on and with layer norm. Properties: identity at initialisation (up to the
+layers' fixed coordinate rolls), exact round trip over the whole box (incl.
+its boundary), log-det equal to the autodiff Jacobian, periodicity,
+particle-permutation equivariance. Parameters are randomised away from the
+identity except for the identity test.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from flows import CircularShift, CouplingLayer, SolidFlow, SplitCoupling
+
+M = 3                                    # particles seen by each bijector
+LOWER, UPPER = -0.7, 1.3                 # layer-level periodic range
+BOX = np.array([2.0, 2.4, 2.2])          # non-cubic box for the chain
+LATTICE = np.array([[0.0, 0.0, 0.0], [1.0, 1.2, 0.0], [1.0, 0.0, 1.1],
+                    [0.0, 1.2, 1.1]])    # N = 4 sites, M = N - 1 = 3 flowed
+TINY = dict(num_bins=4, embedding_size=16, num_heads=2, num_blocks=1,
+            num_frequencies=2)
+CONDITIONER = dict(TINY, use_layernorm=False)
+del CONDITIONER['num_bins']
+
+
+def _chain(remat=False, use_layernorm=False):
+  return SolidFlow(LATTICE, BOX, num_layers=2, noise_scale=0.1, remat=remat,
+                   use_layernorm=use_layernorm, rngs=nnx.Rngs(0), **TINY)
+
+
+BUILDERS = {
+    'circular_shift': lambda: CircularShift(LOWER, UPPER),
+    'split_coupling_a': lambda: SplitCoupling(
+        (0,), lower=LOWER, upper=UPPER, num_bins=4, rngs=nnx.Rngs(1),
+        **CONDITIONER),
+    'split_coupling_b': lambda: SplitCoupling(
+        (1, 2), lower=LOWER, upper=UPPER, num_bins=4, rngs=nnx.Rngs(2),
+        **CONDITIONER),
+    'coupling_layer': lambda: CouplingLayer(
+        lower=LOWER, upper=UPPER, num_bins=4, rngs=nnx.Rngs(3), **CONDITIONER),
+    'chain': _chain,
+    'chain_remat': lambda: _chain(remat=True),
+    'chain_layernorm': lambda: _chain(use_layernorm=True),
+}
+
+
+def _randomised(state, scale=0.3):
+  """A copy of `state` with noise added to every parameter: `scale` for
+  vectors, scale/sqrt(fan_in) for kernels (activations stay O(1) and the
+  splines moderately curved)."""
+  leaves, treedef = jax.tree_util.tree_flatten_with_path(state)
+  keys = jax.random.split(jax.random.key(7), len(leaves))
+  noisy = []
+  for (path, p), k in zip(leaves, keys):
+    is_kernel = 'kernel' in jax.tree_util.keystr(path)
+    std = scale / np.sqrt(p.shape[-2]) if is_kernel else scale
+    noisy.append(p + std * jax.random.normal(k, p.shape, p.dtype))
+  return jax.tree.unflatten(treedef, noisy)
+
+
+PERMUTATION = np.array([2, 0, 1])
+
+
+def _box_shifts(width):
+  """Whole-box shifts of some coordinates of particles 1 and 2, (M, 3)."""
+  shift = np.zeros((M, 3))
+  shift[1] = width * np.array([1, -1, 2])
+  shift[2, 0] = -width[0]
+  return shift
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _evaluate(graphdef, state, x, shift):
+  """Everything the suite checks, in one compiled program.
+
+  x: (P, M, 3) points. Returns forward outputs and log-dets on x, on x + shift
+  and on particle-permuted x, the inverse of the outputs on x, and log|det|
+  of the autodiff Jacobian of forward at the first 4 points.
+  """
+  module = nnx.merge(graphdef, state)
+  num = x.shape[0]
+  y, log_det = module.forward(
+      jnp.concatenate([x, x + shift, x[:, PERMUTATION]]))
+  x_back, inv_log_det = module.inverse(y[:num])
+  flat = lambda v: module.forward(v.reshape(M, 3))[0].reshape(-1)
+  jacobians = jax.vmap(jax.jacfwd(flat))(x[:4].reshape(4, -1))
+  split = lambda a: dict(zip(('', '_shifted', '_permuted'),
+                             jnp.split(a, 3)))
+  out = dict(x_back=x_back, inv_log_det=inv_log_det,
+             jacobian_log_det=jnp.linalg.slogdet(jacobians)[1])
+  out.update({f'y{k}': v for k, v in split(y).items()})
+  out.update({f'log_det{k}': v for k, v in split(log_det).items()})
+  return out
+
+
+class Case:
+  """A bijector's results on a fixed set of points, computed in float64.
+
+  Float64 makes the round trip and Jacobian checks exact to ~1e-9; float32
+  behaviour is covered by tests/test_flows_splines.py and by the model's
+  log_prob(sample) check in tests/test_flows_model.py.
+  """
+
+  def __init__(self, name):
+    module = BUILDERS[name]()
+    if isinstance(module, SolidFlow):
+      self.lower, self.upper = -BOX / 2, BOX / 2
+      self.coordinate_roll = 0            # the chain undoes its layers' rolls
+    else:
+      self.lower, self.upper = np.full(3, LOWER), np.full(3, UPPER)
+      self.coordinate_roll = int(isinstance(module, CouplingLayer))
+    graphdef, params, rest = nnx.split(module, nnx.Param, ...)
+    initial = nnx.merge_state(params, rest)
+    randomised = nnx.merge_state(_randomised(params), rest)
+    with jax.enable_x64(True):
+      self.x = np.asarray(self.points())
+      shift = jnp.asarray(_box_shifts(self.width))
+      self.initial = jax.tree.map(
+          np.asarray, _evaluate(graphdef, initial, self.x, shift))
+      self.results = jax.tree.map(
+          np.asarray, _evaluate(graphdef, randomised, self.x, shift))
+
+  @property
+  def width(self):
+    return self.upper - self.lower
+
+  def points(self, num=64):
+    """(2·num, M, 3) float64: uniform points, then points on and near the
+    boundary of the box."""
+    u = jax.random.uniform(jax.random.key(0), (num, M, 3), jnp.float64)
+    edge = jnp.array([0.0, 1e-7, 0.5, 1 - 1e-7])
+    grid = jnp.stack(jnp.meshgrid(edge, edge, edge, indexing='ij'), -1)
+    grid = jnp.broadcast_to(grid.reshape(-1, 1, 3), (64, M, 3))
+    grid = grid.at[:, 1:].set(u[:1, 1:])
+    return self.lower + self.width * jnp.concatenate([u, grid])
+
+  def initial_map(self, x):
+    """The map at initialisation: the layers' coordinate rolls, in box units."""
+    scaled = (x - self.lower) / self.width
+    return self.lower + self.width * np.roll(scaled, self.coordinate_roll, -1)
+
+  def periodic_difference(self, a, b):
+    """a − b wrapped into [−width/2, width/2), in float64 numpy."""
+    d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    return d - self.width * np.floor(d / self.width + 0.5)
+
+
+@functools.cache
+def _case(name):
+  return Case(name)
+
+
+NAMES = list(BUILDERS)
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_identity_at_initialisation(name):
+  case = _case(name)
+  y = case.initial['y']
+  np.testing.assert_allclose(
+      case.periodic_difference(y, case.initial_map(case.x)), 0.0, atol=1e-12)
+  np.testing.assert_allclose(case.initial['log_det'], 0.0, atol=1e-12)
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_round_trip(name):
+  case, r = _case(name), _case(name).results
+  assert np.all((r['y'] >= case.lower) & (r['y'] <= case.upper))
+  np.testing.assert_allclose(case.periodic_difference(r['x_back'], case.x),
+                             0.0, atol=1e-9)
+  np.testing.assert_allclose(r['inv_log_det'], -r['log_det'], atol=1e-8)
+  if name != 'circular_shift':
+    assert np.abs(r['log_det']).max() > 0.1  # really away from the identity
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_log_det_matches_autodiff_jacobian(name):
+  r = _case(name).results
+  assert r['log_det'].dtype == np.float64
+  np.testing.assert_allclose(r['log_det'][:4], r['jacobian_log_det'],
+                             atol=1e-9)
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_periodicity(name):
+  case, r = _case(name), _case(name).results
+  np.testing.assert_allclose(
+      case.periodic_difference(r['y_shifted'], r['y']), 0.0, atol=1e-9)
+  np.testing.assert_allclose(r['log_det_shifted'], r['log_det'], atol=1e-9)
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_permutation_equivariance(name):
+  case, r = _case(name), _case(name).results
+  np.testing.assert_allclose(
+      case.periodic_difference(r['y_permuted'], r['y'][:, PERMUTATION]), 0.0,
+      atol=1e-10)
+  np.testing.assert_allclose(r['log_det_permuted'], r['log_det'], atol=1e-9)

@@ -1,0 +1,268 @@
+"""Checks of scripts.observables (g(r)), scripts.xyz (extended XYZ) and scripts.report.
+
+The fake run is an Einstein crystal of mw_cubic_8: U = U0 + k/2 Σ_{i≥1} |d_i|²
+with d_i the displacement of particle i relative to particle 0 from its site,
+a Gaussian "flow" of width σ_q on the 3(N−1) relative coordinates, and exact
+target samples as reference; ln Z_fixed = −βU0 + 3(N−1)/2 ln(2π/(βk)).
+"""
+
+import json
+import math
+import os
+import shlex
+import warnings
+
+import numpy as np
+import pytest
+
+from flows import convention
+from flows import estimators
+from scripts import observables
+from scripts import report
+from scripts import xyz
+from systems import get_system
+
+SYSTEM = 'mw_cubic_8'
+SPRING, U0_PER_PARTICLE, SIGMA_Q = 30.0, -6.0, 0.11  # kcal/mol/Å², kcal/mol, Å
+
+
+def _system():
+  with warnings.catch_warnings():
+    warnings.simplefilter('ignore', UserWarning)
+    return get_system(SYSTEM)
+
+
+def _relative(x, system):
+  """Displacements d_i (n, N−1, 3) of particles 1.. from their sites, particle 0 pinned."""
+  d = (x[:, 1:] - x[:, :1]) - (system.lattice[1:] - system.lattice[:1])
+  return d - system.box * np.round(d / system.box)
+
+
+def _fake_samples(system, rng, n, sigma, translate):
+  """Gaussian displacements of width sigma; energy and Gaussian log q of the flow."""
+  num = system.num_particles
+  x = system.lattice + sigma * rng.standard_normal((n, num, 3))
+  x[:, 0] = system.lattice[0]
+  if translate:
+    x += rng.uniform(0, system.box, (n, 1, 3))
+  d = _relative(x, system)
+  energy = num * U0_PER_PARTICLE + 0.5 * SPRING * np.sum(d**2, axis=(1, 2))
+  dim = d[0].size
+  log_q = -0.5 * np.sum(d**2, axis=(1, 2)) / SIGMA_Q**2 - dim * math.log(
+      math.sqrt(2 * math.pi) * SIGMA_Q)
+  return x, energy, log_q
+
+
+def exact_log_z(system):
+  return (-system.beta * system.num_particles * U0_PER_PARTICLE +
+          1.5 * (system.num_particles - 1) * math.log(2 * math.pi / (system.beta * SPRING)))
+
+
+def make_fake_run(workdir, num_samples=2000, num_md=1000, seed=0, steps=2000):
+  """Writes metrics.jsonl, config.json, eval.json, samples.npz; returns (md.npz, baseline.json)."""
+  system = _system()
+  rng = np.random.default_rng(seed)
+  os.makedirs(workdir, exist_ok=True)
+  truth = convention.beta_f_per_particle(exact_log_z(system), system.num_particles,
+                                         system.volume, system.thermal_wavelength)
+  with open(os.path.join(workdir, 'metrics.jsonl'), 'w') as f:
+    for step in range(100, steps + 1, 100):
+      decay = math.exp(-step / 400)
+      f.write(json.dumps(dict(step=step, wall_time=0.05 * step, loss=-20 + 30 * decay +
+                              0.3 * rng.standard_normal(), grad_norm=1.0,
+                              num_skipped=0, steps_per_second=20.0)) + '\n')
+      if step % 500 == 0:
+        err = 0.002 + 0.05 * decay
+        f.write(json.dumps(dict(step=step, wall_time=0.05 * step + 1, num_samples=1000,
+                                num_nonfinite=0, ess=0.9 - 0.85 * decay, log_z=0.0,
+                                log_z_stderr=8 * err, beta_f_per_particle=truth + 4 * err,
+                                beta_f_per_particle_stderr=err, mean_energy=-40.0,
+                                mean_energy_flow=-39.0)) + '\n')
+  with open(os.path.join(workdir, 'config.json'), 'w') as f:
+    json.dump(dict(system=SYSTEM, variant='cpu', seed=0), f)
+  x, energy, log_q = _fake_samples(system, rng, num_samples, SIGMA_Q, translate=False)
+  energy[0] = np.nan  # one non-finite sample to be dropped
+  np.savez(os.path.join(workdir, 'samples.npz'), positions=x, log_q=log_q,
+           energy=energy, beta=system.beta, box=system.box, system=SYSTEM)
+  with open(os.path.join(workdir, 'eval.json'), 'w') as f:
+    json.dump(dict(system=SYSTEM, step=steps, beta_f_per_particle=truth,
+                   beta_f_per_particle_stderr=0.001, ess=0.8, num_samples=num_samples), f)
+  md_sigma = 1 / math.sqrt(system.beta * SPRING)
+  x, energy, log_q = _fake_samples(system, rng, num_md, md_sigma, translate=True)
+  md_path = os.path.join(workdir, 'md.npz')
+  np.savez(md_path, positions=x, energy=energy, log_q=log_q)
+  baseline_path = os.path.join(workdir, 'baseline.json')
+  with open(baseline_path, 'w') as f:
+    json.dump(dict(system=SYSTEM, beta_f_per_particle=truth + 0.003,
+                   beta_f_per_particle_stderr=0.002, num_stages=16, samples_per_stage=4000,
+                   min_adjacent_overlap=0.3, statistical_inefficiency=2.0,
+                   wall_time_seconds=60.0,
+                   mean_energy=system.num_particles * U0_PER_PARTICLE +
+                   1.5 * (system.num_particles - 1) / system.beta), f)
+  return md_path, baseline_path
+
+
+# --- g(r) --------------------------------------------------------------------
+
+
+def test_rdf_ideal_gas_is_one():
+  rng = np.random.default_rng(0)
+  box = np.array([10.0, 11.0, 12.0])
+  x = rng.uniform(0, box, (200, 64, 3))
+  edges, g = observables.radial_distribution(x, box, num_bins=20)
+  assert edges[-1] == pytest.approx(5.0)
+  # Outer half: each bin holds thousands of pairs, so g = 1 within a few %.
+  np.testing.assert_allclose(g[10:], 1.0, atol=0.05)
+  assert abs(np.mean(g[10:]) - 1.0) < 0.01
+
+
+def _cubic_lattice(basis, cells):
+  """Unit-edge cubic cells tiled cells³ times: positions (cells³·M, 3), box (3,)."""
+  grid = np.stack(np.meshgrid(*[np.arange(cells)] * 3, indexing='ij'), -1).reshape(-1, 1, 3)
+  return (grid + np.asarray(basis, float)).reshape(-1, 3), np.full(3, float(cells))
+
+
+@pytest.mark.parametrize('basis, cells, nn, neighbours', [
+    ([[0, 0, 0], [0, .5, .5], [.5, 0, .5], [.5, .5, 0]], 4, math.sqrt(0.5), 12),  # FCC
+    ([[0, 0, 0]], 6, 1.0, 6),  # simple cubic
+])
+def test_rdf_lattice_first_shell(basis, cells, nn, neighbours):
+  x, box = _cubic_lattice(basis, cells)
+  edges, g = observables.radial_distribution(x[None], box, num_bins=64)
+  centres = 0.5 * (edges[1:] + edges[:-1])
+  assert abs(centres[np.argmax(g)] - nn) <= edges[1]  # first peak at the nn distance
+  assert g[centres < 0.9 * nn].max() == 0.0
+  r_cut = edges[np.searchsorted(edges, 0.5 * (1 + math.sqrt(2)) * nn)]  # before 2nd shell
+  count = observables.coordination_number(edges, g, len(x), np.prod(box), r_cut)
+  assert count == pytest.approx(neighbours, rel=1e-9)
+
+
+def test_rdf_rejects_r_max_beyond_half_box():
+  with pytest.raises(ValueError, match='r_max=6.0 must be in'):
+    observables.radial_distribution(np.zeros((1, 2, 3)), np.full(3, 10.0), r_max=6.0)
+
+
+# --- XYZ -------------------------------------------------------------------
+
+
+def parse_extxyz(path):
+  """Independent reader: positions (n, N, 3), box (n, 3), energies (n,), species."""
+  frames, boxes, energies, species = [], [], [], set()
+  with open(path) as f:
+    lines = f.read().splitlines()
+  i = 0
+  while i < len(lines):
+    count = int(lines[i])
+    info = dict(item.split('=', 1) for item in shlex.split(lines[i + 1]))
+    lattice = np.array(info['Lattice'].split(), float).reshape(3, 3)
+    assert np.count_nonzero(lattice - np.diag(np.diag(lattice))) == 0
+    assert info['Properties'] == 'species:S:1:pos:R:3' and info['pbc'] == 'T T T'
+    atoms = [line.split() for line in lines[i + 2:i + 2 + count]]
+    species |= {a[0] for a in atoms}
+    frames.append(np.array([a[1:] for a in atoms], float))
+    boxes.append(np.diag(lattice))
+    energies.append(float(info['energy']))
+    i += 2 + count
+  return np.array(frames), np.array(boxes), np.array(energies), species
+
+
+def test_xyz_round_trip(tmp_path):
+  rng = np.random.default_rng(1)
+  box = np.array([6.2, 6.3, 6.4])
+  x = rng.uniform(-1, 7, (5, 8, 3))
+  energy = rng.normal(-50, 1, 5)
+  path = tmp_path / 'a.xyz'
+  assert xyz.write_extxyz(str(path), x, box, species='O', energies=energy) == 5
+  positions, boxes, energies, species = parse_extxyz(path)
+  np.testing.assert_array_equal(positions, x)
+  np.testing.assert_array_equal(boxes, np.broadcast_to(box, (5, 3)))
+  np.testing.assert_array_equal(energies, energy)
+  assert species == {'O'}
+
+
+def test_xyz_cli_and_bad_input(tmp_path):
+  x = np.zeros((4, 2, 3))
+  np.savez(tmp_path / 's.npz', positions=x, box=np.ones(3), energy=np.arange(4.0))
+  assert xyz.main([f'--samples={tmp_path / "s.npz"}', f'--out={tmp_path / "s.xyz"}',
+                   '--max_frames=3']) == 0
+  assert parse_extxyz(tmp_path / 's.xyz')[0].shape == (3, 2, 3)
+  with pytest.raises(ValueError, match=r'energies must have shape \(4,\)'):
+    xyz.write_extxyz(str(tmp_path / 'b.xyz'), x, np.ones(3), energies=np.zeros(3))
+
+
+# --- report ----------------------------------------------------------------
+
+
+@pytest.fixture(scope='module')
+def fake_report(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('run'))
+  md_path, baseline_path = make_fake_run(workdir)
+  assert report.main([f'--workdir={workdir}', f'--baseline={baseline_path}',
+                      f'--md_samples={md_path}', '--rdf_frames=200']) == 0
+  with open(os.path.join(workdir, 'report.json')) as f:
+    return workdir, json.load(f)
+
+
+def test_report_writes_outputs(fake_report):
+  workdir, result = fake_report
+  names = {os.path.basename(p) for p in result['figures']}
+  assert names == {'loss.png', 'ess.png', 'free_energy.png', 'energy_histogram.png',
+                   'rdf.png', 'overlap.png', 'estimators.png'}
+  for path in result['figures']:
+    with open(os.path.join(workdir, path), 'rb') as f:
+      assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+  text = open(os.path.join(workdir, 'report.md')).read()
+  assert 'LBAR' in text and 'figures/overlap.png' in text
+  positions, _, energies, species = parse_extxyz(os.path.join(workdir, 'samples.xyz'))
+  data = np.load(os.path.join(workdir, 'samples.npz'))
+  np.testing.assert_array_equal(positions, data['positions'][1:11])  # first one non-finite
+  np.testing.assert_array_equal(energies, data['energy'][1:11])
+  assert species == {'O'}
+
+
+def test_report_values_match_direct_computation(fake_report):
+  workdir, result = fake_report
+  system = _system()
+  data = np.load(os.path.join(workdir, 'samples.npz'))
+  keep = np.isfinite(data['energy'])
+  direct = estimators.importance_sampling(-system.beta * data['energy'][keep] - data['log_q'][keep])
+  rows = {r['estimator']: r for r in result['estimators']}
+  flow = rows['flow importance sampling']
+  n = system.num_particles
+  assert flow['log_z'] == direct.value
+  assert flow['beta_f_per_particle'] == pytest.approx(convention.beta_f_per_particle(
+      direct.value, n, system.volume, system.thermal_wavelength), abs=1e-12)
+  assert flow['stderr_delta'] == pytest.approx(direct.stderr_delta / n)
+  assert flow['stderr_bootstrap'] == pytest.approx(direct.stderr_bootstrap / n)
+  assert result['samples']['num_nonfinite'] == 1
+  base = rows['Einstein crystal (MBAR)']
+  assert flow['delta_to_baseline_sigma'] == pytest.approx(
+      (flow['beta_f_per_particle'] - base['beta_f_per_particle']) /
+      math.hypot(flow['stderr'], base['stderr']))
+  # The fake model is exactly solvable: IS and LBAR recover ln Z within 4σ.
+  for row in (flow, rows['LBAR (flow + reference)']):
+    assert abs(row['log_z'] - exact_log_z(system)) < 4 * row['log_z_stderr'], row
+
+
+def test_report_without_samples_uses_eval_json(tmp_path):
+  make_fake_run(str(tmp_path))
+  os.remove(tmp_path / 'samples.npz')
+  result = report.write_report(str(tmp_path))
+  (row,) = result['estimators']
+  assert row['source'] == 'eval.json'
+  assert {os.path.basename(p) for p in result['figures']} == {
+      'loss.png', 'ess.png', 'free_energy.png', 'estimators.png'}
+
+
+def test_report_missing_metrics_is_a_clear_error(tmp_path):
+  with pytest.raises(FileNotFoundError, match='No metrics.jsonl in --workdir'):
+    report.write_report(str(tmp_path))
+
+
+def test_report_rejects_baseline_of_another_system(tmp_path):
+  _, baseline_path = make_fake_run(str(tmp_path), num_samples=50, num_md=10)
+  with open(baseline_path, 'w') as f:
+    json.dump(dict(system='lj_32', beta_f_per_particle=1.0,
+                   beta_f_per_particle_stderr=0.1), f)
+  with pytest.raises(ValueError, match="for system 'lj_32'"):
+    report.write_report(str(tmp_path), baseline_path)

@@ -1,0 +1,57 @@
+"""Solute in LJ solvent: WCA solute term, periodicity, starting configurations, configs."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments import tfep
+from experiments.configs import tfep_solid, tfep_solvation
+from systems import solvation
+
+
+def test_wca_solute_term_is_shifted_repulsive_lj():
+  radius = 2.6
+  r = jnp.linspace(0.8 * radius, 1.2 * radius, 200)  # < L/2: no other image
+  x = jnp.stack([r, jnp.zeros_like(r), jnp.zeros_like(r)], -1)[:, None, :]
+  energy = np.asarray(solvation.solute_energy(x, radius))
+  s6 = (radius / np.asarray(r)) ** 6
+  expected = np.where(np.asarray(r) < 2 ** (1 / 6) * radius, 4 * s6 * (s6 - 1) + 1, 0)
+  np.testing.assert_allclose(energy, expected, rtol=1e-4, atol=1e-4)
+  assert np.all(energy >= -1e-6)
+
+
+def test_energy_is_periodic_and_grows_with_radius():
+  x = solvation.initial_positions(jax.random.PRNGKey(0), 2, 2.597)
+  shifted = x.copy()
+  shifted[:, 7] += solvation.BOX_EDGE * np.array([1.0, 0.0, -1.0])
+  np.testing.assert_allclose(solvation.energy(shifted, 2.597),
+                             solvation.energy(x, 2.597), rtol=1e-5)
+  assert np.all(np.asarray(solvation.energy(x, 2.7)) >= np.asarray(solvation.energy(x, 2.597)))
+
+
+def test_initial_positions_lie_outside_the_solute():
+  x = solvation.initial_positions(jax.random.PRNGKey(1), 3, 2.75)
+  assert x.shape == (3, solvation.NUM_SOLVENT, 3)
+  assert np.min(np.linalg.norm(x, axis=-1)) > 2 ** (1 / 6) * 2.75
+  assert np.all(np.isfinite(np.asarray(solvation.energy(x, 2.75))))
+
+
+def test_bad_input_raises():
+  with pytest.raises(ValueError, match='radius'):
+    solvation.solute_energy(jnp.zeros((5, 3)), -1.0)
+  with pytest.raises(ValueError, match='125'):
+    solvation.energy(jnp.ones((4, 3)), 2.6)
+  with pytest.raises(ValueError, match='grid sites'):
+    solvation.initial_positions(jax.random.PRNGKey(0), 1, 3.5)
+
+
+@pytest.mark.parametrize('module,variant', [(tfep_solvation, 'cpu'), (tfep_solvation, 'paper'),
+                                            (tfep_solid, 'cpu'), (tfep_solid, 'paper')])
+def test_configs_build_ladders(module, variant):
+  config = module.get_config(variant)
+  ladder = tfep.make_ladder(config)
+  assert len(ladder.parameters) == config.states.num_states
+  assert tfep.samples_per_state(config) % config.sampling.num_chains == 0
+  with pytest.raises(ValueError, match='variant'):
+    module.get_config('nope')
