@@ -208,14 +208,16 @@ def _run_child(system: str, out: str) -> dict:
 
 def table(rows: list[dict]) -> str:
   """Markdown table of a sweep."""
-  lines = ['| system | N | params | batch | s/step | steps/s | compile s | '
-           'eval samples/s | energy+grad/s | peak RSS GiB | GFLOP/step |',
-           '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
+  lines = ['| system | N | params | batch | s/step | CPU s/step | steps/s | '
+           'compile s | eval samples/s | energy+grad/s | peak RSS GiB | '
+           'GFLOP/step |',
+           '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
   for r in rows:
     gflops = f'{r["flops_per_step"] / 1e9:.2f}' if r['flops_per_step'] else '–'
     lines.append(
         f'| {r["system"]} | {r["num_particles"]} | {r["num_params"]:,} | '
         f'{r["batch_size"]} | {r["median_step_seconds"]:.3f} | '
+        f'{r["median_step_cpu_seconds"]:.3f} | '
         f'{r["train_steps_per_second"]:.2f} | {r["compile_seconds"]:.1f} | '
         f'{r["eval_samples_per_second"]:.0f} | '
         f'{r["energy_grad_evals_per_second"]:.0f} | {r["peak_rss_gib"]:.2f} | '
@@ -224,32 +226,39 @@ def table(rows: list[dict]) -> str:
 
 
 def plot(rows: list[dict], path: str) -> None:
-  """Log-log step time and peak RSS against N, one line per potential."""
+  """Log-log step time (wall and process CPU) and peak RSS against N."""
   import matplotlib
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
+  from matplotlib import ticker
   fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-  for ax, key, label in ((axes[0], 'median_step_seconds', 'train step (s)'),
-                         (axes[1], 'peak_rss_gib', 'peak RSS (GiB)')):
-    for prefix, marker in (('mw', 'o'), ('lj', 's')):
-      sub = sorted((r for r in rows if r['system'].startswith(prefix)),
-                   key=lambda r: r['num_particles'])
-      if sub:
-        ax.loglog([r['num_particles'] for r in sub], [r[key] for r in sub],
-                  marker=marker, label=prefix)
-    if key == 'median_step_seconds':
-      n = sorted({r['num_particles'] for r in rows})
-      t0 = min(r[key] for r in rows if r['num_particles'] == n[0])
+  panels = ((axes[0], 'train step (s)', (('median_step_seconds', 'wall', '-'),
+                                          ('median_step_cpu_seconds', 'CPU', '-.'))),
+            (axes[1], 'peak RSS (GiB)', (('peak_rss_gib', '', '-'),)))
+  sizes = sorted({r['num_particles'] for r in rows})
+  for ax, label, curves in panels:
+    for key, name, style in curves:
+      for prefix, marker in (('mw', 'o'), ('lj', 's')):
+        sub = sorted((r for r in rows if r['system'].startswith(prefix)),
+                     key=lambda r: r['num_particles'])
+        if sub:
+          ax.loglog([r['num_particles'] for r in sub], [r[key] for r in sub],
+                    marker=marker, ls=style, label=f'{prefix} {name}'.strip())
+    if len(curves) > 1:  # guides through the smallest system's CPU time
+      t0 = min(r['median_step_cpu_seconds'] for r in rows
+               if r['num_particles'] == sizes[0])
       for power, style in ((1, ':'), (2, '--')):
-        ax.loglog(n, [t0 * (x / n[0]) ** power for x in n], 'k' + style,
-                  lw=0.8, label=f'∝ N^{power}')
+        ax.loglog(sizes, [t0 * (n / sizes[0]) ** power for n in sizes],
+                  'k' + style, lw=0.8, label=f'∝ N^{power}')
+    ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f'{v:g}'))
+    ax.yaxis.set_minor_formatter(ticker.FuncFormatter(lambda v, _: f'{v:g}'))
     ax.set_xlabel('N (particles)')
     ax.set_ylabel(label)
     ax.grid(True, which='both', alpha=0.3)
     ax.legend()
   r = rows[0]
-  fig.suptitle(f'{r["variant"]} architecture ({r["num_params"]:,} params at '
-               f'{r["system"]}), batch {r["batch_size"]}, {r["device_kind"]}, '
+  fig.suptitle(f'{r["variant"]} architecture ({r["num_params"]:,} params), '
+               f'batch {r["batch_size"]}, {r["device_kind"]}, '
                f'jax {r["jax_version"]}', fontsize=9)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
