@@ -72,13 +72,15 @@ class MBAREstimate:
     """MBAR result over K states (arrays are read-only float64).
 
     ``delta_f[k] = f_k - f_0`` and ``stderr[k]`` its one-sigma error, shape (K,);
-    ``overlap`` the (K, K) row-stochastic overlap matrix; ``min_adjacent_overlap``
-    the smallest of its elements ``O[k, k+1]`` and ``O[k+1, k]``.
+    ``overlap`` the (K, K) row-stochastic overlap matrix; ``adjacent_pair_overlap``
+    (K-1,) the overlap of each adjacent pair on its own (see
+    `adjacent_pair_overlap`) and ``min_adjacent_overlap`` its minimum.
     """
 
     delta_f: np.ndarray
     stderr: np.ndarray
     overlap: np.ndarray
+    adjacent_pair_overlap: np.ndarray  # (K-1,) two-state overlap of each adjacent pair
     min_adjacent_overlap: float
     num_samples: tuple[int, ...]
 
@@ -334,10 +336,45 @@ def mbar(u_kn, n_k) -> MBAREstimate:
     stderr = np.array(differences["dDelta_f"][0], dtype=np.float64)
     for array in (delta_f, stderr, overlap):
         array.flags.writeable = False
+    f_k = np.array(solver.f_k, dtype=np.float64)
+    pairwise = adjacent_pair_overlap(u, counts, f_k)
+    for array in (pairwise,):
+        array.flags.writeable = False
     return MBAREstimate(
         delta_f=delta_f,
         stderr=stderr,
         overlap=overlap,
-        min_adjacent_overlap=float(min(np.diag(overlap, 1).min(), np.diag(overlap, -1).min())),
+        adjacent_pair_overlap=pairwise,
+        min_adjacent_overlap=float(pairwise.min()),
         num_samples=tuple(int(c) for c in counts),
     )
+
+
+def adjacent_pair_overlap(u_kn, n_k, f_k) -> np.ndarray:
+    """Overlap of each adjacent pair of states on its own: shape (K-1,).
+
+    Entry k is the off-diagonal element of the 2x2 MBAR overlap matrix
+    (pymbar's definition, rows summing to 1) of states k and k+1, from their
+    samples alone and the MBAR free energies ``f_k`` (K,); the smaller of the
+    two directions. Unlike the adjacent elements of the K-state matrix, which
+    shrink as closely spaced states share their overlap among many
+    neighbours, it grows monotonically as the two states approach (1/2 for
+    identical states), so it is the criterion for "every adjacent pair
+    overlaps".
+    """
+    u = np.asarray(u_kn, dtype=np.float64)
+    counts = np.asarray(n_k, dtype=np.int64)
+    f = np.asarray(f_k, dtype=np.float64)
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    result = np.empty(u.shape[0] - 1)
+    for k in range(u.shape[0] - 1):
+        cols = slice(starts[k], starts[k + 2])
+        n_pair = counts[k:k + 2].astype(np.float64)
+        log_terms = f[k:k + 2, None] - u[k:k + 2, cols]          # (2, n)
+        log_denominator = logsumexp(log_terms + np.log(n_pair)[:, None], axis=0)
+        log_w = log_terms - log_denominator                       # (2, n)
+        log_w -= logsumexp(log_w, axis=1, keepdims=True)  # columns of W sum to 1
+        w = np.exp(log_w)
+        cross = float(np.sum(w[0] * w[1]))
+        result[k] = min(cross * n_pair[1], cross * n_pair[0])
+    return result

@@ -7,9 +7,11 @@ After compiling and warming up, times the compiled training step
 (experiments.training.make_train_step: sample, loss, gradient, Adam update,
 one call, no host round trip), the evaluation sampler (sample + log q +
 physical energy) and the system's energy + gradient alone, and reads the
-peak host RSS, peak device memory (accelerators only), and the model FLOPs of
-one step from XLA's cost analysis (with the model FLOP utilisation on known
-GPUs). Config keys are overridden as usual, e.g. --config.model.remat=True.
+peak host RSS, peak device memory (accelerators only), the matmul FLOPs of
+one step (and XLA's own cost analysis), and the model FLOP utilisation on
+known GPUs. Step times are also given in process CPU time, which other
+processes' load disturbs less than wall time. Config keys are overridden as
+usual, e.g. --config.model.remat=True.
 
   python -m scripts.benchmark --config=...:mw_cubic_8,tutorial --sweep \
     --steps=3 --batch_size=16 --out=sweep.json
@@ -29,8 +31,13 @@ import subprocess
 import sys
 import time
 
+import jax
 from absl import app, flags
+from jax.extend.core import ClosedJaxpr, Jaxpr
 from ml_collections import config_flags
+
+from experiments import training
+from scripts.benchmark_energy import energy_grad_throughput
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config.',
                                           lock_config=True)
@@ -70,7 +77,6 @@ def _median_seconds(fn, repeats: int) -> tuple[float, float]:
   """Median wall and process-CPU seconds of `repeats` calls of fn(), each
   run to completion (CPU time is less sensitive to other processes' load).
   """
-  import jax
   wall, cpu = [], []
   for _ in range(repeats):
     start, start_cpu = time.perf_counter(), time.process_time()
@@ -97,9 +103,8 @@ def matmul_flops(jaxpr) -> float:
   """2·M·N·K summed over every dot_general of a jaxpr, scan bodies × length.
 
   Remat recomputation is included (it is executed); of a cond's branches the
-  largest counts.
+  largest counts; a while loop's body counts once (trip count unknown).
   """
-  from jax.extend.core import ClosedJaxpr, Jaxpr
   total = 0.0
   for eqn in jaxpr.eqns:
     if eqn.primitive.name == 'dot_general':
@@ -120,10 +125,6 @@ def matmul_flops(jaxpr) -> float:
 
 def measure(config, steps: int, warmup: int) -> dict:
   """Benchmarks `config`; returns the JSON row (times in s, memory in GiB)."""
-  import jax
-  from experiments import training
-  from scripts.benchmark_energy import energy_grad_throughput
-
   batch = config.train.batch_size
   setup, state = training.build(config)
   num_params = sum(leaf.size for leaf in jax.tree.leaves(state['params']))
@@ -250,8 +251,11 @@ def plot(rows: list[dict], path: str) -> None:
       for power, style in ((1, ':'), (2, '--')):
         ax.loglog(sizes, [t0 * (n / sizes[0]) ** power for n in sizes],
                   'k' + style, lw=0.8, label=f'∝ N^{power}')
-    ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f'{v:g}'))
-    ax.yaxis.set_minor_formatter(ticker.FuncFormatter(lambda v, _: f'{v:g}'))
+    plain = ticker.FuncFormatter(lambda v, _: f'{v:g}')
+    ax.yaxis.set_major_formatter(plain)
+    low, high = ax.get_ylim()
+    if high / low < 10:  # under a decade: label the minor ticks too
+      ax.yaxis.set_minor_formatter(plain)
     ax.set_xlabel('N (particles)')
     ax.set_ylabel(label)
     ax.grid(True, which='both', alpha=0.3)

@@ -17,8 +17,9 @@ Counting as the published values do, Z = N! (V/N) N^{3/2} Z_W, hence
 
     βF/N = [−ln(V/N) − (3/2) ln N − ln Z_W] / N + 3 ln Λ.
 
-Stages are trusted only if every adjacent pair of pymbar's overlap matrix has
-both elements ≥ `min_overlap`; otherwise `InsufficientOverlapError` names the
+Stages are trusted only if every adjacent pair has a two-state overlap-matrix
+element (pymbar's definition, `estimators.adjacent_pair_overlap`) ≥
+`min_overlap`; otherwise `InsufficientOverlapError` names the
 pair. pymbar is imported lazily (through flows.estimators) when MBAR runs.
 """
 
@@ -95,7 +96,7 @@ class LambdaPathResult:
   log_z_stderr: its one-sigma error (MBAR on decorrelated samples).
   delta_f: f(λ=1) − f(λ=0) of the shifted path.
   lambdas: (K,) stages.
-  adjacent_overlap: (K−1,) min(O[k, k+1], O[k+1, k]) of MBAR's overlap matrix O.
+  adjacent_overlap: (K−1,) two-state overlap of each adjacent pair of stages.
   samples_per_stage: (K,) decorrelated samples per stage fed to MBAR.
   statistical_inefficiency: (K,) g per stage (in stored samples) of
     U − U_0 − U_E, averaged over chains; stage k keeps every ⌈g_k⌉-th sample.
@@ -172,7 +173,7 @@ def lambda_path(energy_fn: Callable, lattice, beta: float, spring: float,
   u_kn = beta * (lambdas[:, None] * flat_du + (1.0 - lambdas[:, None]) * flat_ue)
   from flows import estimators  # lazy: pymbar is imported only here
   estimate = estimators.mbar(u_kn, counts)
-  adjacent = np.minimum(np.diag(estimate.overlap, 1), np.diag(estimate.overlap, -1))
+  adjacent = np.asarray(estimate.adjacent_pair_overlap)
   bad = np.flatnonzero(adjacent < min_overlap)
   if bad.size:
     k = int(bad[0])

@@ -103,10 +103,31 @@ def test_mbar_with_intermediate_states():
     assert result.num_samples == (600, 500, 500, 700)
     assert result.overlap.shape == (4, 4)
     np.testing.assert_allclose(result.overlap.sum(axis=1), 1.0, atol=1e-10)
-    adjacent = np.concatenate([np.diag(result.overlap, 1), np.diag(result.overlap, -1)])
-    assert result.min_adjacent_overlap == adjacent.min()
+    # Each adjacent pair's overlap equals pymbar's 2x2 overlap matrix of a fresh
+    # two-state MBAR on that pair's samples alone.
+    pymbar = est.import_pymbar()
+    starts = np.concatenate([[0], np.cumsum(n_k)])
+    for k in range(3):
+        cols = slice(starts[k], starts[k + 2])
+        pair = pymbar.MBAR(u_kn[k:k + 2, cols], np.asarray(n_k[k:k + 2]))
+        o = pair.compute_overlap()["matrix"]
+        assert result.adjacent_pair_overlap[k] == pytest.approx(min(o[0, 1], o[1, 0]), rel=1e-4)
+    assert result.min_adjacent_overlap == result.adjacent_pair_overlap.min()
     assert 0.0 < result.min_adjacent_overlap < 0.5
     assert not result.delta_f.flags.writeable
+
+
+def test_adjacent_pair_overlap_grows_as_states_approach():
+    """Two 1-D Gaussians: the pair overlap rises towards 1/2 as they merge."""
+    rng = np.random.default_rng(5)
+    values = []
+    for shift in (4.0, 2.0, 1.0, 0.25, 0.0):
+        x = np.concatenate([rng.normal(0.0, 1.0, 4000), rng.normal(shift, 1.0, 4000)])
+        u_kn = np.stack([0.5 * x**2, 0.5 * (x - shift) ** 2])
+        values.append(est.adjacent_pair_overlap(u_kn, np.array([4000, 4000]), np.zeros(2))[0])
+    assert np.all(np.diff(values) > 0), values
+    assert values[-1] == pytest.approx(0.5, abs=1e-9)
+    assert values[0] < 0.1
 
 
 def test_two_state_mbar_equals_bar():
