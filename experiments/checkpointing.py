@@ -20,6 +20,17 @@ def _shapes(tree: Any) -> dict[str, list[int]]:
   return {jax.tree_util.keystr(path): list(np.shape(leaf)) for path, leaf in flat}
 
 
+# Model keys that change how a step is computed, not the parameters: a run may
+# resume with them switched.
+COMPUTE_ONLY_MODEL_KEYS = ('remat',)
+
+
+def _model_shape_keys(model: dict | None) -> dict | None:
+  if model is None:
+    return None
+  return {k: v for k, v in model.items() if k not in COMPUTE_ONLY_MODEL_KEYS}
+
+
 class CheckpointMismatchError(ValueError):
   """The checkpoint in the workdir was written by a different model or system."""
 
@@ -68,10 +79,13 @@ class Checkpointer:
     step = self.latest_step if step is None else step
     saved = self.read_meta(step)
     problems = []
-    for key in ('system', 'model'):
-      if saved.get(key) != meta.get(key):
-        problems.append(f'{key}: checkpoint has {saved.get(key)!r}, '
-                        f'config has {meta.get(key)!r}')
+    if saved.get('system') != meta.get('system'):
+      problems.append(f'system: checkpoint has {saved.get("system")!r}, '
+                      f'config has {meta.get("system")!r}')
+    saved_model = _model_shape_keys(saved.get('model'))
+    model = _model_shape_keys(meta.get('model'))
+    if saved_model != model:
+      problems.append(f'model: checkpoint has {saved_model!r}, config has {model!r}')
     current = _shapes(target['params'])
     stored = saved.get('shapes', {})
     for name in sorted(set(current) | set(stored)):

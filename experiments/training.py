@@ -228,13 +228,8 @@ class Progress:
 
 
 def checkpoint_meta(config: ml_collections.ConfigDict) -> dict:
-  """The part of the config a checkpoint must match, plus the full config.
-
-  `model.remat` is left out: it changes how gradients are computed, not the
-  parameters, so a run may resume with it switched.
-  """
-  model = {k: v for k, v in config.model.to_dict().items() if k != 'remat'}
-  return dict(system=config.system, model=model,
+  """The part of the config a checkpoint must match, plus the full config."""
+  return dict(system=config.system, model=config.model.to_dict(),
               config=json.loads(config.to_json_best_effort()))
 
 
