@@ -64,10 +64,16 @@ def knots(raw: jnp.ndarray, lower: float, upper: float):
   x_knots = _knot_positions(raw[..., :num_bins], lower, upper)
   y_knots = _knot_positions(raw[..., num_bins:2 * num_bins], lower, upper)
   offset = math.log(math.expm1(1.0 - MIN_SLOPE))  # softplus(offset) + MIN = 1
-  slopes = jax.nn.softplus(raw[..., 2 * num_bins:3 * num_bins] + offset)
+  slopes = _softplus(raw[..., 2 * num_bins:3 * num_bins] + offset)
   slopes = slopes + MIN_SLOPE
   slopes = jnp.concatenate([slopes, slopes[..., :1]], axis=-1)
   return x_knots, y_knots, slopes
+
+
+def _softplus(z: jnp.ndarray) -> jnp.ndarray:
+  """ln(1 + e^z), exact in float32; its gradient compiles to faster CPU code
+  than jax.nn.softplus's."""
+  return jnp.log1p(jnp.exp(jnp.minimum(z, 20.0))) + jnp.maximum(z - 20.0, 0.0)
 
 
 def _select_bin(v: jnp.ndarray, edges: jnp.ndarray, *arrays: jnp.ndarray):

@@ -12,6 +12,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+SMALL_SET = 16  # up to this many tokens, attention uses broadcast products
+
 
 def _kernel_init(num_blocks: int):
   """VarianceScaling(2/sqrt(num_blocks), fan_in, truncated normal)."""
@@ -47,8 +49,16 @@ class SelfAttention(nnx.Module):
     """(..., M, d) -> (..., M, d)."""
     split = lambda t: t.reshape(t.shape[:-1] + (self.num_heads, -1))
     q, k, v = split(self.query(h)), split(self.key(h)), split(self.value(h))
-    logits = jnp.einsum('...ihc,...jhc->...hij', q, k) / math.sqrt(q.shape[-1])
-    attended = jnp.einsum('...hij,...jhc->...ihc', jax.nn.softmax(logits), v)
+    q = q / math.sqrt(q.shape[-1])
+    if h.shape[-2] <= SMALL_SET:
+      # Broadcast products: for a few tokens these beat XLA's batched matmuls
+      # of tiny matrices on CPU (measured: 17% of an 8-particle training step).
+      logits = jnp.sum(q[..., :, None, :, :] * k[..., None, :, :, :], axis=-1)
+      weights = jax.nn.softmax(logits, axis=-2)                 # (..., i, j, h)
+      attended = jnp.sum(weights[..., None] * v[..., None, :, :, :], axis=-3)
+    else:
+      logits = jnp.einsum('...ihc,...jhc->...hij', q, k)
+      attended = jnp.einsum('...hij,...jhc->...ihc', jax.nn.softmax(logits), v)
     return self.out(attended.reshape(h.shape))
 
 

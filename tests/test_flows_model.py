@@ -164,3 +164,23 @@ def test_convention_hand_computed():
     convention.log_z_published(1.0, -1.0)
   with pytest.raises(ValueError, match='sites_per_cell'):
     convention.beta_f_per_particle_all_space(1.0, 4, 8.0, 1.0, 0)
+
+
+# --- Transformer attention ----------------------------------------------------
+
+
+@pytest.mark.parametrize('num_tokens', [5, 20])
+def test_attention_paths_agree_and_are_permutation_equivariant(monkeypatch, num_tokens):
+  from flows import transformer
+  with jax.enable_x64(True):
+    attention = transformer.SelfAttention(
+        8, 2, nnx.initializers.lecun_normal(), rngs=nnx.Rngs(3))
+    h = jax.random.normal(jax.random.key(1), (3, num_tokens, 8), jnp.float64)
+    perm = jax.random.permutation(jax.random.key(2), num_tokens)
+    outputs = []
+    for small_set in (0, 10_000):  # einsum path, then broadcast-product path
+      monkeypatch.setattr(transformer, 'SMALL_SET', small_set)
+      out = attention(h)
+      np.testing.assert_allclose(attention(h[:, perm]), out[:, perm], atol=1e-12)
+      outputs.append(out)
+  np.testing.assert_allclose(outputs[0], outputs[1], atol=1e-12)
