@@ -3,8 +3,9 @@
   python -m experiments.evaluate --workdir=runs/mw_cubic_8 --num_samples=65536 \
     [--samples_out=runs/mw_cubic_8/samples.npz]
 
-Writes `<workdir>/eval.json` (ESS, ln Z, βF/N ± stderr, ⟨U⟩); with
---samples_out also an .npz of positions (n, N, 3), log q (n,), energies (n,)
+Samples the parameters that training evaluates (their moving average when
+train.ema_decay > 0). Writes `<workdir>/eval.json` (ESS, ln Z, βF/N ± stderr,
+⟨U⟩); with --samples_out also an .npz of positions (n, N, 3), log q (n,), energies (n,)
 and the system's β, box and name, for the estimators and the report.
 """
 
@@ -46,7 +47,7 @@ def main(argv):
   config, setup, state = load_run(_WORKDIR.value)
   sample_fn = training.make_eval_sample_fn(setup)
   samples = evaluation.draw_samples(
-      lambda key, n: sample_fn(state['params'], key, n),
+      lambda key, n: sample_fn(state['ema_params'], key, n),
       jax.random.key(_SEED.value), _NUM_SAMPLES.value,
       _BATCH_SIZE.value or config.eval.batch_size,
       keep_positions=bool(_SAMPLES_OUT.value))

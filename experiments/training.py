@@ -101,6 +101,7 @@ def build(config: ml_collections.ConfigDict,
   setup = Setup(system, graphdef, rest, optimizer, mesh)
   state = dict(
       params=params,
+      ema_params=jax.tree.map(jnp.copy, params),  # evaluated (train.ema_decay)
       opt_state=optimizer.init(params),
       key=jax.random.key_data(jax.random.key(config.seed)),
       step=jnp.asarray(0, jnp.int32),
@@ -125,11 +126,13 @@ def make_loss_fn(setup: Setup, batch_size: int):
   return loss_fn
 
 
-def make_train_step(setup: Setup, batch_size: int):
+def make_train_step(setup: Setup, batch_size: int, ema_decay: float = 0.0):
   """One compiled update: sample, loss, gradient, guarded optax update.
 
   A step whose loss or gradient norm is not finite leaves parameters and
-  optimiser state untouched and increments the skip counters.
+  optimiser state untouched and increments the skip counters. The
+  exponential moving average ema ← d·ema + (1 − d)·params (d = `ema_decay`)
+  follows the parameters; evaluations use it.
   """
   loss_fn = make_loss_fn(setup, batch_size)
 
@@ -144,9 +147,12 @@ def make_train_step(setup: Setup, batch_size: int):
     params = optax.apply_updates(state['params'], updates)
     keep = lambda new, old: jax.tree.map(
         lambda n, o: jnp.where(finite, n, o), new, old)
+    params = keep(params, state['params'])
     new_state = dict(
         state,
-        params=keep(params, state['params']),
+        params=params,
+        ema_params=jax.tree.map(lambda e, p: ema_decay * e + (1 - ema_decay) * p,
+                                state['ema_params'], params),
         opt_state=keep(opt_state, state['opt_state']),
         step=state['step'] + 1,
         num_skipped=state['num_skipped'] + (~finite).astype(jnp.int32),
@@ -185,9 +191,9 @@ def compile_concurrently(setup: Setup, state: dict,
   key = jax.random.key(0)
   with concurrent.futures.ThreadPoolExecutor(1) as pool:
     eval_compiled = pool.submit(
-        lambda: eval_fn.lower(state['params'], key, eval_batch).compile())
-    step_compiled = make_train_step(setup, config.train.batch_size).lower(
-        state).compile()
+        lambda: eval_fn.lower(state['ema_params'], key, eval_batch).compile())
+    step_compiled = make_train_step(setup, config.train.batch_size,
+                                    config.train.ema_decay).lower(state).compile()
     return step_compiled, eval_compiled.result()
 
 
@@ -268,7 +274,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
 
   def run_eval(step: int) -> dict:
     samples = evaluation.draw_samples(
-        lambda key, n: eval_sample(state['params'], key),
+        lambda key, n: eval_sample(state['ema_params'], key),
         jax.random.fold_in(eval_key, step), config.eval.num_samples,
         min(config.eval.batch_size, config.eval.num_samples))
     row = dict(step=step, **evaluation.summarize(samples, setup.system))

@@ -127,6 +127,24 @@ def test_nonfinite_loss_never_reaches_parameters(tmp_path, monkeypatch):
     np.testing.assert_array_equal(x, np.asarray(y))
 
 
+
+def test_moving_average_of_parameters_is_exact_and_skips_nothing():
+  config = tiny_config()
+  setup, state = training.build(config)
+  decay = 0.75
+  step = training.make_train_step(setup, config.train.batch_size, ema_decay=decay)
+  p0 = jax.tree.map(np.asarray, state['params'])
+  state, _ = step(state)
+  p1 = jax.tree.map(np.asarray, state['params'])
+  state, _ = step(state)
+  p2 = jax.tree.map(np.asarray, state['params'])
+  for a, b, c, e in zip(*map(jax.tree.leaves, (p0, p1, p2, state['ema_params']))):
+    expected = decay * (decay * a + (1 - decay) * b) + (1 - decay) * c
+    np.testing.assert_allclose(np.asarray(e), expected, rtol=1e-6, atol=1e-7)
+  assert any(not np.array_equal(a, c) for a, c in zip(jax.tree.leaves(p0),
+                                                      jax.tree.leaves(p2)))
+
+
 SHARDED_SCRIPT = r'''
 import jax, numpy as np
 from experiments import training
