@@ -293,6 +293,7 @@ def run(config: ml_collections.ConfigDict, workdir: str,
 
 def main():
   from absl import app, flags
+  from absl import logging as absl_logging
   from ml_collections import config_flags
   config_flag = config_flags.DEFINE_config_file('config', None, 'TFEP config.',
                                                 lock_config=True)
@@ -302,6 +303,7 @@ def main():
 
   def _main(argv):
     del argv
+    absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every save at INFO
     works = run(config_flag.value, workdir_flag.value, start)
     print(f'step {int(works["step"])}: works written to '
           f'{os.path.join(workdir_flag.value, "works.npz")}')
