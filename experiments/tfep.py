@@ -46,6 +46,7 @@ class Ladder:
   reduced: (x (..., M, 3), λ) -> reduced potential (...) in kT.
   parameters: (K,) λ_k; A = parameters[0], B = parameters[-1].
   initial_positions: (key, n, λ) -> (n, M, 3) starting configurations.
+  sites: (M, 3) lattice sites of a solid (None for a fluid).
   """
   parameters: np.ndarray
   reduced: Callable
@@ -53,6 +54,7 @@ class Ladder:
   lower: float
   upper: float
   initial_positions: Callable
+  sites: np.ndarray | None = None
 
   def reduced_at(self, k: int) -> targeted.ReducedPotential:
     return lambda x: self.reduced(x, self.parameters[k])
@@ -76,7 +78,8 @@ def _temperature_ladder(system_name: str, parameters) -> Ladder:
     return (system.lattice + noise / np.sqrt(beta)).astype(np.float32)
 
   return Ladder(parameters, lambda x, beta: beta * system.energy(x),
-                system.num_particles, 0.0, float(system.box[0]), initial_positions)
+                system.num_particles, 0.0, float(system.box[0]), initial_positions,
+                sites=np.asarray(system.lattice))
 
 
 def make_ladder(config: ml_collections.ConfigDict) -> Ladder:
@@ -156,8 +159,14 @@ def load_or_draw_samples(config, ladder: Ladder, workdir: str) -> dict:
 
 def make_map(config, ladder: Ladder) -> targeted.TargetedMap:
   """The TargetedMap of `config.model`, seeded by `config.seed`."""
+  model = config.model.to_dict()
+  centre_on_sites = model.pop('centre_on_sites')
+  if centre_on_sites and ladder.sites is None:
+    raise ValueError(f'model.centre_on_sites=True needs lattice sites, and benchmark '
+                     f'{config.benchmark!r} has none; set it to False.')
   return targeted.TargetedMap(ladder.num_particles, ladder.lower, ladder.upper,
-                              **config.model.to_dict(), rngs=nnx.Rngs(config.seed))
+                              **model, sites=ladder.sites if centre_on_sites else None,
+                              rngs=nnx.Rngs(config.seed))
 
 
 def checkpoint_meta(config) -> dict:

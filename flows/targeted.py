@@ -20,6 +20,7 @@ object with forward(x) -> (y, log_det) and inverse(y) -> (x, log_det).
 from typing import Callable
 
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from flows import estimators
@@ -32,8 +33,19 @@ class TargetedMap(nnx.Module):
   """A chain of periodic, permutation-equivariant coupling layers on [lower, upper)³.
 
   Acts on M particles, (..., M, 3); inputs are first wrapped into the box.
-  Identity at initialisation (zero circular shifts, zero spline heads), so its
-  works start as the plain FEP works.
+  Identity at initialisation (zero circular shifts, zero spline heads, and the
+  layers' net roll of the coordinate axes undone), so its works start as the
+  plain FEP works.
+
+  With `sites` (a solid's lattice) particle 0 is the origin, as in the
+  solid flows: it is left in place, and the couplings act on the other
+  particles' periodic displacements from their own sites relative to it,
+  moved to the middle of the box, u_i = wrap(x_i − x_0 − (s_i − s_0) + centre).
+  These translations have unit Jacobian; the map commutes with translations
+  of the whole configuration (so its works do too), and a map that reshapes
+  the thermal cloud the same way about every site (e.g. widens it for a
+  higher temperature) becomes one simple function of u. The map is then
+  equivariant under permutations of particles 1..M−1 together with their sites.
 
   Args:
     num_particles: M, the number of mapped particles.
@@ -41,13 +53,14 @@ class TargetedMap(nnx.Module):
     num_layers: CouplingLayers (each = two spline couplings + a circular shift).
     num_bins, embedding_size, num_heads, num_blocks, num_frequencies,
       use_layernorm: as flows.CouplingLayer / flows.Conditioner.
+    sites: optional (M, 3) reference positions (length units), see above.
     rngs: parameter initialisation.
   """
 
   def __init__(self, num_particles: int, lower: float, upper: float, *,
                num_layers: int, num_bins: int, embedding_size: int,
                num_heads: int, num_blocks: int, num_frequencies: int,
-               use_layernorm: bool = False, rngs: nnx.Rngs):
+               use_layernorm: bool = False, sites=None, rngs: nnx.Rngs):
     if num_particles < 1:
       raise ValueError(f'num_particles={num_particles} must be >= 1.')
     if not upper > lower:
@@ -56,6 +69,15 @@ class TargetedMap(nnx.Module):
       raise ValueError(f'num_layers={num_layers} must be >= 1.')
     self.num_particles = int(num_particles)
     self.lower, self.upper = float(lower), float(upper)
+    if sites is None:
+      self.offsets = None
+    else:  # site − centre of the box, per particle
+      sites = np.asarray(sites, np.float64)
+      if sites.shape != (num_particles, 3):
+        raise ValueError(f'sites has shape {sites.shape}; expected '
+                         f'({num_particles}, 3).')
+      self.offsets = nnx.Variable(jnp.asarray(
+          sites[1:] - sites[0] - 0.5 * (lower + upper), jnp.float32))
     self.layers = nnx.List([
         CouplingLayer(lower=lower, upper=upper, num_bins=num_bins,
                       embedding_size=embedding_size, num_heads=num_heads,
@@ -67,23 +89,44 @@ class TargetedMap(nnx.Module):
     if x.shape[-2:] != (self.num_particles, 3):
       raise ValueError(f'input has shape {x.shape}; expected (..., '
                        f'{self.num_particles}, 3).')
-    return wrap(x, self.lower, self.upper), jnp.zeros(x.shape[:-2], x.dtype)
+    return wrap(x, self.lower, self.upper)
 
-  def forward(self, x):
-    """A -> B: x (..., M, 3) -> (M(x) in the box, ln|det J_M(x)| (...))."""
-    x, log_det = self._prepare(x)
-    for layer in self.layers:
-      x, ld = layer.forward(x)
+  @property
+  def _net_roll(self) -> int:
+    """Each layer rolls the axes (x, y, z) -> (z, x, y); the chain undoes the total."""
+    return len(self.layers) % 3
+
+  def _apply(self, x, method: str):
+    """The layers' `method` on x (..., M', 3), the net roll of the axes undone."""
+    log_det = jnp.zeros(x.shape[:-2], x.dtype)
+    if method == 'forward':
+      for layer in self.layers:
+        x, ld = layer.forward(x)
+        log_det = log_det + ld
+      return jnp.roll(x, -self._net_roll, axis=-1), log_det
+    x = jnp.roll(x, self._net_roll, axis=-1)
+    for layer in reversed(self.layers):
+      x, ld = layer.inverse(x)
       log_det = log_det + ld
     return x, log_det
 
+  def _transform(self, x, method: str):
+    x = self._prepare(x)
+    if self.offsets is None:
+      return self._apply(x, method)
+    origin, offsets = x[..., :1, :], self.offsets[...].astype(x.dtype)
+    u = wrap(x[..., 1:, :] - origin - offsets, self.lower, self.upper)
+    u, log_det = self._apply(u, method)
+    moved = wrap(origin + u + offsets, self.lower, self.upper)
+    return jnp.concatenate([origin, moved], axis=-2), log_det
+
+  def forward(self, x):
+    """A -> B: x (..., M, 3) -> (M(x) in the box, ln|det J_M(x)| (...))."""
+    return self._transform(x, 'forward')
+
   def inverse(self, y):
     """B -> A: y (..., M, 3) -> (M⁻¹(y) in the box, ln|det J_{M⁻¹}(y)| (...))."""
-    y, log_det = self._prepare(y)
-    for layer in reversed(self.layers):
-      y, ld = layer.inverse(y)
-      log_det = log_det + ld
-    return y, log_det
+    return self._transform(y, 'inverse')
 
 
 def forward_work(bijector, x, reduced_a: ReducedPotential,

@@ -9,7 +9,9 @@ Table and plot:
 lj_32 (FCC, density 1.28, cutoff 2.7) at β_A = 0.5 (the registry's T = 2) and
 β_B = 0.35 (T ≈ 2.86): same box, so the map only has to widen the thermal
 cloud; a 30 % temperature step keeps plain FEP poor (work std ≈ 2 kT) while
-the solid stays solid. The ladder is linear in β. Variants `cpu` and `paper`
+the solid stays solid. The ladder is linear in β. The map acts on each
+particle's displacement from its lattice site (`model.centre_on_sites`), where
+widening the thermal cloud is the same simple function for every particle. Variants `cpu` and `paper`
 as in tfep_solvation.py, whose `make_config` documents every key.
 """
 
@@ -24,12 +26,14 @@ _SAMPLING = dict(step_size=0.005)
 
 def _cpu() -> dict:
   return dict(states=_STATES, sampling=dict(_SAMPLING, burn_in=500, thin=5),
-              model=dict(num_layers=2), train=dict(batch_size=32), evaluation={})
+              model=dict(num_layers=2, centre_on_sites=True),
+              train=dict(batch_size=32), evaluation={})
 
 
 def _paper() -> dict:
   paper = tfep_solvation.VARIANTS['paper']()
-  paper.update(states=_STATES, sampling=dict(paper['sampling'], **_SAMPLING))
+  paper.update(states=_STATES, sampling=dict(paper['sampling'], **_SAMPLING),
+               model=dict(paper['model'], centre_on_sites=True))
   return paper
 
 

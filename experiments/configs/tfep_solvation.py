@@ -53,6 +53,7 @@ def make_config(benchmark: str, variant: str, *, states: dict, sampling: dict,
       num_blocks=1,          # transformer blocks per conditioner
       num_frequencies=4,     # circular Fourier frequencies of the embedding
       use_layernorm=False,   # layer norm in the transformer
+      centre_on_sites=False,  # act on displacements from lattice sites (solids only)
   ))
   config.model.update(model)
 
