@@ -130,6 +130,8 @@ def plot(table: dict, path: str) -> None:
     ax.errorbar(x, mean, yerr=std, marker='o', capsize=3, label=method)
     ax.fill_between(x, mean - std, mean + std, alpha=0.15)
   ax.set_xscale('log')
+  ax.set_xticks(sizes, [f'{n:,}' for n in sizes])  # the sizes only, not log minor ticks
+  ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
   ax.set_xlabel('samples per state')
   ax.set_ylabel('ΔF = f_B − f_A (kT)')
   ax.set_title(f'{table["benchmark"]} ({table["variant"]})')
