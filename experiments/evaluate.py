@@ -5,8 +5,9 @@
 
 Samples the parameters that training evaluates (their moving average when
 train.ema_decay > 0). Writes `<workdir>/eval.json` (ESS, ln Z, βF/N ± stderr,
-⟨U⟩); with --samples_out also an .npz of positions (n, N, 3), log q (n,), energies (n,)
-and the system's β, box and name, for the estimators and the report.
+⟨U⟩); with --samples_out also an .npz of positions (n, N, 3), log q (n,),
+energies (n,) and the system's β, box and name, for the estimators and the
+report.
 """
 
 import json

@@ -101,7 +101,7 @@ def build(config: ml_collections.ConfigDict,
   setup = Setup(system, graphdef, rest, optimizer, mesh)
   state = dict(
       params=params,
-      ema_params=jax.tree.map(jnp.copy, params),  # evaluated (train.ema_decay)
+      ema_params=jax.tree.map(jnp.copy, params),  # what evaluations sample
       opt_state=optimizer.init(params),
       key=jax.random.key_data(jax.random.key(config.seed)),
       step=jnp.asarray(0, jnp.int32),

@@ -77,6 +77,16 @@ class SplitCoupling(nnx.Module):
     return self._apply(y, splines.inverse)
 
 
+def undo_axis_rolls(x: jnp.ndarray, num_layers: int, method: str) -> jnp.ndarray:
+  """Cancels the axis rolls of a chain of `num_layers` CouplingLayers.
+
+  Apply after the chain's forward pass (method 'forward') or before its
+  inverse pass (method 'inverse'), so that a fresh chain is the identity.
+  """
+  net = num_layers % 3
+  return jnp.roll(x, -net if method == 'forward' else net, axis=-1)
+
+
 class CouplingLayer(nnx.Module):
   """One flow layer, the composition P ∘ S ∘ A ∘ B (B acts first in `forward`).
 

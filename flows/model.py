@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from flows.couplings import CouplingLayer, wrap
+from flows.couplings import CouplingLayer, undo_axis_rolls, wrap
 from flows.lattice_base import LatticeBase, wigner_seitz_half_width
 
 
@@ -107,15 +107,14 @@ class SolidFlow(nnx.Module):
 
     if self.remat:
       step = jax.checkpoint(step)
-    net_roll = self.num_layers % 3
     u = y / box
     if method == 'inverse':
-      u = jnp.roll(u, net_roll, axis=-1)
+      u = undo_axis_rolls(u, self.num_layers, method)
     init = (u, jnp.zeros(y.shape[:-2], y.dtype))
     (u, log_det), _ = jax.lax.scan(step, init, params,
                                    reverse=(method == 'inverse'))
     if method == 'forward':
-      u = jnp.roll(u, -net_roll, axis=-1)
+      u = undo_axis_rolls(u, self.num_layers, method)
     return u * box, log_det
 
   def forward(self, z):

@@ -24,7 +24,7 @@ import numpy as np
 from flax import nnx
 
 from flows import estimators
-from flows.couplings import CouplingLayer, wrap
+from flows.couplings import CouplingLayer, undo_axis_rolls, wrap
 
 ReducedPotential = Callable[[jnp.ndarray], jnp.ndarray]
 
@@ -91,20 +91,15 @@ class TargetedMap(nnx.Module):
                        f'{self.num_particles}, 3).')
     return wrap(x, self.lower, self.upper)
 
-  @property
-  def _net_roll(self) -> int:
-    """Each layer rolls the axes (x, y, z) -> (z, x, y); the chain undoes the total."""
-    return len(self.layers) % 3
-
   def _apply(self, x, method: str):
-    """The layers' `method` on x (..., M', 3), the net roll of the axes undone."""
+    """The layers' `method` on x (..., M', 3), their axis rolls undone."""
     log_det = jnp.zeros(x.shape[:-2], x.dtype)
     if method == 'forward':
       for layer in self.layers:
         x, ld = layer.forward(x)
         log_det = log_det + ld
-      return jnp.roll(x, -self._net_roll, axis=-1), log_det
-    x = jnp.roll(x, self._net_roll, axis=-1)
+      return undo_axis_rolls(x, len(self.layers), method), log_det
+    x = undo_axis_rolls(x, len(self.layers), method)
     for layer in reversed(self.layers):
       x, ld = layer.inverse(x)
       log_det = log_det + ld

@@ -37,9 +37,10 @@ def flow_log_prob(workdir: str, system_name: str, positions: np.ndarray) -> np.n
     raise ValueError(f'--workdir {workdir!r} trained {config.system!r}, not '
                      f'--system={system_name!r}.')
   log_prob = jax.jit(lambda params, x: setup.flow(params).log_prob(x))
-  chunks = [np.asarray(log_prob(state['ema_params'], jnp.asarray(positions[i:i + LOG_Q_BATCH],
-                                                                 jnp.float32)))
-            for i in range(0, len(positions), LOG_Q_BATCH)]
+  chunks = []
+  for i in range(0, len(positions), LOG_Q_BATCH):
+    batch = jnp.asarray(positions[i:i + LOG_Q_BATCH], jnp.float32)
+    chunks.append(np.asarray(log_prob(state['ema_params'], batch)))
   return np.concatenate(chunks).astype(np.float64)
 
 

@@ -74,7 +74,7 @@ def make_config(system: str, variant: str, *, model: dict, train: dict,
       lr_warmup_steps=0,             # linear warm-up from 0 (0: none)
       adam_b2=0.999,                 # Adam second-moment decay
       max_gradient_norm=1e4,         # global-norm gradient clipping
-      ema_decay=0.0,                 # evaluate an EMA of the parameters (0: the parameters)
+      ema_decay=0.0,                 # evaluations use an EMA of the parameters (0: none)
       max_consecutive_nonfinite=20,  # stop after this many skipped steps in a row
       log_every_steps=50,            # training metrics row every this many steps
       checkpoint_every_seconds=300.0,  # checkpoint period (and at the end)

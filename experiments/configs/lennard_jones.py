@@ -33,8 +33,8 @@ def _cpu(system: str) -> dict:
   return dict(
       model=dict(num_layers=4, embedding_size=32, num_frequencies=2,
                  noise_scale=_NOISE_SCALE),
-      train=dict(num_steps=4000, learning_rate=1e-3, lr_decay_steps=(), ema_decay=0.99,
-                 checkpoint_every_seconds=60.0),
+      train=dict(num_steps=4000, learning_rate=1e-3, lr_decay_steps=(),
+                 ema_decay=0.99, checkpoint_every_seconds=60.0),
       evaluation=dict(every_steps=500, num_samples=8192, batch_size=2048))
 
 

@@ -34,8 +34,9 @@ def _cpu(system: str) -> dict:
   return dict(
       model=dict(num_layers=4, embedding_size=32, num_frequencies=2),
       train=dict(num_steps=2000, learning_rate=1e-3,
-                 lr_decay_steps=(1000, 1500), lr_decay_factor=0.3, ema_decay=0.99,
-                 log_every_steps=50, checkpoint_every_seconds=60.0),
+                 lr_decay_steps=(1000, 1500), lr_decay_factor=0.3,
+                 ema_decay=0.99, log_every_steps=50,
+                 checkpoint_every_seconds=60.0),
       evaluation=dict(every_steps=250, num_samples=16384, batch_size=8192))
 
 

@@ -10,9 +10,10 @@ lj_32 (FCC, density 1.28, cutoff 2.7) at β_A = 0.5 (the registry's T = 2) and
 β_B = 0.35 (T ≈ 2.86): same box, so the map only has to widen the thermal
 cloud; a 30 % temperature step keeps plain FEP poor (work std ≈ 2 kT) while
 the solid stays solid. The ladder is linear in β. The map acts on each
-particle's displacement from its lattice site (`model.centre_on_sites`), where
-widening the thermal cloud is the same simple function for every particle. Variants `cpu` and `paper`
-as in tfep_solvation.py, whose `make_config` documents every key.
+particle's displacement from its lattice site, relative to particle 0
+(`model.centre_on_sites`), where widening the thermal cloud is the same simple
+function for every particle. Variants `cpu` and `paper` as in
+tfep_solvation.py, whose `make_config` documents every key.
 """
 
 from experiments.configs import tfep_solvation
