@@ -22,7 +22,7 @@ def _shapes(tree: Any) -> dict[str, list[int]]:
 
 # Model keys that change how a step is computed, not the parameters: a run may
 # resume with them switched.
-COMPUTE_ONLY_MODEL_KEYS = ('remat',)
+COMPUTE_ONLY_MODEL_KEYS = ('remat', 'compute_dtype')
 
 
 def _model_shape_keys(model: dict | None) -> dict | None:

@@ -25,7 +25,10 @@ flags.mark_flag_as_required('workdir')
 
 
 def load_run(workdir: str):
-  """Returns (config, setup, state) of the latest checkpoint in `workdir`."""
+  """Returns (config, setup, state) of the latest checkpoint in `workdir`.
+
+  The model computes in float32 (config.model.compute_dtype is overridden).
+  """
   import ml_collections
   from experiments import checkpointing, training
   ckpt = checkpointing.Checkpointer(workdir)
@@ -33,6 +36,11 @@ def load_run(workdir: str):
     raise FileNotFoundError(f'No checkpoint under {ckpt.directory}; train first '
                             'with python -m experiments.train.')
   config = ml_collections.ConfigDict(ckpt.read_meta()['config'])
+  # Densities are evaluated with float32 products whatever the training used:
+  # sampling (forward) and log q of given configurations (inverse) then agree
+  # to float32 round-off, as LBAR against MD samples needs; with bfloat16 a
+  # rounding flip in a conditioner can make them differ on a few samples.
+  config.model.compute_dtype = 'float32'
   setup, state = training.build(config)
   state = ckpt.restore(state, training.checkpoint_meta(config))
   ckpt.close()

@@ -16,13 +16,15 @@ class Conditioner(nnx.Module):
   Maps the conditioning coordinates of all M particles, (..., M, num_inputs),
   to raw spline parameters (..., M, num_outputs, 3K+1), equivariantly in the
   particle axis. The output layer starts at zero, so a fresh conditioner
-  outputs zeros (the identity spline).
+  outputs zeros (the identity spline). The embedding and output layers run
+  in float32; `compute_dtype` sets the transformer's matrix products.
   """
 
   def __init__(self, num_inputs: int, num_outputs: int, *, num_bins: int,
                lower: float, upper: float, embedding_size: int,
                num_frequencies: int, num_heads: int, num_blocks: int,
-               use_layernorm: bool, rngs: nnx.Rngs):
+               use_layernorm: bool, compute_dtype: str = 'float32',
+               rngs: nnx.Rngs):
     self.lower, self.upper = float(lower), float(upper)
     self.num_frequencies = num_frequencies
     self.num_outputs = num_outputs
@@ -34,7 +36,7 @@ class Conditioner(nnx.Module):
         rngs=rngs)
     self.transformer = Transformer(
         embedding_size, num_heads=num_heads, num_blocks=num_blocks,
-        use_layernorm=use_layernorm, rngs=rngs)
+        use_layernorm=use_layernorm, compute_dtype=compute_dtype, rngs=rngs)
     self.head = nnx.Linear(
         embedding_size, num_outputs * self.params_per_output,
         kernel_init=nnx.initializers.zeros, bias_init=nnx.initializers.zeros,

@@ -38,6 +38,10 @@ class SolidFlow(nnx.Module):
     noise_scale: σ of the base noise (length units).
     use_layernorm: layer norms in the transformer (published model: False).
     remat: rematerialise each layer in the backward pass (saves memory).
+    compute_dtype: 'float32', or 'bfloat16' for the transformers' matrix
+      products (mixed precision; splines, log-dets and the base stay in the
+      input's dtype, so the flow is still an exact bijection with an exact
+      log-det).
     rngs: parameter initialisation.
   """
 
@@ -45,7 +49,7 @@ class SolidFlow(nnx.Module):
                embedding_size: int, num_heads: int, num_blocks: int,
                num_frequencies: int, noise_scale: float,
                use_layernorm: bool = False, remat: bool = False,
-               rngs: nnx.Rngs):
+               compute_dtype: str = 'float32', rngs: nnx.Rngs):
     lattice = np.asarray(lattice, np.float64)
     box = np.asarray(box, np.float64)
     if lattice.ndim != 2 or lattice.shape[1] != 3 or lattice.shape[0] < 2:
@@ -73,7 +77,8 @@ class SolidFlow(nnx.Module):
           lower=-0.5, upper=0.5, num_bins=num_bins,
           embedding_size=embedding_size, num_frequencies=num_frequencies,
           num_heads=num_heads, num_blocks=num_blocks,
-          use_layernorm=use_layernorm, rngs=layer_rngs)
+          use_layernorm=use_layernorm, compute_dtype=compute_dtype,
+          rngs=layer_rngs)
 
     self.layers = make_layers(rngs)  # parameters stacked on a leading layer axis
 

@@ -25,6 +25,7 @@ from flax import nnx
 
 from flows import estimators
 from flows.couplings import CouplingLayer, undo_axis_rolls, wrap
+from flows.radial import RadialSpline
 
 ReducedPotential = Callable[[jnp.ndarray], jnp.ndarray]
 
@@ -47,12 +48,18 @@ class TargetedMap(nnx.Module):
   higher temperature) becomes one simple function of u. The map is then
   equivariant under permutations of particles 1..M−1 together with their sites.
 
+  With `radial_bins` > 0 every coupling layer is preceded by a
+  flows.radial.RadialSpline about the centre of the box (a solute fixed
+  there): it moves each particle along its ray from the centre, the bulk of
+  what a solvent does when the solute grows.
+
   Args:
     num_particles: M, the number of mapped particles.
     lower, upper: the periodic cube [lower, upper)³ (length units), upper > lower.
     num_layers: CouplingLayers (each = two spline couplings + a circular shift).
     num_bins, embedding_size, num_heads, num_blocks, num_frequencies,
       use_layernorm: as flows.CouplingLayer / flows.Conditioner.
+    radial_bins: bins of the RadialSplines (0: none).
     sites: optional (M, 3) reference positions (length units), see above.
     rngs: parameter initialisation.
   """
@@ -60,7 +67,8 @@ class TargetedMap(nnx.Module):
   def __init__(self, num_particles: int, lower: float, upper: float, *,
                num_layers: int, num_bins: int, embedding_size: int,
                num_heads: int, num_blocks: int, num_frequencies: int,
-               use_layernorm: bool = False, sites=None, rngs: nnx.Rngs):
+               use_layernorm: bool = False, radial_bins: int = 0,
+               sites=None, rngs: nnx.Rngs):
     if num_particles < 1:
       raise ValueError(f'num_particles={num_particles} must be >= 1.')
     if not upper > lower:
@@ -84,6 +92,9 @@ class TargetedMap(nnx.Module):
                       num_blocks=num_blocks, num_frequencies=num_frequencies,
                       use_layernorm=use_layernorm, rngs=rngs)
         for _ in range(num_layers)])
+    self.radial = nnx.List([
+        RadialSpline(lower, upper, num_bins=radial_bins, rngs=rngs)
+        for _ in range(num_layers if radial_bins else 0)])
 
   def _prepare(self, x):
     if x.shape[-2:] != (self.num_particles, 3):
@@ -94,13 +105,18 @@ class TargetedMap(nnx.Module):
   def _apply(self, x, method: str):
     """The layers' `method` on x (..., M', 3), their axis rolls undone."""
     log_det = jnp.zeros(x.shape[:-2], x.dtype)
+    layers = []
+    for k, coupling in enumerate(self.layers):
+      if len(self.radial):
+        layers.append(self.radial[k])
+      layers.append(coupling)
     if method == 'forward':
-      for layer in self.layers:
+      for layer in layers:
         x, ld = layer.forward(x)
         log_det = log_det + ld
       return undo_axis_rolls(x, len(self.layers), method), log_det
     x = undo_axis_rolls(x, len(self.layers), method)
-    for layer in reversed(self.layers):
+    for layer in reversed(layers):
       x, ld = layer.inverse(x)
       log_det = log_det + ld
     return x, log_det

@@ -9,9 +9,10 @@ one call, no host round trip), the evaluation sampler (sample + log q +
 physical energy) and the system's energy + gradient alone, and reads the
 peak host RSS, peak device memory (accelerators only), the matmul FLOPs of
 one step (and XLA's own cost analysis), and the model FLOP utilisation on
-known GPUs. Step times are also given in process CPU time, which other
+known GPUs (`mfu`, against the peak of model.compute_dtype; `mfu_fp32` and
+`mfu_bf16` against each). Step times are also given in process CPU time, which other
 processes' load disturbs less than wall time. Config keys are overridden as
-usual, e.g. --config.model.remat=True.
+usual, e.g. --config.model.compute_dtype=float32.
 
   python -m scripts.benchmark --config=...:mw_cubic_8,tutorial --sweep \
     --steps=3 --batch_size=16 --out=sweep.json
@@ -176,15 +177,19 @@ def measure(config, steps: int, warmup: int) -> dict:
       flops_per_step=flops, xla_cost_analysis_flops=xla_step_flops,
       achieved_flops_per_second=achieved,
       mfu_fp32=achieved / peaks[1] if achieved and peaks else None,
-      mfu_bf16=achieved / peaks[0] if achieved and peaks else None)
+      mfu_bf16=achieved / peaks[0] if achieved and peaks else None,
+      mfu=(achieved / peaks[0 if config.model.get('compute_dtype') == 'bfloat16' else 1]
+           if achieved and peaks else None))
 
 
 def summary(row: dict) -> str:
   """One human-readable line."""
-  mfu = f', MFU(fp32) {row["mfu_fp32"]:.1%}' if row['mfu_fp32'] else ''
+  dtype = row['model'].get('compute_dtype', 'float32')
+  mfu = f', MFU ({dtype} peak) {row["mfu"]:.1%}' if row.get('mfu') else ''
   flops = (f', {row["flops_per_step"] / 1e9:.1f} GFLOP/step'
            if row['flops_per_step'] else '')
-  return (f'{row["config"]} ({row["num_params"]:,} params, batch {row["batch_size"]}) '
+  return (f'{row["config"]} ({row["num_params"]:,} params, {dtype} matmuls, '
+          f'batch {row["batch_size"]}) '
           f'on {row["device_kind"]}, jax {row["jax_version"]}: '
           f'{row["median_step_seconds"]:.4f} s/step '
           f'(CPU {row["median_step_cpu_seconds"]:.3f} s) = '

@@ -22,12 +22,52 @@ def potential(r: jnp.ndarray, cutoff: float, epsilon: float = 1.0,
   return lj(r) - lj(jnp.asarray(cutoff, dtype=r.dtype))
 
 
-@functools.partial(jax.jit, static_argnames=('cutoff', 'epsilon', 'sigma', 'linearization'))
+def _energy_and_gradient(x, box, cutoff, epsilon, sigma):
+  """Energy (...) and its gradient dE/dx (..., N, 3) in one pass over the pairs.
+
+  E = ½ Σ_{i≠j, r_ij < r_c} φ(r_ij) and dE/dx_i = −Σ_j (φ'(r_ij)/r_ij) d_ij with
+  d_ij = x_j − x_i (minimum image): the analytic force, which XLA:CPU runs
+  about 2× faster than the autodiff gradient of the pair sum.
+  """
+  d = box_lib.pairwise_displacements(x, jnp.asarray(box, x.dtype))
+  r2 = jnp.sum(d * d, axis=-1)
+  inside = (r2 < cutoff ** 2) & ~jnp.eye(x.shape[-2], dtype=bool)
+  inv_r2 = jnp.where(inside, 1.0 / jnp.where(inside, r2, 1.0), 0.0)
+  s6 = (sigma ** 2 * inv_r2) ** 3                      # (σ/r)^6, 0 outside
+  sc6 = (sigma / cutoff) ** 6
+  shift = 4 * epsilon * sc6 * (sc6 - 1)                 # φ_LJ(r_c)
+  pair = jnp.where(inside, 4 * epsilon * s6 * (s6 - 1) - shift, 0.0)
+  energy = 0.5 * jnp.sum(pair, axis=(-2, -1))
+  force_over_r = -24 * epsilon * (2 * s6 * s6 - s6) * inv_r2   # φ'(r)/r
+  return energy, -jnp.sum(force_over_r[..., None] * d, axis=-2)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4))
+def _physical_energy(x, box, cutoff, epsilon, sigma):
+  return _energy_and_gradient(x, box, cutoff, epsilon, sigma)[0]
+
+
+def _physical_energy_fwd(x, box, cutoff, epsilon, sigma):
+  energy, gradient = _energy_and_gradient(x, box, cutoff, epsilon, sigma)
+  return energy, gradient
+
+
+def _physical_energy_bwd(box, cutoff, epsilon, sigma, gradient, g):
+  del box, cutoff, epsilon, sigma
+  return (g[..., None, None] * gradient,)
+
+
+_physical_energy.defvjp(_physical_energy_fwd, _physical_energy_bwd)
+
+
+@functools.partial(jax.jit, static_argnames=('box', 'cutoff', 'epsilon', 'sigma',
+                                             'linearization'))
 def _energy(x, box, cutoff, epsilon, sigma, linearization):
+  if linearization is None:
+    return _physical_energy(x, box, cutoff, epsilon, sigma)
   phi = functools.partial(potential, cutoff=cutoff, epsilon=epsilon, sigma=sigma)
-  if linearization is not None:
-    phi = linearization(phi)
-  return pair_terms.pair_energy(x, box, phi, cutoff)
+  return pair_terms.pair_energy(x, jnp.asarray(box, x.dtype), linearization(phi),
+                                cutoff)
 
 
 def energy(x, box, cutoff: float, *, epsilon: float = 1.0, sigma: float = 1.0,
@@ -40,8 +80,9 @@ def energy(x, box, cutoff: float, *, epsilon: float = 1.0, sigma: float = 1.0,
     cutoff: truncation radius r_c.
     epsilon: well depth ε.
     sigma: length scale σ.
-    linearization: if given, the training form of the pair potential.
+    linearization: if given, the training form of the pair potential
+      (autodiff gradient); without it the gradient is the analytic force.
   """
   x = pair_terms.as_positions(x)
-  return _energy(x, box_lib.as_array(box, x.dtype), float(cutoff), float(epsilon),
-                 float(sigma), linearization)
+  box = tuple(float(b) for b in box_lib.check_box(box))  # static: a constant
+  return _energy(x, box, float(cutoff), float(epsilon), float(sigma), linearization)

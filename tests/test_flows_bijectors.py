@@ -1,7 +1,7 @@
 """One property suite that every periodic bijector of the flow passes.
 
 Cases: CircularShift, SplitCoupling A (coordinate 0 | 1, 2), SplitCoupling B
-(coordinates 1, 2 | 0), CouplingLayer, and the SolidFlow chain with remat
+(coordinates 1, 2 | 0), CouplingLayer, RadialSpline, and the SolidFlow chain with remat
 off/on and with layer norm. Properties: identity at initialisation (up to the
 layers' fixed coordinate rolls), exact round trip over the whole box (incl.
 its boundary), log-det equal to the autodiff Jacobian, periodicity,
@@ -18,6 +18,7 @@ import pytest
 from flax import nnx
 
 from flows import CircularShift, CouplingLayer, SolidFlow, SplitCoupling
+from flows.radial import RadialSpline
 
 M = 3                                    # particles seen by each bijector
 LOWER, UPPER = -0.7, 1.3                 # layer-level periodic range
@@ -45,6 +46,8 @@ BUILDERS = {
         **CONDITIONER),
     'coupling_layer': lambda: CouplingLayer(
         lower=LOWER, upper=UPPER, num_bins=4, rngs=nnx.Rngs(3), **CONDITIONER),
+    'radial_spline': lambda: RadialSpline(LOWER, UPPER, num_bins=4,
+                                          hidden_size=8, rngs=nnx.Rngs(4)),
     'chain': _chain,
     'chain_remat': lambda: _chain(remat=True),
     'chain_layernorm': lambda: _chain(use_layernorm=True),

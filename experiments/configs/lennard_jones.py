@@ -24,7 +24,8 @@ _NOISE_SCALE = 0.01
 
 def _paper(system: str) -> dict:
   return dict(model=dict(num_frequencies=_PAPER_FREQUENCIES[common.num_particles(system)],
-                         noise_scale=_NOISE_SCALE),
+                         noise_scale=_NOISE_SCALE,
+                         compute_dtype=common.PAPER_COMPUTE_DTYPE),
               train={}, evaluation={})
 
 

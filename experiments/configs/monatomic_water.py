@@ -25,7 +25,8 @@ _PAPER_FREQUENCIES = {8: 8, 64: 8, 216: 16, 512: 24}
 
 
 def _paper(system: str) -> dict:
-  return dict(model=dict(num_frequencies=_PAPER_FREQUENCIES[common.num_particles(system)]),
+  return dict(model=dict(num_frequencies=_PAPER_FREQUENCIES[common.num_particles(system)],
+                         compute_dtype=common.PAPER_COMPUTE_DTYPE),
               train={}, evaluation={})
 
 

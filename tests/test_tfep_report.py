@@ -1,0 +1,57 @@
+"""The TFEP report's reference: MBAR over a ladder, error from independent chains."""
+
+import numpy as np
+import pytest
+
+from scripts import tfep_report
+
+
+def harmonic_ladder(num_chains, num_times, rho, seed=0):
+  """1-D states u_k(x) = κ_k x²/2 (κ from 1 to 4), exact ΔF = ½ ln 4; each chain
+  an AR(1) series of correlation rho, stored time-major (sample t·C + c)."""
+  rng = np.random.default_rng(seed)
+  kappa = np.array([1.0, 1.6, 2.5, 4.0])
+  z = np.empty((len(kappa), num_times, num_chains))
+  z[:, 0] = rng.standard_normal((len(kappa), num_chains))
+  for t in range(1, num_times):
+    z[:, t] = rho * z[:, t - 1] + np.sqrt(1 - rho ** 2) * rng.standard_normal(
+        (len(kappa), num_chains))
+  x = z.reshape(len(kappa), -1) / np.sqrt(kappa)[:, None]      # (K, n)
+  reduced = 0.5 * kappa[:, None, None] * x[None] ** 2            # u[k, l, i]
+  return dict(reduced=reduced), 0.5 * np.log(kappa[-1] / kappa[0])
+
+
+def test_reference_error_covers_correlated_chains():
+  data, exact = harmonic_ladder(num_chains=40, num_times=250, rho=0.95)
+  ref = tfep_report.reference(data, num_chains=40)
+  assert ref['num_groups'] == 10 and ref['samples_per_state'] == 10_000
+  # x² decorrelates with ρ², so g = (1 + ρ²)/(1 − ρ²) ≈ 19.5 and the true
+  # error is ≈ 4.4× pymbar's, which takes the samples as independent
+  assert ref['stderr'] > 2 * ref['pymbar_stderr']
+  assert abs(ref['value'] - exact) < 4 * ref['stderr']
+
+
+def test_reference_error_matches_pymbar_for_independent_samples():
+  data, exact = harmonic_ladder(num_chains=40, num_times=250, rho=0.0, seed=1)
+  ref = tfep_report.reference(data, num_chains=40)
+  assert 0.4 < ref['stderr'] / ref['pymbar_stderr'] < 2.0  # 10 groups: ±25 % scatter
+  assert abs(ref['value'] - exact) < 4 * ref['stderr']
+
+
+def test_reference_rejects_samples_not_time_major_over_the_chains():
+  data, _ = harmonic_ladder(num_chains=4, num_times=5, rho=0.0)
+  with pytest.raises(ValueError, match='num_chains=3'):
+    tfep_report.reference(data, num_chains=3)
+
+
+def test_variance_ratio_interval_has_its_coverage():
+  low, high = tfep_report.variance_ratio_interval(1.0, 5)
+  np.testing.assert_allclose([1 / low, high], [6.388, 6.388], rtol=1e-3)  # F(4, 4) 95 %
+  rng = np.random.default_rng(0)
+  true_ratio, k, covered = 4.0, 10, 0
+  for _ in range(2000):
+    a = rng.normal(0.0, np.sqrt(true_ratio), k)
+    b = rng.normal(0.0, 1.0, k)
+    low, high = tfep_report.variance_ratio_interval(a.var(ddof=1) / b.var(ddof=1), k)
+    covered += low <= true_ratio <= high
+  assert 0.87 < covered / 2000 < 0.93
