@@ -27,7 +27,9 @@ flags.mark_flag_as_required('workdir')
 def load_run(workdir: str):
   """Returns (config, setup, state) of the latest checkpoint in `workdir`.
 
-  The model computes in float32 (config.model.compute_dtype is overridden).
+  The model computes in float32 (config.model.compute_dtype is overridden);
+  callers evaluate under jax.default_matmul_precision('highest'), so that
+  GPUs and TPUs do not round float32 products to TF32 or bfloat16 either.
   """
   import ml_collections
   from experiments import checkpointing, training
@@ -55,11 +57,12 @@ def main(argv):
   from experiments import evaluation, training
   config, setup, state = load_run(_WORKDIR.value)
   sample_fn = training.make_eval_sample_fn(setup)
-  samples = evaluation.draw_samples(
-      lambda key, n: sample_fn(state['ema_params'], key, n),
-      jax.random.key(_SEED.value), _NUM_SAMPLES.value,
-      _BATCH_SIZE.value or config.eval.batch_size,
-      keep_positions=bool(_SAMPLES_OUT.value))
+  with jax.default_matmul_precision('highest'):  # true float32 on GPU/TPU too
+    samples = evaluation.draw_samples(
+        lambda key, n: sample_fn(state['ema_params'], key, n),
+        jax.random.key(_SEED.value), _NUM_SAMPLES.value,
+        _BATCH_SIZE.value or config.eval.batch_size,
+        keep_positions=bool(_SAMPLES_OUT.value))
   result = dict(system=config.system, step=int(state['step']),
                 **evaluation.summarize(samples, setup.system))
   with open(os.path.join(_WORKDIR.value, 'eval.json'), 'w') as f:

@@ -51,7 +51,9 @@ class TargetedMap(nnx.Module):
   With `radial_bins` > 0 every coupling layer is preceded by a
   flows.radial.RadialSpline about the centre of the box (a solute fixed
   there): it moves each particle along its ray from the centre, the bulk of
-  what a solvent does when the solute grows.
+  what a solvent does when the solute grows. The first one sits on the
+  solute; later ones sit on the box centre of coordinates that the earlier
+  layers' circular shifts (zero at initialisation) have translated.
 
   Args:
     num_particles: M, the number of mapped particles.

@@ -38,9 +38,10 @@ def flow_log_prob(workdir: str, system_name: str, positions: np.ndarray) -> np.n
                      f'--system={system_name!r}.')
   log_prob = jax.jit(lambda params, x: setup.flow(params).log_prob(x))
   chunks = []
-  for i in range(0, len(positions), LOG_Q_BATCH):
-    batch = jnp.asarray(positions[i:i + LOG_Q_BATCH], jnp.float32)
-    chunks.append(np.asarray(log_prob(state['ema_params'], batch)))
+  with jax.default_matmul_precision('highest'):  # as experiments.evaluate
+    for i in range(0, len(positions), LOG_Q_BATCH):
+      batch = jnp.asarray(positions[i:i + LOG_Q_BATCH], jnp.float32)
+      chunks.append(np.asarray(log_prob(state['ema_params'], batch)))
   return np.concatenate(chunks).astype(np.float64)
 
 
