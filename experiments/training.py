@@ -40,7 +40,7 @@ def make_flow(config: ml_collections.ConfigDict, system: System) -> SolidFlow:
       embedding_size=m.embedding_size, num_heads=m.num_heads,
       num_blocks=m.num_blocks, num_frequencies=m.num_frequencies,
       noise_scale=m.noise_scale, use_layernorm=m.use_layernorm, remat=m.remat,
-      compute_dtype=m.get('compute_dtype', 'float32'), rngs=nnx.Rngs(config.seed))
+      compute_dtype=m.compute_dtype, rngs=nnx.Rngs(config.seed))
 
 
 def make_optimizer(train: ml_collections.ConfigDict) -> optax.GradientTransformation:

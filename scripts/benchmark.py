@@ -10,8 +10,8 @@ physical energy) and the system's energy + gradient alone, and reads the
 peak host RSS, peak device memory (accelerators only), the matmul FLOPs of
 one step (and XLA's own cost analysis), and the model FLOP utilisation on
 known GPUs (`mfu`, against the peak of model.compute_dtype; `mfu_fp32` and
-`mfu_bf16` against each). Step times are also given in process CPU time, which other
-processes' load disturbs less than wall time. Config keys are overridden as
+`mfu_bf16` against each). Step times are also given in process CPU time,
+which other processes' load disturbs less than wall time. Config keys are overridden as
 usual, e.g. --config.model.compute_dtype=float32.
 
   python -m scripts.benchmark --config=...:mw_cubic_8,tutorial --sweep \
@@ -178,13 +178,13 @@ def measure(config, steps: int, warmup: int) -> dict:
       achieved_flops_per_second=achieved,
       mfu_fp32=achieved / peaks[1] if achieved and peaks else None,
       mfu_bf16=achieved / peaks[0] if achieved and peaks else None,
-      mfu=(achieved / peaks[0 if config.model.get('compute_dtype') == 'bfloat16' else 1]
+      mfu=(achieved / peaks[0 if config.model.compute_dtype == 'bfloat16' else 1]
            if achieved and peaks else None))
 
 
 def summary(row: dict) -> str:
   """One human-readable line."""
-  dtype = row['model'].get('compute_dtype', 'float32')
+  dtype = row['model']['compute_dtype']
   mfu = f', MFU ({dtype} peak) {row["mfu"]:.1%}' if row.get('mfu') else ''
   flops = (f', {row["flops_per_step"] / 1e9:.1f} GFLOP/step'
            if row['flops_per_step'] else '')

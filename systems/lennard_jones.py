@@ -49,17 +49,12 @@ def _physical_energy(x, box, cutoff, epsilon, sigma):
   return _energy_and_gradient(x, box, cutoff, epsilon, sigma)[0]
 
 
-def _physical_energy_fwd(x, box, cutoff, epsilon, sigma):
-  energy, gradient = _energy_and_gradient(x, box, cutoff, epsilon, sigma)
-  return energy, gradient
-
-
 def _physical_energy_bwd(box, cutoff, epsilon, sigma, gradient, g):
   del box, cutoff, epsilon, sigma
   return (g[..., None, None] * gradient,)
 
 
-_physical_energy.defvjp(_physical_energy_fwd, _physical_energy_bwd)
+_physical_energy.defvjp(_energy_and_gradient, _physical_energy_bwd)  # residual: dE/dx
 
 
 @functools.partial(jax.jit, static_argnames=('box', 'cutoff', 'epsilon', 'sigma',

@@ -9,7 +9,7 @@ import ml_collections
 
 # Paper-scale models multiply in bfloat16 (float32 accumulation, everything
 # else float32), as float32 matmuls at default precision do on TPUs anyway:
-# 2.4x faster paper-scale steps on a CPU with AMX (docs/performance.md), and
+# 1.9-2.4x faster paper-scale steps on a CPU with AMX (docs/performance.md), and
 # GPUs' bfloat16 peak is far above their float32 one. The small variants keep
 # float32.
 PAPER_COMPUTE_DTYPE = 'bfloat16'
