@@ -203,23 +203,26 @@ def bar(work_forward, work_reverse) -> Estimate:
     """Bennett acceptance ratio Delta F = F_B - F_A from forward and reverse works.
 
     ``work_forward``: shape (n_F,), w_F on A samples; ``work_reverse``: shape (n_R,),
-    w_R on B samples; both finite.  Solves, with ``M = ln(n_F / n_R)`` and
+    w_R on B samples.  A work may be +inf (a sample that the other state gives zero
+    density, e.g. outside a flow's support): it counts in n with a zero Fermi term,
+    so dropping it instead would bias the estimate.  Each side needs a finite work.
+    Solves, with ``M = ln(n_F / n_R)`` and
     ``f(x) = 1 / (1 + e^x)``,
     ``sum_F f(M + w_F - dF) = sum_R f(-M + w_R + dF)`` in log space by Brent's
     method (the difference of the log sums is increasing in dF).  ``stderr`` is the
     asymptotic BAR variance (Shirts et al., PRL 91, 140601, 2003; pymbar's "BAR"),
     ``sum_s (1/ESS_s - 1/n_s)`` with ESS_s the Kish effective size of the Fermi terms.
     """
-    w_f = _as_samples("work_forward", work_forward)
-    w_r = _as_samples("work_reverse", work_reverse)
+    w_f = _as_samples("work_forward", work_forward, allow="+inf")
+    w_r = _as_samples("work_reverse", work_reverse, allow="+inf")
     log_ratio = np.log(w_f.size / w_r.size)
 
     def residual(delta_f: float) -> float:
         log_f_f, log_f_r = _log_fermi_sums(w_f, w_r, delta_f, log_ratio)
         return float(logsumexp(log_f_f) - logsumexp(log_f_r))
 
-    # Gibbs: -<w_R> <= Delta F <= <w_F>; widen geometrically until the root is bracketed.
-    lower, upper = sorted((-w_r.mean(), w_f.mean()))
+    # Gibbs: -<w_R> <= Delta F <= <w_F> (finite works: a start); widen until bracketed.
+    lower, upper = sorted((-w_r[np.isfinite(w_r)].mean(), w_f[np.isfinite(w_f)].mean()))
     step = max(upper - lower, 1.0)
     while residual(lower) > 0.0:
         lower, step = lower - step, 2.0 * step
@@ -244,15 +247,18 @@ def lbar(log_q_on_q, log_p_on_q, log_q_on_p, log_p_on_p) -> Estimate:
       ``ln|det J_{f^-1}(x)|``).
 
     Arguments are 1-D arrays: ``log_q_on_q``, ``log_p_on_q`` shape (n_q,);
-    ``log_q_on_p``, ``log_p_on_p`` shape (n_p,).  Returns ``ln Z`` (value = -Delta F).
+    ``log_q_on_p``, ``log_p_on_p`` shape (n_p,).  ``log_q_on_p`` may be -inf (a
+    target sample outside the flow's support) and ``log_p_on_q`` -inf (a flow sample
+    of infinite energy): their works are +inf and they still count (see ``bar``).
+    Returns ``ln Z`` (value = -Delta F).
     """
     arrays = {
-        name: _as_samples(name, values)
-        for name, values in (
-            ("log_q_on_q", log_q_on_q),
-            ("log_p_on_q", log_p_on_q),
-            ("log_q_on_p", log_q_on_p),
-            ("log_p_on_p", log_p_on_p),
+        name: _as_samples(name, values, allow=allow)
+        for name, values, allow in (
+            ("log_q_on_q", log_q_on_q, "finite"),
+            ("log_p_on_q", log_p_on_q, "-inf"),
+            ("log_q_on_p", log_q_on_p, "-inf"),
+            ("log_p_on_p", log_p_on_p, "finite"),
         )
     }
     for a, b in (("log_q_on_q", "log_p_on_q"), ("log_q_on_p", "log_p_on_p")):

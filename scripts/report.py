@@ -44,12 +44,14 @@ class Samples:
 
   positions: (n, N, 3), length unit. energy: (n,) physical energy, energy
   unit. log_q: (n,) flow log-density over the N − 1 relative coordinates
-  (nats), or None.
+  (nats), or None; −inf (kept) for the num_outside_support reference samples
+  that lie outside the flow's support.
   """
   positions: np.ndarray
   energy: np.ndarray
   log_q: np.ndarray | None
   num_nonfinite: int
+  num_outside_support: int = 0
 
 
 # --- inputs ------------------------------------------------------------------
@@ -102,10 +104,13 @@ def read_metrics(workdir: str) -> tuple[list[dict], list[dict]]:
   return training, evaluation
 
 
-def read_samples(path: str, system: System, what: str, need_log_q: bool) -> Samples:
+def read_samples(path: str, system: System, what: str, need_log_q: bool,
+                 outside_support_ok: bool = False) -> Samples:
   """Samples from an .npz with positions (n, N, 3), energy (n,), optional log_q (n,).
 
   Checks N, and box and beta where the file stores them, against `system`.
+  With `outside_support_ok` (target samples) log_q = −inf is kept: LBAR must
+  count those samples, and dropping them would bias it.
   """
   if not os.path.isfile(path):
     raise FileNotFoundError(f'{what} not found at {path!r}.')
@@ -131,15 +136,19 @@ def read_samples(path: str, system: System, what: str, need_log_q: bool) -> Samp
     raise ValueError(f'{what} {path!r}: beta={float(arrays["beta"])} differs from '
                      f'beta={system.beta} of {system.name}.')
   finite = np.isfinite(positions).all(axis=(1, 2))
-  for value in per_sample.values():
-    finite &= np.isfinite(value)
+  outside = np.zeros_like(finite)
+  for key, value in per_sample.items():
+    if key == 'log_q' and outside_support_ok:
+      outside = value == -np.inf
+    finite &= np.isfinite(value) | outside
   if finite.sum() < 2:
     raise ValueError(f'{what} {path!r} has {int(finite.sum())} finite samples; need >= 2.')
   if not finite.all():
     positions = positions[finite]
     per_sample = {k: v[finite] for k, v in per_sample.items()}
   return Samples(positions=positions, energy=per_sample['energy'],
-                 log_q=per_sample.get('log_q'), num_nonfinite=int(finite.size - finite.sum()))
+                 log_q=per_sample.get('log_q'), num_nonfinite=int(finite.size - finite.sum()),
+                 num_outside_support=int((outside & finite).sum()))
 
 
 # --- estimates ---------------------------------------------------------------
@@ -367,7 +376,9 @@ def plot_overlap(system: System, flow: Samples, md: Samples | None, log_z: dict,
   sources = [('flow q', flow, _FLOW)]
   if md is not None and md.log_q is not None:
     sources.append(('reference samples of p', md, _MD))
-  points = {label: (-beta * s.energy - shift, s.log_q) for label, s, _ in sources}
+  inside = {label: np.isfinite(s.log_q) for label, s, _ in sources}  # ln q = −∞ off the plot
+  points = {label: (-beta * s.energy[inside[label]] - shift, s.log_q[inside[label]])
+            for label, s, _ in sources}
   lo, hi = _central_range(*(c for xy in points.values() for c in xy))
   for label, _, colour in sources:
     x, y = points[label]
@@ -380,7 +391,8 @@ def plot_overlap(system: System, flow: Samples, md: Samples | None, log_z: dict,
   ax_scatter.text(0.98, 0.02, f'ln Ẑ = {shift:.3f}\n({shift_label})', ha='right',
                   va='bottom', transform=ax_scatter.transAxes, fontsize=8)
   ax_scatter.legend(fontsize=8, markerscale=4, loc='upper left')
-  works = {label: beta * s.energy + s.log_q for label, s, _ in sources}
+  works = {label: beta * s.energy[inside[label]] + s.log_q[inside[label]]
+           for label, s, _ in sources}
   bins = np.linspace(*_central_range(*works.values()), 61)
   for label, _, colour in sources:
     ax_work.hist(works[label], bins=bins, density=True, histtype='step', lw=1.5,
@@ -520,6 +532,9 @@ def collect_estimates(system: System, flow: Samples | None, md: Samples | None,
       rows.append(lbar_row(flow, md, system, f'samples.npz + {os.path.basename(md_path)}'))
       notes.append('LBAR stderr assumes independent reference samples; correlated '
                    'MD/MCMC samples make it optimistic.')
+      if md.num_outside_support:
+        notes.append(f'{md.num_outside_support} reference samples lie outside the '
+                     "flow's support (ln q = −∞); LBAR counts them (infinite reverse work).")
     else:
       notes.append('No LBAR: it needs samples.npz and log_q in --md_samples.')
   if baseline is not None:
@@ -578,7 +593,8 @@ def write_report(workdir: str, baseline_path: str | None = None,
   samples_path = os.path.join(workdir, 'samples.npz')
   flow = (read_samples(samples_path, system, 'samples.npz', need_log_q=True)
           if os.path.isfile(samples_path) else None)
-  md = None if md_path is None else read_samples(md_path, system, '--md_samples', False)
+  md = (None if md_path is None else
+        read_samples(md_path, system, '--md_samples', False, outside_support_ok=True))
 
   rows, energies, notes = collect_estimates(system, flow, md, final_eval, evaluation,
                                             baseline, md_path, baseline_path)
@@ -608,6 +624,7 @@ def write_report(workdir: str, baseline_path: str | None = None,
           ess=estimators.ess_fraction(log_weights(flow, system))),
       md_samples=None if md is None else dict(
           path=md_path, num_samples=len(md.energy), num_nonfinite=md.num_nonfinite,
+          num_outside_support=md.num_outside_support,
           has_log_q=md.log_q is not None),
       figures=[os.path.relpath(p, workdir) for p in figures],
       xyz=None if xyz_path is None else os.path.relpath(xyz_path, workdir),

@@ -141,6 +141,25 @@ def test_two_state_mbar_equals_bar():
     assert two_state.stderr[1] == pytest.approx(bennett.stderr, rel=0.05)
 
 
+def test_bar_counts_samples_of_zero_density():
+    # A uniform on [0, 1], B uniform on [0, 2] (both densities 1 on their support):
+    # Delta F = -ln 2. A samples have w_F = 0; B samples in (1, 2] have w_R = +inf.
+    # The BAR equation then solves to exactly ln(m_in / m), m_in of m B samples in A.
+    for n, m, m_in in ((500, 400, 200), (300, 1000, 250)):
+        w_r = np.concatenate([np.zeros(m_in), np.full(m - m_in, np.inf)])
+        result = est.bar(np.zeros(n), w_r)
+        assert result.value == pytest.approx(np.log(m_in / m), abs=1e-12)
+        assert result.num_samples == (n, m)
+    # The same through lbar: normalised q = U[0, 1], p~ = 1 on [0, 2], Z = 2.
+    log_q_on_p = np.where(np.arange(400) < 200, 0.0, -np.inf)
+    result = est.lbar(np.zeros(500), np.zeros(500), log_q_on_p, np.zeros(400))
+    assert result.value == pytest.approx(np.log(2.0), abs=1e-12)
+    with pytest.raises(ValueError, match="work_reverse"):
+        est.bar(np.zeros(3), np.array([0.0, np.nan]))
+    with pytest.raises(ValueError, match="log_q_on_q"):
+        est.lbar(np.array([0.0, -np.inf]), np.zeros(2), np.zeros(2), np.zeros(2))
+
+
 def test_lbar_recovers_log_partition_function():
     rng = np.random.default_rng(5)
     sigma_q, sigma_p, log_scale = 1.1, 0.9, -7.5  # p~(x) = exp(log_scale - |x|^2 / (2 sigma_p^2))
@@ -306,7 +325,8 @@ GOOD = np.array([0.1, -0.3, 0.7])
         (lambda: est.ess_fraction([np.nan, 0.0]), "log_weights"),
         (lambda: est.fep_forward([0.0, -np.inf]), "work_forward"),
         (lambda: est.fep_reverse([0.0, np.nan]), "work_reverse"),
-        (lambda: est.bar(GOOD, [0.0, np.inf]), "work_reverse"),
+        (lambda: est.bar(GOOD, [0.0, -np.inf]), "work_reverse"),
+        (lambda: est.bar(GOOD, [np.inf, np.inf]), "work_reverse"),
         (lambda: est.bar([[0.0, 1.0]], GOOD), "work_forward"),
         (lambda: est.lbar(GOOD, GOOD[:2], GOOD, GOOD), "log_q_on_q and log_p_on_q"),
         (lambda: est.lbar(GOOD, GOOD, GOOD, [0.0, np.nan, 1.0]), "log_p_on_p"),

@@ -89,6 +89,7 @@ def make_fake_run(workdir, num_samples=2000, num_md=1000, seed=0, steps=2000):
                    beta_f_per_particle_stderr=0.001, ess=0.8, num_samples=num_samples), f)
   md_sigma = 1 / math.sqrt(system.beta * SPRING)
   x, energy, log_q = _fake_samples(system, rng, num_md, md_sigma, translate=True)
+  log_q[0] = -np.inf  # outside the flow's support: kept, and counted by LBAR
   md_path = os.path.join(workdir, 'md.npz')
   np.savez(md_path, positions=x, energy=energy, log_q=log_q)
   baseline_path = os.path.join(workdir, 'baseline.json')
@@ -239,6 +240,12 @@ def test_report_values_match_direct_computation(fake_report):
   assert flow['delta_to_baseline_sigma'] == pytest.approx(
       (flow['beta_f_per_particle'] - base['beta_f_per_particle']) /
       math.hypot(flow['stderr'], base['stderr']))
+  md = np.load(os.path.join(workdir, 'md.npz'))
+  assert result['md_samples']['num_outside_support'] == 1
+  assert result['md_samples']['num_samples'] == len(md['energy'])
+  lbar = estimators.lbar(data['log_q'][keep], -system.beta * data['energy'][keep],
+                         md['log_q'], -system.beta * md['energy'])
+  assert rows['LBAR (flow + reference)']['log_z'] == lbar.value
   # The fake model is exactly solvable: IS and LBAR recover ln Z within 4σ.
   for row in (flow, rows['LBAR (flow + reference)']):
     assert abs(row['log_z'] - exact_log_z(system)) < 4 * row['log_z_stderr'], row

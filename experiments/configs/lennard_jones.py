@@ -23,8 +23,8 @@ _NOISE_SCALE = 0.01
 # The `cpu` variant starts from the best isotropic width instead: the loss
 # E_q[βU + ln q] of the lattice base alone (lj_32, 4096 samples) is 85.7 at
 # σ = 0.02, 53.0 at 0.04 and 63.1 at 0.05, so a small flow need not spend its
-# first layers on widening a 0.01 base. With 8 frequencies as well, 800 steps
-# reach a loss of 49.7 against 53.5 for (0.01, 2 frequencies) after 550; the
+# first layers on widening a 0.01 base. With 8 frequencies as well, the loss at
+# step 550 is 50.2, against 53.5 for (0.01, 2 frequencies); the
 # optimum −ln Z_fixed is ≈ 36.8 (docs/baselines/lj_32.json). After the 4000
 # steps (11 min) the loss is 48.7 and ESS 0.02 %: flow importance sampling is
 # 0.09 kT per particle off, but LBAR with HMC samples of the target recovers

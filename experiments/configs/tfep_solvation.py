@@ -7,10 +7,11 @@ Table and plot:
   python -m scripts.tfep_report --workdir=runs/tfep_solvation_cpu
 
 Variants: `cpu` (table at 10³ samples per state, 25 held-out subsets, in
-about 11 min on two CPU cores: 8.3 min of sampling, 2.5 min of training,
-then 15 s of report, on an AMD EPYC; 25 subsets rather than 10 bring the
-reference error from 4.7–6.7× to 5.8× below the smallest spread and narrow
-the variance ratio's interval) and `paper` (10³, 10⁴, 10⁵ samples per state and a
+about 11 min on two CPU cores: 8 min of sampling, 2.4 min of training,
+then 14 s of report, on an AMD EPYC; 25 subsets rather than 10 mean 45,000
+samples per state, for a reference error 5.8× below the smallest spread
+(4.7–6.7× with 30,000) and a narrower interval for the variance ratio) and
+`paper` (10³, 10⁴, 10⁵ samples per state and a
 paper-sized model; for an accelerator). State A is R_A = 2.597 σ; state B is
 R_B = 2.75 σ, where plain FEP from A fails (Kish ESS of the A→B weights
 0.19 % over 10⁴ held-out A samples, 1.0 % on average over blocks of 10³;
