@@ -135,12 +135,12 @@ def read_samples(path: str, system: System, what: str, need_log_q: bool,
   if 'beta' in arrays and not np.isclose(float(arrays['beta']), system.beta, rtol=1e-6):
     raise ValueError(f'{what} {path!r}: beta={float(arrays["beta"])} differs from '
                      f'beta={system.beta} of {system.name}.')
+  outside = np.zeros(num_samples, bool)
+  if outside_support_ok and 'log_q' in per_sample:
+    outside = per_sample['log_q'] == -np.inf
   finite = np.isfinite(positions).all(axis=(1, 2))
-  outside = np.zeros_like(finite)
   for key, value in per_sample.items():
-    if key == 'log_q' and outside_support_ok:
-      outside = value == -np.inf
-    finite &= np.isfinite(value) | outside
+    finite &= np.isfinite(value) | (outside if key == 'log_q' else False)
   if finite.sum() < 2:
     raise ValueError(f'{what} {path!r} has {int(finite.sum())} finite samples; need >= 2.')
   if not finite.all():
