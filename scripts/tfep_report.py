@@ -6,8 +6,8 @@ Reads config.json, samples.npz and (computing it from the latest checkpoint if
 missing or stale) works.npz of the workdir; writes tfep_report.json,
 tfep_report.md and tfep_report.png there. All free energies are ΔF = f_B − f_A
 in kT. At each sample size n the held-out samples of every state are cut into
-`eval.num_subsets` disjoint blocks of n; each method's mean ± std is over the
-blocks. The reference is MBAR over all samples of all ladder states; its error
+every disjoint block of n it holds (`eval.num_subsets` at the largest n, more
+at smaller n); each method's mean ± std is over the blocks. The reference is MBAR over all samples of all ladder states; its error
 comes from MBAR on groups of independent chains (pymbar's own error, which
 takes the samples as independent, is printed beside it).
 """
@@ -93,9 +93,13 @@ def make_table(config, data: dict, works: dict) -> dict:
   """Per sample size: per method mean, std over subsets, mean reported stderr."""
   ref = reference(data, config.sampling.num_chains)
   rows = []
+  num_held = data['reduced'].shape[-1] - config.sampling.num_train
   for n in config.eval.sample_sizes:
+    if num_held // n < 2:
+      raise ValueError(f'{num_held} held-out samples per state make fewer than two '
+                       f'disjoint subsets of n = {n}; expected n <= {num_held // 2}.')
     per_subset = [subset_estimates(works, data['reduced'], config.sampling.num_train,
-                                   n, j) for j in range(config.eval.num_subsets)]
+                                   n, j) for j in range(num_held // n)]
     row = dict(num_samples=n, num_subsets=len(per_subset))
     for method in METHODS:
       values = np.array([s[method][0] for s in per_subset])
@@ -135,12 +139,12 @@ def markdown(table: dict) -> str:
       f'The smallest spread in the table is {smallest / ref["stderr"]:.1f}× the '
       'reference error.',
       '',
-      '| n per state | ' + ' | '.join(METHODS) + ' | ESS FEP | ESS LFEP | '
+      '| n per state | subsets | ' + ' | '.join(METHODS) + ' | ESS FEP | ESS LFEP | '
       'var BAR / var LBAR (90 % interval) |',
-      '|---|' + '---|' * (len(METHODS) + 3)]
+      '|---|---|' + '---|' * (len(METHODS) + 3)]
   for row in table['rows']:
     cells = [f'{row[m]["mean"]:.3f} ± {row[m]["std"]:.3f}' for m in METHODS]
-    lines.append(f'| {row["num_samples"]} | ' + ' | '.join(cells) +
+    lines.append(f'| {row["num_samples"]} | {row["num_subsets"]} | ' + ' | '.join(cells) +
                  f' | {row["FEP_ess"]:.4f} | {row["LFEP_ess"]:.4f} | '
                  f'{row["BAR_over_LBAR_variance"]:.1f} '
                  f'({row["BAR_over_LBAR_variance_90"][0]:.1f}–'

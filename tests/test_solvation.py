@@ -46,7 +46,8 @@ def test_bad_input_raises():
     solvation.initial_positions(jax.random.PRNGKey(0), 1, 3.5)
 
 
-@pytest.mark.parametrize('module,variant', [(tfep_solvation, 'cpu'), (tfep_solvation, 'paper'),
+@pytest.mark.parametrize('module,variant', [(tfep_solvation, 'cpu'), (tfep_solvation, 'cpu_1e4'),
+                                            (tfep_solvation, 'paper'),
                                             (tfep_solid, 'cpu'), (tfep_solid, 'paper')])
 def test_configs_build_ladders(module, variant):
   config = module.get_config(variant)
