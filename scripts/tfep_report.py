@@ -6,10 +6,11 @@ Reads config.json, samples.npz and (computing it from the latest checkpoint if
 missing or stale) works.npz of the workdir; writes tfep_report.json,
 tfep_report.md and tfep_report.png there. All free energies are ΔF = f_B − f_A
 in kT. At each sample size n the held-out samples of every state are cut into
-every disjoint block of n it holds (`eval.num_subsets` at the largest n, more
-at smaller n); each method's mean ± std is over the blocks. The reference is MBAR over all samples of all ladder states; its error
-comes from MBAR on groups of independent chains (pymbar's own error, which
-takes the samples as independent, is printed beside it).
+as many disjoint blocks of n as they hold (`eval.num_subsets` at the largest
+n, more at smaller n); each method's mean ± std is over the blocks. The
+reference is MBAR over all samples of all ladder states; its error comes from
+MBAR on groups of independent chains (pymbar's own error, which takes the
+samples as independent, is printed beside it).
 """
 
 import argparse
@@ -95,11 +96,12 @@ def make_table(config, data: dict, works: dict) -> dict:
   rows = []
   num_held = data['reduced'].shape[-1] - config.sampling.num_train
   for n in config.eval.sample_sizes:
-    if num_held // n < 2:
+    num_blocks = num_held // n
+    if num_blocks < 2:
       raise ValueError(f'{num_held} held-out samples per state make fewer than two '
                        f'disjoint subsets of n = {n}; expected n <= {num_held // 2}.')
     per_subset = [subset_estimates(works, data['reduced'], config.sampling.num_train,
-                                   n, j) for j in range(num_held // n)]
+                                   n, j) for j in range(num_blocks)]
     row = dict(num_samples=n, num_subsets=len(per_subset))
     for method in METHODS:
       values = np.array([s[method][0] for s in per_subset])

@@ -16,17 +16,18 @@ per state: 40 held-out subsets of 10⁴ and all 400 disjoint ones of 10³, so
 420,000 samples per state for a reference 6× below the smallest spread; about
 56 min of run and 2.7 min of report on two CPU cores, 46 min of it sampling,
 5.6 GiB peak RSS, a 3.8 GB samples.npz) and `paper` (10³, 10⁴, 10⁵ samples
-per state and a paper-sized model; for an accelerator). State A is R_A = 2.597 σ; state B is
-R_B = 2.75 σ, where plain FEP from A fails (Kish ESS of the A→B weights
-0.19 % over 10⁴ held-out A samples, 1.0 % on average over blocks of 10³;
-R_B = 2.7 σ gave 0.9 % at 10³, too close to the 1 % line). The map starts
-with a RadialSpline about the solute (`model.radial_bins`): growing the
-solute shrinks the solvent's free volume by about 13 %, and a per-particle
-move along the rays from the solute takes up most of that (held-out mean
-work 3.1 kT against 4.1 kT with one coupling layer alone and 6.8 kT
-unmapped). Sampling uses long HMC trajectories (20 leapfrog steps per stored
-sample): with 3 steps and thin 4 the chains decorrelated so slowly that the
-reference ΔF drifted by 0.15 kT along the run.
+per state and a paper-sized model; for an accelerator).
+
+State A is R_A = 2.597 σ; state B is R_B = 2.75 σ, where plain FEP from A fails
+(Kish ESS of the A→B weights 0.19 % over 10⁴ held-out A samples, 1.0 % on
+average over blocks of 10³; R_B = 2.7 σ gave 0.9 % at 10³, too close to the 1 %
+line). The map starts with a RadialSpline about the solute
+(`model.radial_bins`): growing the solute shrinks the solvent's free volume by
+about 13 %, and a per-particle move along the rays from the solute takes up
+most of that (held-out mean work 3.1 kT against 4.1 kT with one coupling layer
+alone and 6.8 kT unmapped). Sampling uses long HMC trajectories (20 leapfrog
+steps per stored sample): with 3 steps and thin 4 the chains decorrelated so
+slowly that the reference ΔF drifted by 0.15 kT along the run.
 `make_config` is the skeleton shared with tfep_solid.py.
 """
 
