@@ -47,6 +47,7 @@ class Ladder:
   parameters: (K,) λ_k; A = parameters[0], B = parameters[-1].
   initial_positions: (key, n, λ) -> (n, M, 3) starting configurations.
   sites: (M, 3) lattice sites of a solid (None for a fluid).
+  solute: (3,) position of a fixed solute of radius λ (None: no solute).
   """
   parameters: np.ndarray
   reduced: Callable
@@ -55,6 +56,7 @@ class Ladder:
   upper: float
   initial_positions: Callable
   sites: np.ndarray | None = None
+  solute: np.ndarray | None = None
 
   def reduced_at(self, k: int) -> targeted.ReducedPotential:
     return lambda x: self.reduced(x, self.parameters[k])
@@ -64,7 +66,7 @@ def _solvation_ladder(parameters) -> Ladder:
   """λ = solute radius R (σ)."""
   return Ladder(parameters, lambda x, r: solvation.BETA * solvation.energy(x, r),
                 solvation.NUM_SOLVENT, solvation.LOWER, solvation.UPPER,
-                solvation.initial_positions)
+                solvation.initial_positions, solute=np.zeros(3))
 
 
 def _temperature_ladder(system_name: str, parameters) -> Ladder:
@@ -101,7 +103,7 @@ def samples_per_state(config) -> int:
   return config.sampling.num_train + e.num_subsets * max(e.sample_sizes)
 
 
-def _batched(fn, x, batch_size: int) -> np.ndarray:
+def batched(fn, x, batch_size: int) -> np.ndarray:
   """Applies a jitted fn to x (n, ...) in batches; concatenates along axis 0."""
   return np.concatenate([np.asarray(fn(x[i:i + batch_size]))
                          for i in range(0, len(x), batch_size)])
@@ -130,7 +132,7 @@ def draw_samples(config, ladder: Ladder, path: str) -> dict:
   x = np.swapaxes(per_state(result.samples), 1, 2).reshape(
       (num_states, n, ladder.num_particles, 3))
   u = np.stack([
-      np.stack([_batched(jax.jit(lambda y, k=k: ladder.reduced_at(k)(y)), x[l],
+      np.stack([batched(jax.jit(lambda y, k=k: ladder.reduced_at(k)(y)), x[l],
                          config.eval.batch_size) for l in range(num_states)])
       for k in range(num_states)])
   data = dict(samples=x, reduced=u, parameters=ladder.parameters,
@@ -281,8 +283,8 @@ def compute_works(config, ladder: Ladder, data: dict, workdir: str) -> dict:
       step=step,
       plain_forward=u[-1, 0, held] - u[0, 0, held],
       plain_reverse=u[0, -1, held] - u[-1, -1, held],
-      mapped_forward=_batched(fwd, data['samples'][0, held], batch),
-      mapped_reverse=_batched(rev, data['samples'][-1, held], batch))
+      mapped_forward=batched(fwd, data['samples'][0, held], batch),
+      mapped_reverse=batched(rev, data['samples'][-1, held], batch))
   np.savez(path, **works)
   return works
 

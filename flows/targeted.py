@@ -53,12 +53,16 @@ class TargetedMap(nnx.Module):
   there): it moves each particle along its ray from the centre, the bulk of
   what a solvent does when the solute grows. The first one sits on the
   solute; later ones sit on the box centre of coordinates that the earlier
-  layers' circular shifts (zero at initialisation) have translated.
+  layers' circular shifts (zero at initialisation) have translated. With
+  `num_layers` = 0 the map is one RadialSpline alone: a one-body map, the
+  learned version of the radial maps of the original targeted FEP, and the
+  baseline that shows what the coupling layers add.
 
   Args:
     num_particles: M, the number of mapped particles.
     lower, upper: the periodic cube [lower, upper)³ (length units), upper > lower.
-    num_layers: CouplingLayers (each = two spline couplings + a circular shift).
+    num_layers: CouplingLayers (each = two spline couplings + a circular
+      shift); 0 for a RadialSpline alone (needs radial_bins > 0).
     num_bins, embedding_size, num_heads, num_blocks, num_frequencies,
       use_layernorm: as flows.CouplingLayer / flows.Conditioner.
     radial_bins: bins of the RadialSplines (0: none).
@@ -75,8 +79,11 @@ class TargetedMap(nnx.Module):
       raise ValueError(f'num_particles={num_particles} must be >= 1.')
     if not upper > lower:
       raise ValueError(f'upper={upper} must be greater than lower={lower}.')
-    if num_layers < 1:
-      raise ValueError(f'num_layers={num_layers} must be >= 1.')
+    if num_layers < 0:
+      raise ValueError(f'num_layers={num_layers} must be >= 0.')
+    if num_layers == 0 and radial_bins < 1:
+      raise ValueError(f'num_layers=0 needs radial_bins > 0, got radial_bins='
+                       f'{radial_bins}: a map with neither is the identity.')
     self.num_particles = int(num_particles)
     self.lower, self.upper = float(lower), float(upper)
     if sites is None:
@@ -96,7 +103,7 @@ class TargetedMap(nnx.Module):
         for _ in range(num_layers)])
     self.radial = nnx.List([
         RadialSpline(lower, upper, num_bins=radial_bins, rngs=rngs)
-        for _ in range(num_layers if radial_bins else 0)])
+        for _ in range(max(num_layers, 1) if radial_bins else 0)])
 
   def _prepare(self, x):
     if x.shape[-2:] != (self.num_particles, 3):
@@ -107,11 +114,9 @@ class TargetedMap(nnx.Module):
   def _apply(self, x, method: str):
     """The layers' `method` on x (..., M', 3), their axis rolls undone."""
     log_det = jnp.zeros(x.shape[:-2], x.dtype)
-    layers = []
-    for k, coupling in enumerate(self.layers):
-      if len(self.radial):
-        layers.append(self.radial[k])
-      layers.append(coupling)
+    layers = []  # RadialSpline k (if any) before CouplingLayer k (if any)
+    for k in range(max(len(self.layers), len(self.radial))):
+      layers += [*self.radial[k:k + 1], *self.layers[k:k + 1]]
     if method == 'forward':
       for layer in layers:
         x, ld = layer.forward(x)

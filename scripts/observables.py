@@ -1,8 +1,10 @@
-"""Structural observables of periodic configurations: the radial distribution function.
+"""Structural observables of periodic configurations: radial distribution functions.
 
 Positions are (n, N, 3) in the length unit of an orthorhombic periodic box
 (3,) (see `systems.box`); distances use the minimum-image convention, which
-is exact for r below half the shortest box edge.
+is exact for r below half the shortest box edge. `radial_distribution` is the
+pair g(r); `distribution_about_point` is the density about a fixed point
+(e.g. a solute) relative to the mean density.
 """
 
 import numpy as np
@@ -24,6 +26,18 @@ def _check_positions(positions, box) -> tuple[np.ndarray, np.ndarray]:
   return positions, box
 
 
+def _bin_edges(box: np.ndarray, num_bins: int, r_max: float | None) -> np.ndarray:
+  """num_bins + 1 equal-width edges on [0, r_max], r_max <= half the shortest edge."""
+  half_edge = 0.5 * float(box.min())
+  r_max = half_edge if r_max is None else float(r_max)
+  if not 0 < r_max <= half_edge:
+    raise ValueError(f'r_max={r_max} must be in (0, {half_edge}] (half the '
+                     'shortest box edge, the minimum-image limit).')
+  if int(num_bins) != num_bins or num_bins < 1:
+    raise ValueError(f'num_bins={num_bins} must be a positive integer.')
+  return np.linspace(0.0, r_max, int(num_bins) + 1)
+
+
 def radial_distribution(positions, box, num_bins: int = 100,
                         r_max: float | None = None) -> tuple[np.ndarray, np.ndarray]:
   r"""g(r) averaged over frames, normalised so an ideal gas gives 1.
@@ -43,15 +57,8 @@ def radial_distribution(positions, box, num_bins: int = 100,
     edges (num_bins + 1,) in the length unit, and g (num_bins,), dimensionless.
   """
   positions, box = _check_positions(positions, box)
-  half_edge = 0.5 * float(box.min())
-  r_max = half_edge if r_max is None else float(r_max)
-  if not 0 < r_max <= half_edge:
-    raise ValueError(f'r_max={r_max} must be in (0, {half_edge}] (half the '
-                     'shortest box edge, the minimum-image limit).')
-  if int(num_bins) != num_bins or num_bins < 1:
-    raise ValueError(f'num_bins={num_bins} must be a positive integer.')
+  edges = _bin_edges(box, num_bins, r_max)
   frames, n = positions.shape[:2]
-  edges = np.linspace(0.0, r_max, int(num_bins) + 1)
   upper = np.triu_indices(n, k=1)
   counts = np.zeros(int(num_bins))
   chunk = max(1, _CHUNK_ELEMENTS // (n * n))
@@ -64,6 +71,37 @@ def radial_distribution(positions, box, num_bins: int = 100,
   shell = 4.0 / 3.0 * np.pi * np.diff(edges**3)
   ideal = frames * n * (n - 1) / 2 * shell / np.prod(box)
   return edges, counts / ideal
+
+
+def distribution_about_point(positions, box, point, num_bins: int = 100,
+                             r_max: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+  r"""Density of the particles about a fixed `point`, over the mean density N/V.
+
+  g in the shell [r_k, r_{k+1}) about the point is the number of particles
+  found there, divided by its ideal-gas expectation n_frames · N · V_shell / V,
+  so uniform particles give 1 and a particle-free cavity gives 0.
+
+  Args:
+    positions: (n, N, 3) configurations, length unit.
+    box: (3,) box edges, length unit.
+    point: (3,) the fixed point (e.g. a solute's position), length unit.
+    num_bins: number of equal-width bins on [0, r_max].
+    r_max: upper edge, at most (and by default) half the shortest box edge.
+
+  Returns:
+    edges (num_bins + 1,) in the length unit, and g (num_bins,), dimensionless.
+  """
+  positions, box = _check_positions(positions, box)
+  point = np.asarray(point, np.float64)
+  if point.shape != (3,) or not np.isfinite(point).all():
+    raise ValueError(f'point must be 3 finite coordinates, got {point}.')
+  edges = _bin_edges(box, num_bins, r_max)
+  d = positions - point
+  d -= box * np.round(d / box)
+  counts = np.histogram(np.linalg.norm(d, axis=-1), bins=edges)[0]
+  shell = 4.0 / 3.0 * np.pi * np.diff(edges**3)
+  frames, n = positions.shape[:2]
+  return edges, counts / (frames * n * shell / np.prod(box))
 
 
 def coordination_number(edges, g, num_particles: int, volume: float,

@@ -4,7 +4,10 @@
 
 Reads config.json, samples.npz and (computing it from the latest checkpoint if
 missing or stale) works.npz of the workdir; writes tfep_report.json,
-tfep_report.md and tfep_report.png there. All free energies are ΔF = f_B − f_A
+tfep_report.md, tfep_report.png (estimates against samples per state) and
+tfep_structure.png (what the map does to the structure: g(r) of held-out A
+and B samples and of each mapped by the trained map, and with a solute the
+density about it) there. All free energies are ΔF = f_B − f_A
 in kT. At each sample size n the held-out samples of every state are cut into
 as many disjoint blocks of n as they hold (`eval.num_subsets` at the largest
 n, more at smaller n); each method's mean ± std is over the blocks. The
@@ -17,14 +20,17 @@ import argparse
 import json
 import os
 
+import jax
 import ml_collections
 import numpy as np
 
 from experiments import tfep
 from flows import estimators
 from flows import targeted
+from scripts import observables
 
 METHODS = ('FEP', 'BAR', 'MBAR', 'LFEP', 'LBAR')
+STRUCTURE_SETS = ('A', 'B', 'M(A)', 'M⁻¹(B)')  # held-out samples, then mapped
 
 
 def subset_estimates(works: dict, reduced: np.ndarray, num_train: int, n: int,
@@ -125,6 +131,43 @@ def make_table(config, data: dict, works: dict) -> dict:
               rows=rows)
 
 
+def structure(config, ladder: tfep.Ladder, data: dict, bijector,
+              num_frames: int = 1000, num_bins: int = 60) -> dict:
+  """g(r) of `num_frames` held-out A and B samples, of M(A) and of M⁻¹(B).
+
+  A map that does its job makes M(A) look like B and M⁻¹(B) like A. Returns
+  {'num_frames', 'pair': {'edges', <set>: g}} (observables.radial_distribution)
+  and, on a ladder with a solute, 'solute' (observables.distribution_about_point
+  about it) and 'inside_radius_b' (per set, the mean number of particles closer
+  to the solute than its radius in state B, λ_B).
+  """
+  held = config.sampling.num_train
+  x_a = np.asarray(data['samples'][0, held:held + num_frames])
+  y_b = np.asarray(data['samples'][-1, held:held + num_frames])
+  batch = config.eval.batch_size
+  sets = dict(zip(STRUCTURE_SETS, (
+      x_a, y_b, tfep.batched(jax.jit(lambda x: bijector.forward(x)[0]), x_a, batch),
+      tfep.batched(jax.jit(lambda y: bijector.inverse(y)[0]), y_b, batch))))
+  box = np.full(3, ladder.upper - ladder.lower)
+  result = dict(num_frames=len(x_a))
+  kinds = [('pair', lambda x: observables.radial_distribution(x, box, num_bins))]
+  if ladder.solute is not None:
+    kinds.append(('solute', lambda x: observables.distribution_about_point(
+        x, box, ladder.solute, num_bins)))
+    radius_b = float(ladder.parameters[-1])
+    result['inside_radius_b'] = {}
+    for name, x in sets.items():
+      d = x - ladder.solute
+      d -= box * np.round(d / box)
+      inside = np.sum(np.linalg.norm(d, axis=-1) < radius_b, axis=-1)
+      result['inside_radius_b'][name] = float(np.mean(inside))
+  for kind, distribution in kinds:
+    curves = {name: distribution(x) for name, x in sets.items()}
+    result[kind] = dict(edges=next(iter(curves.values()))[0].tolist(),
+                        **{name: g.tolist() for name, (_, g) in curves.items()})
+  return result
+
+
 def markdown(table: dict) -> str:
   ref = table['reference']
   smallest = min(row[m]['std'] for row in table['rows'] for m in METHODS)
@@ -160,6 +203,15 @@ def markdown(table: dict) -> str:
   for row in table['rows']:
     lines.append(f'- n = {row["num_samples"]}: ' + ', '.join(
         f'{m} {row[m]["deviation_in_std"]:+.2f}' for m in METHODS))
+  if 'structure' in table:
+    lines += ['', f'Structure (tfep_structure.png, {table["structure"]["num_frames"]} '
+              'held-out samples per set): a good map makes M(A) look like B and '
+              'M⁻¹(B) like A.']
+    inside = table['structure'].get('inside_radius_b')
+    if inside:
+      lines.append('Particles closer to the solute than λ_B, per configuration: ' +
+                   ', '.join(f'{name} {inside[name]:.2f}' for name in STRUCTURE_SETS) +
+                   '.')
   return '\n'.join(lines) + '\n'
 
 
@@ -191,6 +243,32 @@ def plot(table: dict, path: str) -> None:
   plt.close(fig)
 
 
+def plot_structure(result: dict, title: str, path: str) -> None:
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  kinds = [k for k in ('pair', 'solute') if k in result]
+  labels = dict(pair='pair g(r)', solute='density about the solute / mean density')
+  fig, axes = plt.subplots(1, len(kinds), figsize=(5.5 * len(kinds), 4), squeeze=False)
+  styles = dict(zip(STRUCTURE_SETS, (('C0', '-'), ('C3', '-'), ('C3', '--'), ('C0', '--'))))
+  for ax, kind in zip(axes[0], kinds):
+    edges = np.asarray(result[kind]['edges'])
+    for name in STRUCTURE_SETS:
+      colour, line = styles[name]
+      ax.stairs(result[kind][name], edges, color=colour, ls=line, lw=1.3, label=name)
+    ax.axhline(1.0, color='grey', lw=0.8, ls=':')
+    occupied = np.flatnonzero(np.max([result[kind][n] for n in STRUCTURE_SETS], axis=0))
+    ax.set_xlim(edges[max(occupied[0] - 2, 0)] if occupied.size else 0.0, edges[-1])
+    ax.set(xlabel='r (σ)', ylabel=labels[kind])
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+  fig.suptitle(f'{title}: held-out samples and the trained map '
+               f'({result["num_frames"]} per set)', fontsize=10)
+  fig.tight_layout()
+  fig.savefig(path, dpi=150)
+  plt.close(fig)
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--workdir', required=True, help='run directory of experiments.tfep')
@@ -204,12 +282,16 @@ def main():
   data = tfep.load_or_draw_samples(config, ladder, workdir)
   works = tfep.compute_works(config, ladder, data, workdir)
   table = make_table(config, data, works)
+  bijector, _ = tfep.restore_map(config, ladder, workdir)
+  table['structure'] = structure(config, ladder, data, bijector)
   with open(os.path.join(workdir, 'tfep_report.json'), 'w') as f:
     json.dump(table, f, indent=2)
   text = markdown(table)
   with open(os.path.join(workdir, 'tfep_report.md'), 'w') as f:
     f.write(text)
   plot(table, os.path.join(workdir, 'tfep_report.png'))
+  plot_structure(table['structure'], f'{table["benchmark"]} ({table["variant"]})',
+                 os.path.join(workdir, 'tfep_structure.png'))
   print(text)
 
 

@@ -138,6 +138,25 @@ def test_rdf_lattice_first_shell(basis, cells, nn, neighbours):
   assert count == pytest.approx(neighbours, rel=1e-9)
 
 
+def test_density_about_a_point():
+  rng = np.random.default_rng(1)
+  box = np.array([8.0, 9.0, 10.0])
+  point = np.array([1.0, -3.0, 12.5])  # any point; distances are periodic
+  x = rng.uniform(0, box, (400, 50, 3))
+  edges, g = observables.distribution_about_point(x, box, point, num_bins=8)
+  assert edges[-1] == pytest.approx(4.0)
+  np.testing.assert_allclose(g[4:], 1.0, atol=0.05)  # uniform: 1 within noise
+  # Particles on a shell of radius 2.3 about the point (and its images).
+  directions = rng.normal(size=(1, 50, 3))
+  shell = point + box * 3 + 2.3 * directions / np.linalg.norm(directions, axis=-1,
+                                                              keepdims=True)
+  edges, g = observables.distribution_about_point(shell, box, point, num_bins=8)
+  volume = 4 / 3 * np.pi * (edges[5] ** 3 - edges[4] ** 3)
+  np.testing.assert_allclose(g, np.where(np.arange(8) == 4, np.prod(box) / volume, 0))
+  with pytest.raises(ValueError, match='point must be'):
+    observables.distribution_about_point(x, box, [0.0, 1.0])
+
+
 def test_rdf_rejects_r_max_beyond_half_box():
   with pytest.raises(ValueError, match='r_max=6.0 must be in'):
     observables.radial_distribution(np.zeros((1, 2, 3)), np.full(3, 10.0), r_max=6.0)

@@ -48,7 +48,8 @@ def test_bad_input_raises():
 
 @pytest.mark.parametrize('module,variant', [(tfep_solvation, 'cpu'), (tfep_solvation, 'cpu_1e4'),
                                             (tfep_solvation, 'paper'),
-                                            (tfep_solid, 'cpu'), (tfep_solid, 'paper')])
+                                            (tfep_solid, 'cpu'), (tfep_solid, 'cpu_1e4'),
+                                            (tfep_solid, 'paper')])
 def test_configs_build_ladders(module, variant):
   config = module.get_config(variant)
   ladder = tfep.make_ladder(config)

@@ -115,9 +115,14 @@ def test_work_identity_for_an_imperfect_map():
   assert float(targeted.lfep_loss(imperfect, x_a, u_a, u_b)) > delta_f
 
 
-@pytest.mark.parametrize('radial_bins', [0, 4])
-def test_targeted_map_round_trip_and_log_det(radial_bins):
-  bijector = perturb(small_map(num_layers=2, radial_bins=radial_bins))
+# (num_layers, radial_bins): couplings alone, interleaved with radial splines,
+# and one radial spline alone.
+MAP_KINDS = [(2, 0), (2, 4), (0, 4)]
+
+
+@pytest.mark.parametrize('num_layers,radial_bins', MAP_KINDS)
+def test_targeted_map_round_trip_and_log_det(num_layers, radial_bins):
+  bijector = perturb(small_map(num_layers=num_layers, radial_bins=radial_bins))
   forward = jitted(bijector, 'forward')
   x = box_samples((4, 3), seed=3)
   y, log_det = forward(x)
@@ -135,8 +140,10 @@ def test_targeted_map_round_trip_and_log_det(radial_bins):
                              log_det, atol=2e-3)
 
 
-def test_targeted_map_is_periodic_and_permutation_equivariant():
-  forward = jitted(perturb(small_map()), 'forward')
+@pytest.mark.parametrize('num_layers,radial_bins', MAP_KINDS)
+def test_targeted_map_is_periodic_and_permutation_equivariant(num_layers, radial_bins):
+  forward = jitted(perturb(small_map(num_layers=num_layers, radial_bins=radial_bins)),
+                   'forward')
   x = box_samples((2, 3), seed=4)
   y, log_det = forward(x)
   y_shift, log_det_shift = forward(x + (UPPER - LOWER) * jnp.array([1.0, -2.0, 0.0]))
@@ -148,12 +155,13 @@ def test_targeted_map_is_periodic_and_permutation_equivariant():
   np.testing.assert_allclose(log_det_perm, log_det, atol=1e-4)
 
 
-@pytest.mark.parametrize('num_layers', [1, 2, 3])
-@pytest.mark.parametrize('sites', [None, SITES])
-def test_fresh_targeted_map_is_the_identity(num_layers, sites):
+@pytest.mark.parametrize('num_layers,sites,radial_bins',
+                         [(n, None, 4) for n in (0, 1, 2, 3)] +
+                         [(n, SITES, 0) for n in (1, 2, 3)])
+def test_fresh_targeted_map_is_the_identity(num_layers, sites, radial_bins):
   x = box_samples((4, 3), seed=5)
   y, log_det = small_map(num_layers=num_layers, sites=sites,
-                         radial_bins=4 if sites is None else 0).forward(x)
+                         radial_bins=radial_bins).forward(x)
   np.testing.assert_allclose(y, x, atol=1e-5)
   np.testing.assert_allclose(log_det, 0.0, atol=1e-5)
 
@@ -186,6 +194,10 @@ def test_bad_input_raises():
     small_map(num_particles=0)
   with pytest.raises(ValueError, match='expected'):
     small_map().forward(box_samples((2, 4)))
+  with pytest.raises(ValueError, match='num_layers=-1'):
+    small_map(num_layers=-1)
+  with pytest.raises(ValueError, match='num_layers=0 needs radial_bins'):
+    small_map(num_layers=0, radial_bins=0)
   with pytest.raises(ValueError, match='upper'):
     targeted.TargetedMap(2, 1.0, 1.0, num_layers=1, num_bins=4, embedding_size=8,
                          num_heads=2, num_blocks=1, num_frequencies=2,

@@ -1,9 +1,14 @@
-"""The TFEP report: its MBAR reference (error from independent chains) and table."""
+"""The TFEP report: its MBAR reference (error from independent chains), table, structure."""
 
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+from flax import nnx
 
+from experiments import tfep
+from flows import targeted
+from flows.couplings import wrap
 from scripts import tfep_report
 
 
@@ -89,3 +94,48 @@ def test_table_uses_every_disjoint_block_and_agrees_with_the_exact_delta_f():
   config.eval.sample_sizes = (6000,)
   with pytest.raises(ValueError, match='n = 6000'):
     tfep_report.make_table(config, data, works)
+
+
+class Translation:
+  """Test fixture: y = wrap(x + shift) in [lower, upper)³, log-det 0."""
+
+  def __init__(self, shift, lower, upper):
+    self.shift, self.lower, self.upper = jnp.asarray(shift), lower, upper
+
+  def forward(self, x):
+    return wrap(x + self.shift, self.lower, self.upper), jnp.zeros(x.shape[:-2])
+
+  def inverse(self, y):
+    return wrap(y - self.shift, self.lower, self.upper), jnp.zeros(y.shape[:-2])
+
+
+def test_structure_of_the_identity_and_of_a_translation():
+  lower, upper, num_train, radius_b = -2.0, 2.0, 10, 1.2
+  ladder = tfep.Ladder(parameters=np.array([1.0, radius_b]), reduced=None,
+                       num_particles=6, lower=lower, upper=upper,
+                       initial_positions=None, solute=np.zeros(3))
+  samples = np.random.default_rng(3).uniform(lower, upper, (2, 40, 6, 3))
+  data = dict(samples=samples.astype(np.float32))
+  config = ml_collections.ConfigDict(dict(sampling=dict(num_train=num_train),
+                                          eval=dict(batch_size=7)))
+  identity = targeted.TargetedMap(6, lower, upper, num_layers=1, num_bins=4,
+                                  embedding_size=8, num_heads=2, num_blocks=1,
+                                  num_frequencies=2, rngs=nnx.Rngs(0))
+  result = tfep_report.structure(config, ladder, data, identity, num_bins=8)
+  assert result['num_frames'] == 30
+  for kind in ('pair', 'solute'):
+    np.testing.assert_allclose(result[kind]['M(A)'], result[kind]['A'], atol=1e-12)
+    np.testing.assert_allclose(result[kind]['M⁻¹(B)'], result[kind]['B'], atol=1e-12)
+  inside_a = np.mean(np.sum(np.linalg.norm(samples[0, num_train:], axis=-1) < radius_b, -1))
+  assert result['inside_radius_b']['A'] == pytest.approx(inside_a)
+  assert result['inside_radius_b']['M(A)'] == pytest.approx(inside_a)
+
+  # A translation moves every particle off the solute but keeps all pair distances.
+  moved = tfep_report.structure(config, ladder, data,
+                                Translation([1.3, -0.4, 0.7], lower, upper), num_bins=8)
+  np.testing.assert_allclose(moved['pair']['M(A)'], moved['pair']['A'], atol=1e-9)
+  np.testing.assert_allclose(moved['pair']['M⁻¹(B)'], moved['pair']['B'], atol=1e-9)
+  assert not np.allclose(moved['solute']['M(A)'], moved['solute']['A'])
+  without_solute = tfep.Ladder(**{**ladder.__dict__, 'solute': None})
+  assert set(tfep_report.structure(config, without_solute, data, identity)) == {
+      'num_frames', 'pair'}

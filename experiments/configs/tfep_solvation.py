@@ -63,7 +63,7 @@ def make_config(benchmark: str, variant: str, *, states: dict, sampling: dict,
   config.sampling.update(sampling)
 
   config.model = ml_collections.ConfigDict(dict(
-      num_layers=1,          # coupling layers (each: 2 spline couplings + shift)
+      num_layers=1,          # coupling layers (each: 2 spline couplings + shift); 0: radial only
       num_bins=8,            # bins of each circular rational-quadratic spline
       embedding_size=32,     # transformer width
       num_heads=2,           # attention heads
