@@ -248,7 +248,7 @@ def plot_structure(result: dict, title: str, path: str) -> None:
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
   kinds = [k for k in ('pair', 'solute') if k in result]
-  labels = dict(pair='pair g(r)', solute='density about the solute / mean density')
+  labels = dict(pair='pair g(r)', solute='density about the solute / (N/V)')
   fig, axes = plt.subplots(1, len(kinds), figsize=(5.5 * len(kinds), 4), squeeze=False)
   styles = dict(zip(STRUCTURE_SETS, (('C0', '-'), ('C3', '-'), ('C3', '--'), ('C0', '--'))))
   for ax, kind in zip(axes[0], kinds):

@@ -9,6 +9,7 @@ from flax import nnx
 from experiments import tfep
 from flows import targeted
 from flows.couplings import wrap
+from scripts import observables
 from scripts import tfep_report
 
 
@@ -130,11 +131,18 @@ def test_structure_of_the_identity_and_of_a_translation():
   assert result['inside_radius_b']['A'] == pytest.approx(inside_a)
   assert result['inside_radius_b']['M(A)'] == pytest.approx(inside_a)
 
-  # A translation moves every particle off the solute but keeps all pair distances.
-  moved = tfep_report.structure(config, ladder, data,
-                                Translation([1.3, -0.4, 0.7], lower, upper), num_bins=8)
+  # A translation keeps all pair distances and moves the particles relative to
+  # the solute: by +shift for M(A), by −shift for M⁻¹(B).
+  shift = np.array([1.3, -0.4, 0.7])
+  moved = tfep_report.structure(config, ladder, data, Translation(shift, lower, upper),
+                                num_bins=8)
   np.testing.assert_allclose(moved['pair']['M(A)'], moved['pair']['A'], atol=1e-9)
   np.testing.assert_allclose(moved['pair']['M⁻¹(B)'], moved['pair']['B'], atol=1e-9)
+  box = np.full(3, upper - lower)
+  for name, x, sign in (('M(A)', samples[0], 1), ('M⁻¹(B)', samples[1], -1)):
+    _, expected = observables.distribution_about_point(
+        x[num_train:] + sign * shift, box, np.zeros(3), num_bins=8)
+    np.testing.assert_allclose(moved['solute'][name], expected, atol=1e-9)
   assert not np.allclose(moved['solute']['M(A)'], moved['solute']['A'])
   without_solute = tfep.Ladder(**{**ladder.__dict__, 'solute': None})
   assert set(tfep_report.structure(config, without_solute, data, identity)) == {
