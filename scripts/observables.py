@@ -91,17 +91,22 @@ def distribution_about_point(positions, box, point, num_bins: int = 100,
   Returns:
     edges (num_bins + 1,) in the length unit, and g (num_bins,), dimensionless.
   """
+  r = distances_to_point(positions, box, point)
+  edges = _bin_edges(np.asarray(box, np.float64), num_bins, r_max)
+  counts = np.histogram(r, bins=edges)[0]
+  shell = 4.0 / 3.0 * np.pi * np.diff(edges**3)
+  return edges, counts / (r.size * shell / np.prod(box))
+
+
+def distances_to_point(positions, box, point) -> np.ndarray:
+  """Minimum-image distances (n, N) of positions (n, N, 3) from `point` (3,)."""
   positions, box = _check_positions(positions, box)
   point = np.asarray(point, np.float64)
   if point.shape != (3,) or not np.isfinite(point).all():
     raise ValueError(f'point must be 3 finite coordinates, got {point}.')
-  edges = _bin_edges(box, num_bins, r_max)
   d = positions - point
   d -= box * np.round(d / box)
-  counts = np.histogram(np.linalg.norm(d, axis=-1), bins=edges)[0]
-  shell = 4.0 / 3.0 * np.pi * np.diff(edges**3)
-  frames, n = positions.shape[:2]
-  return edges, counts / (frames * n * shell / np.prod(box))
+  return np.linalg.norm(d, axis=-1)
 
 
 def coordination_number(edges, g, num_particles: int, volume: float,

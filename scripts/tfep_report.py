@@ -157,10 +157,8 @@ def structure(config, ladder: tfep.Ladder, data: dict, bijector,
     radius_b = float(ladder.parameters[-1])
     result['inside_radius_b'] = {}
     for name, x in sets.items():
-      d = x - ladder.solute
-      d -= box * np.round(d / box)
-      inside = np.sum(np.linalg.norm(d, axis=-1) < radius_b, axis=-1)
-      result['inside_radius_b'][name] = float(np.mean(inside))
+      inside = observables.distances_to_point(x, box, ladder.solute) < radius_b
+      result['inside_radius_b'][name] = float(np.mean(np.sum(inside, axis=-1)))
   for kind, distribution in kinds:
     curves = {name: distribution(x) for name, x in sets.items()}
     result[kind] = dict(edges=next(iter(curves.values()))[0].tolist(),
