@@ -41,11 +41,10 @@ class Checkpointer:
   def __init__(self, workdir: str, max_to_keep: int = 3):
     self.directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
     self._manager = ocp.CheckpointManager(
-        self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
-                                             create=True),
-        item_handlers={'state': ocp.StandardCheckpointHandler(),
-                       'meta': ocp.JsonCheckpointHandler()})
+      self.directory,
+      options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+      item_handlers={'state': ocp.StandardCheckpointHandler(), 'meta': ocp.JsonCheckpointHandler()},
+    )
 
   @property
   def latest_step(self) -> int | None:
@@ -54,15 +53,16 @@ class Checkpointer:
   def save(self, step: int, state: Any, meta: dict) -> None:
     """Writes `state` and `meta` for `step` and waits until they are on disk."""
     meta = dict(meta, shapes=_shapes(state['params']))
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
-                       force=True)
+    self._manager.save(
+      step,
+      args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+      force=True,
+    )
     self._manager.wait_until_finished()
 
   def read_meta(self, step: int | None = None) -> dict:
     step = self.latest_step if step is None else step
-    restored = self._manager.restore(
-        step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+    restored = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
     return restored.meta
 
   def restore(self, target: Any, meta: dict, step: int | None = None) -> Any:
@@ -80,8 +80,9 @@ class Checkpointer:
     saved = self.read_meta(step)
     problems = []
     if saved.get('system') != meta.get('system'):
-      problems.append(f'system: checkpoint has {saved.get("system")!r}, '
-                      f'config has {meta.get("system")!r}')
+      problems.append(
+        f'system: checkpoint has {saved.get("system")!r}, config has {meta.get("system")!r}'
+      )
     saved_model = _model_shape_keys(saved.get('model'))
     model = _model_shape_keys(meta.get('model'))
     if saved_model != model:
@@ -90,16 +91,19 @@ class Checkpointer:
     stored = saved.get('shapes', {})
     for name in sorted(set(current) | set(stored)):
       if current.get(name) != stored.get(name):
-        problems.append(f'parameter {name}: checkpoint shape '
-                        f'{stored.get(name)}, model shape {current.get(name)}')
+        problems.append(
+          f'parameter {name}: checkpoint shape {stored.get(name)}, model shape {current.get(name)}'
+        )
     if problems:
       raise CheckpointMismatchError(
-          f'The checkpoint at step {step} in {self.directory} does not match '
-          'this config, so it was not restored (use another --workdir, or the '
-          'config that wrote it):\n  ' + '\n  '.join(problems[:20]))
+        f'The checkpoint at step {step} in {self.directory} does not match '
+        'this config, so it was not restored (use another --workdir, or the '
+        'config that wrote it):\n  ' + '\n  '.join(problems[:20])
+      )
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
     restored = self._manager.restore(
-        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
+      step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
+    )
     return restored.state
 
   def close(self) -> None:

@@ -17,8 +17,9 @@ from absl import app, flags, logging
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory of a training run.')
 _NUM_SAMPLES = flags.DEFINE_integer('num_samples', 65536, 'Fresh flow samples.')
-_BATCH_SIZE = flags.DEFINE_integer('batch_size', 0,
-                                   'Samples per compiled call (0: config eval.batch_size).')
+_BATCH_SIZE = flags.DEFINE_integer(
+  'batch_size', 0, 'Samples per compiled call (0: config eval.batch_size).'
+)
 _SEED = flags.DEFINE_integer('seed', 0, 'Sampling seed.')
 _SAMPLES_OUT = flags.DEFINE_string('samples_out', None, 'Optional .npz path.')
 flags.mark_flag_as_required('workdir')
@@ -32,11 +33,14 @@ def load_run(workdir: str):
   GPUs and TPUs do not round float32 products to TF32 or bfloat16 either.
   """
   import ml_collections
+
   from experiments import checkpointing, training
+
   ckpt = checkpointing.Checkpointer(workdir)
   if ckpt.latest_step is None:
-    raise FileNotFoundError(f'No checkpoint under {ckpt.directory}; train first '
-                            'with python -m experiments.train.')
+    raise FileNotFoundError(
+      f'No checkpoint under {ckpt.directory}; train first with python -m experiments.train.'
+    )
   config = ml_collections.ConfigDict(ckpt.read_meta()['config'])
   # Densities are evaluated with float32 products whatever the training used:
   # sampling (forward) and log q of given configurations (inverse) then agree
@@ -54,24 +58,34 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   import jax
   import numpy as np
+
   from experiments import evaluation, training
+
   config, setup, state = load_run(_WORKDIR.value)
   sample_fn = training.make_eval_sample_fn(setup)
   with jax.default_matmul_precision('highest'):  # true float32 on GPU/TPU too
     samples = evaluation.draw_samples(
-        lambda key, n: sample_fn(state['ema_params'], key, n),
-        jax.random.key(_SEED.value), _NUM_SAMPLES.value,
-        _BATCH_SIZE.value or config.eval.batch_size,
-        keep_positions=bool(_SAMPLES_OUT.value))
-  result = dict(system=config.system, step=int(state['step']),
-                **evaluation.summarize(samples, setup.system))
+      lambda key, n: sample_fn(state['ema_params'], key, n),
+      jax.random.key(_SEED.value),
+      _NUM_SAMPLES.value,
+      _BATCH_SIZE.value or config.eval.batch_size,
+      keep_positions=bool(_SAMPLES_OUT.value),
+    )
+  result = dict(
+    system=config.system, step=int(state['step']), **evaluation.summarize(samples, setup.system)
+  )
   with open(os.path.join(_WORKDIR.value, 'eval.json'), 'w') as f:
     json.dump(result, f, indent=2)
   if _SAMPLES_OUT.value:
-    np.savez_compressed(_SAMPLES_OUT.value, positions=samples['positions'],
-                        log_q=samples['log_q'], energy=samples['energy'],
-                        beta=setup.system.beta, box=setup.system.box,
-                        system=config.system)
+    np.savez_compressed(
+      _SAMPLES_OUT.value,
+      positions=samples['positions'],
+      log_q=samples['log_q'],
+      energy=samples['energy'],
+      beta=setup.system.beta,
+      box=setup.system.box,
+      system=config.system,
+    )
   print(json.dumps(result, indent=2))
 
 

@@ -8,22 +8,26 @@ size and the energy averages under q and reweighted to the Boltzmann
 distribution.
 """
 
-from collections.abc import Callable
 import warnings
+from collections.abc import Callable
 
 import jax
 import numpy as np
 
-from flows import convention
-from flows import estimators
+from flows import convention, estimators
 from systems import System
 
 # (key, n) -> positions (n, N, 3), log q (n,), physical energy (n,).
 SampleFn = Callable[[jax.Array, int], tuple[jax.Array, jax.Array, jax.Array]]
 
 
-def draw_samples(sample_fn: SampleFn, key: jax.Array, num_samples: int,
-                 batch_size: int, keep_positions: bool = False) -> dict:
+def draw_samples(
+  sample_fn: SampleFn,
+  key: jax.Array,
+  num_samples: int,
+  batch_size: int,
+  keep_positions: bool = False,
+) -> dict:
   """Draws `num_samples` in compiled batches of `batch_size` (last one padded).
 
   Returns:
@@ -31,8 +35,7 @@ def draw_samples(sample_fn: SampleFn, key: jax.Array, num_samples: int,
     `keep_positions`, `positions` (n, N, 3).
   """
   if num_samples <= 0 or batch_size <= 0:
-    raise ValueError(f'num_samples={num_samples} and batch_size={batch_size} '
-                     'must be positive.')
+    raise ValueError(f'num_samples={num_samples} and batch_size={batch_size} must be positive.')
   parts = {'log_q': [], 'energy': [], 'positions': []}
   num_batches = -(-num_samples // batch_size)
   for i in range(num_batches):
@@ -62,8 +65,11 @@ def summarize(samples: dict, system: System) -> dict:
   finite = np.isfinite(log_q) & np.isfinite(energy)
   num_nonfinite = int(np.size(finite) - finite.sum())
   if num_nonfinite:
-    warnings.warn(f'{num_nonfinite} of {finite.size} evaluation samples had a '
-                  'non-finite energy or log-probability and were left out.')
+    warnings.warn(
+      f'{num_nonfinite} of {finite.size} evaluation samples had a '
+      'non-finite energy or log-probability and were left out.',
+      stacklevel=2,
+    )
   log_q, energy = log_q[finite], energy[finite]
   log_w = -system.beta * energy - log_q
   estimate = estimators.importance_sampling(log_w)
@@ -71,14 +77,15 @@ def summarize(samples: dict, system: System) -> dict:
   weights = np.exp(log_w - log_w.max())
   weights /= weights.sum()
   return dict(
-      num_samples=int(finite.sum()),
-      num_nonfinite=num_nonfinite,
-      ess=float(estimators.ess_fraction(log_w)),
-      log_z=float(estimate.value),
-      log_z_stderr=float(estimate.stderr),
-      beta_f_per_particle=float(convention.beta_f_per_particle(
-          estimate.value, n, system.volume, system.thermal_wavelength)),
-      beta_f_per_particle_stderr=float(estimate.stderr / n),
-      mean_energy=float(np.sum(weights * energy)),
-      mean_energy_flow=float(np.mean(energy)),
+    num_samples=int(finite.sum()),
+    num_nonfinite=num_nonfinite,
+    ess=float(estimators.ess_fraction(log_w)),
+    log_z=float(estimate.value),
+    log_z_stderr=float(estimate.stderr),
+    beta_f_per_particle=float(
+      convention.beta_f_per_particle(estimate.value, n, system.volume, system.thermal_wavelength)
+    ),
+    beta_f_per_particle_stderr=float(estimate.stderr / n),
+    mean_energy=float(np.sum(weights * energy)),
+    mean_energy_flow=float(np.mean(energy)),
   )

@@ -22,7 +22,7 @@ import dataclasses
 import json
 import os
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -31,12 +31,9 @@ import numpy as np
 import optax
 from flax import nnx
 
-from experiments import checkpointing
-from experiments import training
+from experiments import checkpointing, training
 from flows import targeted
-from systems import get_system
-from systems import sampler
-from systems import solvation
+from systems import get_system, sampler, solvation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +46,7 @@ class Ladder:
   sites: (M, 3) lattice sites of a solid (None for a fluid).
   solute: (3,) position of a fixed solute of radius λ (None: no solute).
   """
+
   parameters: np.ndarray
   reduced: Callable
   num_particles: int
@@ -64,9 +62,15 @@ class Ladder:
 
 def _solvation_ladder(parameters) -> Ladder:
   """λ = solute radius R (σ)."""
-  return Ladder(parameters, lambda x, r: solvation.BETA * solvation.energy(x, r),
-                solvation.NUM_SOLVENT, solvation.LOWER, solvation.UPPER,
-                solvation.initial_positions, solute=np.zeros(3))
+  return Ladder(
+    parameters,
+    lambda x, r: solvation.BETA * solvation.energy(x, r),
+    solvation.NUM_SOLVENT,
+    solvation.LOWER,
+    solvation.UPPER,
+    solvation.initial_positions,
+    solute=np.zeros(3),
+  )
 
 
 def _temperature_ladder(system_name: str, parameters) -> Ladder:
@@ -79,9 +83,15 @@ def _temperature_ladder(system_name: str, parameters) -> Ladder:
     noise = 0.02 * np.asarray(jax.random.normal(key, (n,) + system.lattice.shape))
     return (system.lattice + noise / np.sqrt(beta)).astype(np.float32)
 
-  return Ladder(parameters, lambda x, beta: beta * system.energy(x),
-                system.num_particles, 0.0, float(system.box[0]), initial_positions,
-                sites=np.asarray(system.lattice))
+  return Ladder(
+    parameters,
+    lambda x, beta: beta * system.energy(x),
+    system.num_particles,
+    0.0,
+    float(system.box[0]),
+    initial_positions,
+    sites=np.asarray(system.lattice),
+  )
 
 
 def make_ladder(config: ml_collections.ConfigDict) -> Ladder:
@@ -105,8 +115,9 @@ def samples_per_state(config) -> int:
 
 def batched(fn, x, batch_size: int) -> np.ndarray:
   """Applies a jitted fn to x (n, ...) in batches; concatenates along axis 0."""
-  return np.concatenate([np.asarray(fn(x[i:i + batch_size]))
-                         for i in range(0, len(x), batch_size)])
+  return np.concatenate(
+    [np.asarray(fn(x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
+  )
 
 
 def draw_samples(config, ladder: Ladder, path: str) -> dict:
@@ -114,31 +125,51 @@ def draw_samples(config, ladder: Ladder, path: str) -> dict:
   s = config.sampling
   n = samples_per_state(config)
   if n % s.num_chains:
-    raise ValueError(f'samples per state {n} must be a multiple of '
-                     f'sampling.num_chains={s.num_chains}.')
+    raise ValueError(
+      f'samples per state {n} must be a multiple of sampling.num_chains={s.num_chains}.'
+    )
   num_states = len(ladder.parameters)
   key = jax.random.PRNGKey(config.seed)
-  x0 = np.concatenate([
+  x0 = np.concatenate(
+    [
       ladder.initial_positions(jax.random.fold_in(key, k), s.num_chains, lam)
-      for k, lam in enumerate(ladder.parameters)])
+      for k, lam in enumerate(ladder.parameters)
+    ]
+  )
   lam = np.repeat(ladder.parameters, s.num_chains).astype(np.float32)
   result = sampler.sample(
-      ladder.reduced, x0, jax.random.fold_in(key, num_states), beta=1.0,
-      num_steps=n // s.num_chains * s.thin, step_size=s.step_size,
-      burn_in=s.burn_in, thin=s.thin, num_leapfrog=s.num_leapfrog,
-      energy_args=(lam,))
+    ladder.reduced,
+    x0,
+    jax.random.fold_in(key, num_states),
+    beta=1.0,
+    num_steps=n // s.num_chains * s.thin,
+    step_size=s.step_size,
+    burn_in=s.burn_in,
+    thin=s.thin,
+    num_leapfrog=s.num_leapfrog,
+    energy_args=(lam,),
+  )
   per_state = lambda a: a.reshape((num_states, s.num_chains) + a.shape[1:])
   # (K, C, T, M, 3) -> time-major (K, T·C, M, 3)
-  x = np.swapaxes(per_state(result.samples), 1, 2).reshape(
-      (num_states, n, ladder.num_particles, 3))
-  u = np.stack([
-      np.stack([batched(jax.jit(lambda y, k=k: ladder.reduced_at(k)(y)), x[l],
-                         config.eval.batch_size) for l in range(num_states)])
-      for k in range(num_states)])
-  data = dict(samples=x, reduced=u, parameters=ladder.parameters,
-              acceptance=per_state(result.acceptance).mean(1),
-              statistical_inefficiency=per_state(
-                  result.statistical_inefficiency).mean(1))
+  x = np.swapaxes(per_state(result.samples), 1, 2).reshape((num_states, n, ladder.num_particles, 3))
+  u = np.stack(
+    [
+      np.stack(
+        [
+          batched(jax.jit(lambda y, k=k: ladder.reduced_at(k)(y)), x[s], config.eval.batch_size)
+          for s in range(num_states)
+        ]
+      )
+      for k in range(num_states)
+    ]
+  )
+  data = dict(
+    samples=x,
+    reduced=u,
+    parameters=ladder.parameters,
+    acceptance=per_state(result.acceptance).mean(1),
+    statistical_inefficiency=per_state(result.statistical_inefficiency).mean(1),
+  )
   np.savez(path, **data)
   return data
 
@@ -150,12 +181,14 @@ def load_or_draw_samples(config, ladder: Ladder, workdir: str) -> dict:
     return draw_samples(config, ladder, path)
   with np.load(path) as f:
     data = dict(f)
-  if (data['samples'].shape[1] != samples_per_state(config) or
-      not np.allclose(data['parameters'], ladder.parameters)):
+  if data['samples'].shape[1] != samples_per_state(config) or not np.allclose(
+    data['parameters'], ladder.parameters
+  ):
     raise checkpointing.CheckpointMismatchError(
-        f'{path} holds {data["samples"].shape[1]} samples at λ = '
-        f'{data["parameters"]}; this config wants {samples_per_state(config)} '
-        f'at λ = {ladder.parameters}. Use another --workdir.')
+      f'{path} holds {data["samples"].shape[1]} samples at λ = '
+      f'{data["parameters"]}; this config wants {samples_per_state(config)} '
+      f'at λ = {ladder.parameters}. Use another --workdir.'
+    )
   return data
 
 
@@ -164,25 +197,38 @@ def make_map(config, ladder: Ladder) -> targeted.TargetedMap:
   model = config.model.to_dict()
   centre_on_sites = model.pop('centre_on_sites')
   if centre_on_sites and ladder.sites is None:
-    raise ValueError(f'model.centre_on_sites=True needs lattice sites, and benchmark '
-                     f'{config.benchmark!r} has none; set it to False.')
-  return targeted.TargetedMap(ladder.num_particles, ladder.lower, ladder.upper,
-                              **model, sites=ladder.sites if centre_on_sites else None,
-                              rngs=nnx.Rngs(config.seed))
+    raise ValueError(
+      f'model.centre_on_sites=True needs lattice sites, and benchmark '
+      f'{config.benchmark!r} has none; set it to False.'
+    )
+  return targeted.TargetedMap(
+    ladder.num_particles,
+    ladder.lower,
+    ladder.upper,
+    **model,
+    sites=ladder.sites if centre_on_sites else None,
+    rngs=nnx.Rngs(config.seed),
+  )
 
 
 def checkpoint_meta(config) -> dict:
-  return dict(system=config.benchmark, model=config.model.to_dict(),
-              config=json.loads(config.to_json_best_effort()))
+  return dict(
+    system=config.benchmark,
+    model=config.model.to_dict(),
+    config=json.loads(config.to_json_best_effort()),
+  )
 
 
 def _initial_state(config, ladder):
   graphdef, params, rest = nnx.split(make_map(config, ladder), nnx.Param, ...)
   optimizer = training.make_optimizer(config.train)
-  state = dict(params=params, opt_state=optimizer.init(params),
-               key=jax.random.key_data(jax.random.key(config.seed)),
-               step=jnp.asarray(0, jnp.int32),
-               wall_time=jnp.asarray(0.0, jnp.float32))
+  state = dict(
+    params=params,
+    opt_state=optimizer.init(params),
+    key=jax.random.key_data(jax.random.key(config.seed)),
+    step=jnp.asarray(0, jnp.int32),
+    wall_time=jnp.asarray(0.0, jnp.float32),
+  )
   return graphdef, rest, optimizer, state
 
 
@@ -221,8 +267,12 @@ def _make_train_step(config, ladder, graphdef, rest, optimizer, x_a, y_b):
     finite = jnp.isfinite(loss) & jnp.isfinite(optax.global_norm(grads))
     grads = jax.tree.map(lambda g: jnp.where(finite, g, 0.0), grads)
     updates, opt_state = optimizer.update(grads, state['opt_state'], state['params'])
-    return dict(state, params=optax.apply_updates(state['params'], updates),
-                opt_state=opt_state, step=state['step'] + 1), loss
+    return dict(
+      state,
+      params=optax.apply_updates(state['params'], updates),
+      opt_state=opt_state,
+      step=state['step'] + 1,
+    ), loss
 
   return jax.jit(step_fn, donate_argnums=0)
 
@@ -241,8 +291,7 @@ def train(config, ladder: Ladder, data: dict, workdir: str, start_time: float) -
   metrics = training.MetricsWriter(workdir)
   wall_offset = float(state['wall_time'])
   wall = lambda: wall_offset + time.time() - start_time
-  save = lambda: ckpt.save(step, dict(state, wall_time=jnp.asarray(
-      wall(), jnp.float32)), meta)
+  save = lambda: ckpt.save(step, dict(state, wall_time=jnp.asarray(wall(), jnp.float32)), meta)
   step, losses, last_save = int(state['step']), [], time.time()
   try:
     while step < config.train.num_steps:
@@ -250,8 +299,7 @@ def train(config, ladder: Ladder, data: dict, workdir: str, start_time: float) -
       step += 1
       losses.append(loss)
       if step % config.train.log_every_steps == 0:
-        row = dict(step=step, wall_time=wall(),
-                   loss=float(np.nanmean(np.asarray(losses))))
+        row = dict(step=step, wall_time=wall(), loss=float(np.nanmean(np.asarray(losses))))
         metrics.write(row)
         print(json.dumps(row), flush=True)
         losses = []
@@ -280,17 +328,17 @@ def compute_works(config, ladder: Ladder, data: dict, workdir: str) -> dict:
   rev = jax.jit(lambda y: targeted.reverse_work(bijector, y, u_a, u_b))
   batch = config.eval.batch_size
   works = dict(
-      step=step,
-      plain_forward=u[-1, 0, held] - u[0, 0, held],
-      plain_reverse=u[0, -1, held] - u[-1, -1, held],
-      mapped_forward=batched(fwd, data['samples'][0, held], batch),
-      mapped_reverse=batched(rev, data['samples'][-1, held], batch))
+    step=step,
+    plain_forward=u[-1, 0, held] - u[0, 0, held],
+    plain_reverse=u[0, -1, held] - u[-1, -1, held],
+    mapped_forward=batched(fwd, data['samples'][0, held], batch),
+    mapped_reverse=batched(rev, data['samples'][-1, held], batch),
+  )
   np.savez(path, **works)
   return works
 
 
-def run(config: ml_collections.ConfigDict, workdir: str,
-        start_time: float | None = None) -> dict:
+def run(config: ml_collections.ConfigDict, workdir: str, start_time: float | None = None) -> dict:
   """All three stages; returns the works dict."""
   start_time = time.time() if start_time is None else start_time
   os.makedirs(workdir, exist_ok=True)
@@ -306,8 +354,8 @@ def main():
   from absl import app, flags
   from absl import logging as absl_logging
   from ml_collections import config_flags
-  config_flag = config_flags.DEFINE_config_file('config', None, 'TFEP config.',
-                                                lock_config=True)
+
+  config_flag = config_flags.DEFINE_config_file('config', None, 'TFEP config.', lock_config=True)
   workdir_flag = flags.DEFINE_string('workdir', None, 'Run directory.')
   flags.mark_flags_as_required(['config', 'workdir'])
   start = time.time()
@@ -316,8 +364,9 @@ def main():
     del argv
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every save at INFO
     works = run(config_flag.value, workdir_flag.value, start)
-    print(f'step {int(works["step"])}: works written to '
-          f'{os.path.join(workdir_flag.value, "works.npz")}')
+    print(
+      f'step {int(works["step"])}: works written to {os.path.join(workdir_flag.value, "works.npz")}'
+    )
 
   app.run(_main)
 

@@ -15,11 +15,9 @@ _START = time.time()
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config.',
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config.', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory.')
-_MULTIHOST = flags.DEFINE_bool('multihost', False,
-                               'Call jax.distributed.initialize() first.')
+_MULTIHOST = flags.DEFINE_bool('multihost', False, 'Call jax.distributed.initialize() first.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -27,15 +25,19 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   import jax
+
   if _MULTIHOST.value:
     jax.distributed.initialize()
   from experiments import training
+
   result = training.train(_CONFIG.value, _WORKDIR.value, start_time=_START)
   if jax.process_index() == 0:
-    print(f'{_CONFIG.value.system}: βF/N = {result["beta_f_per_particle"]:.5f} '
-          f'± {result["beta_f_per_particle_stderr"]:.5f}, ESS = '
-          f'{result["ess"]:.3f}, ⟨U⟩ = {result["mean_energy"]:.3f} '
-          f'(step {result["step"]}, {result["wall_time"]:.0f} s)')
+    print(
+      f'{_CONFIG.value.system}: βF/N = {result["beta_f_per_particle"]:.5f} '
+      f'± {result["beta_f_per_particle_stderr"]:.5f}, ESS = '
+      f'{result["ess"]:.3f}, ⟨U⟩ = {result["mean_energy"]:.3f} '
+      f'(step {result["step"]}, {result["wall_time"]:.0f} s)'
+    )
 
 
 if __name__ == '__main__':

@@ -20,12 +20,12 @@ import ml_collections
 import numpy as np
 import optax
 from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
-from experiments import checkpointing
-from experiments import evaluation
+from experiments import checkpointing, evaluation
 from flows import SolidFlow
-from systems import get_system, System
+from systems import System, get_system
 
 
 class NonFiniteLossError(RuntimeError):
@@ -36,31 +36,42 @@ def make_flow(config: ml_collections.ConfigDict, system: System) -> SolidFlow:
   """Builds the flow of `config.model` for `system`, seeded by `config.seed`."""
   m = config.model
   return SolidFlow(
-      system.lattice, system.box, num_layers=m.num_layers, num_bins=m.num_bins,
-      embedding_size=m.embedding_size, num_heads=m.num_heads,
-      num_blocks=m.num_blocks, num_frequencies=m.num_frequencies,
-      noise_scale=m.noise_scale, use_layernorm=m.use_layernorm, remat=m.remat,
-      compute_dtype=m.compute_dtype, rngs=nnx.Rngs(config.seed))
+    system.lattice,
+    system.box,
+    num_layers=m.num_layers,
+    num_bins=m.num_bins,
+    embedding_size=m.embedding_size,
+    num_heads=m.num_heads,
+    num_blocks=m.num_blocks,
+    num_frequencies=m.num_frequencies,
+    noise_scale=m.noise_scale,
+    use_layernorm=m.use_layernorm,
+    remat=m.remat,
+    compute_dtype=m.compute_dtype,
+    rngs=nnx.Rngs(config.seed),
+  )
 
 
 def make_optimizer(train: ml_collections.ConfigDict) -> optax.GradientTransformation:
   """Adam with global-norm clipping, optional warm-up and step decays."""
   schedule = optax.piecewise_constant_schedule(
-      train.learning_rate,
-      {int(s): train.lr_decay_factor for s in train.lr_decay_steps})
+    train.learning_rate, {int(s): train.lr_decay_factor for s in train.lr_decay_steps}
+  )
   if train.lr_warmup_steps:
     warmup = optax.linear_schedule(0.0, train.learning_rate, train.lr_warmup_steps)
     schedule = optax.join_schedules([warmup, schedule], [train.lr_warmup_steps])
-  return optax.chain(optax.clip_by_global_norm(train.max_gradient_norm),
-                     optax.adam(schedule, b2=train.adam_b2))
+  return optax.chain(
+    optax.clip_by_global_norm(train.max_gradient_norm), optax.adam(schedule, b2=train.adam_b2)
+  )
 
 
 @dataclasses.dataclass(frozen=True)
 class Setup:
   """Everything a run compiles against: system, model split and sharding."""
+
   system: System
   graphdef: Any
-  rest: Any            # non-parameter model state (constants), replicated
+  rest: Any  # non-parameter model state (constants), replicated
   optimizer: optax.GradientTransformation
   mesh: jax.sharding.Mesh
 
@@ -77,12 +88,10 @@ class Setup:
 
   def sample(self, params, key, num_samples: int):
     """Flow samples (n, N, 3) and log q (n,), sharded over the batch axis."""
-    return self.flow(params).sample_and_log_prob(
-        key, num_samples, sharding=self.batch_sharding)
+    return self.flow(params).sample_and_log_prob(key, num_samples, sharding=self.batch_sharding)
 
 
-def build(config: ml_collections.ConfigDict,
-          devices: list | None = None) -> tuple[Setup, dict]:
+def build(config: ml_collections.ConfigDict, devices: list | None = None) -> tuple[Setup, dict]:
   """Returns the setup and a fresh (step 0) training state.
 
   Args:
@@ -92,23 +101,24 @@ def build(config: ml_collections.ConfigDict,
   system = get_system(config.system)
   devices = jax.devices() if devices is None else list(devices)
   if config.train.batch_size % len(devices):
-    raise ValueError(f'train.batch_size={config.train.batch_size} must be a '
-                     f'multiple of the number of devices ({len(devices)}).')
+    raise ValueError(
+      f'train.batch_size={config.train.batch_size} must be a '
+      f'multiple of the number of devices ({len(devices)}).'
+    )
   mesh = jax.sharding.Mesh(np.array(devices), ('batch',))
   flow = make_flow(config, system)
   graphdef, params, rest = nnx.split(flow, nnx.Param, ...)
   optimizer = make_optimizer(config.train)
   setup = Setup(system, graphdef, rest, optimizer, mesh)
   state = dict(
-      params=params,
-      ema_params=jax.tree.map(jnp.copy, params),  # what evaluations sample
-      opt_state=optimizer.init(params),
-      key=jax.random.key_data(jax.random.key(config.seed)),
-      step=jnp.asarray(0, jnp.int32),
-      wall_time=jnp.asarray(0.0, jnp.float64 if jax.config.jax_enable_x64
-                            else jnp.float32),
-      num_skipped=jnp.asarray(0, jnp.int32),
-      consecutive_nonfinite=jnp.asarray(0, jnp.int32),
+    params=params,
+    ema_params=jax.tree.map(jnp.copy, params),  # what evaluations sample
+    opt_state=optimizer.init(params),
+    key=jax.random.key_data(jax.random.key(config.seed)),
+    step=jnp.asarray(0, jnp.int32),
+    wall_time=jnp.asarray(0.0, jnp.float64 if jax.config.jax_enable_x64 else jnp.float32),
+    num_skipped=jnp.asarray(0, jnp.int32),
+    consecutive_nonfinite=jnp.asarray(0, jnp.int32),
   )
   state = jax.device_put(state, setup.replicated)
   return setup, state
@@ -142,22 +152,20 @@ def make_train_step(setup: Setup, batch_size: int, ema_decay: float = 0.0):
     grad_norm = optax.global_norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     grads = jax.tree.map(lambda g: jnp.where(finite, g, 0.0), grads)
-    updates, opt_state = setup.optimizer.update(grads, state['opt_state'],
-                                                state['params'])
+    updates, opt_state = setup.optimizer.update(grads, state['opt_state'], state['params'])
     params = optax.apply_updates(state['params'], updates)
-    keep = lambda new, old: jax.tree.map(
-        lambda n, o: jnp.where(finite, n, o), new, old)
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
     params = keep(params, state['params'])
     new_state = dict(
-        state,
-        params=params,
-        ema_params=jax.tree.map(lambda e, p: ema_decay * e + (1 - ema_decay) * p,
-                                state['ema_params'], params),
-        opt_state=keep(opt_state, state['opt_state']),
-        step=state['step'] + 1,
-        num_skipped=state['num_skipped'] + (~finite).astype(jnp.int32),
-        consecutive_nonfinite=jnp.where(
-            finite, 0, state['consecutive_nonfinite'] + 1),
+      state,
+      params=params,
+      ema_params=jax.tree.map(
+        lambda e, p: ema_decay * e + (1 - ema_decay) * p, state['ema_params'], params
+      ),
+      opt_state=keep(opt_state, state['opt_state']),
+      step=state['step'] + 1,
+      num_skipped=state['num_skipped'] + (~finite).astype(jnp.int32),
+      consecutive_nonfinite=jnp.where(finite, 0, state['consecutive_nonfinite'] + 1),
     )
     return new_state, dict(loss=loss, grad_norm=grad_norm)
 
@@ -174,8 +182,7 @@ def make_eval_sample_fn(setup: Setup):
   return jax.jit(sample_fn, static_argnums=2)
 
 
-def compile_concurrently(setup: Setup, state: dict,
-                         config: ml_collections.ConfigDict):
+def compile_concurrently(setup: Setup, state: dict, config: ml_collections.ConfigDict):
   """Compiles the train step and the evaluation sampler at the same time.
 
   XLA compiles on the calling thread, so the evaluation function is compiled
@@ -191,9 +198,11 @@ def compile_concurrently(setup: Setup, state: dict,
   key = jax.random.key(0)
   with concurrent.futures.ThreadPoolExecutor(1) as pool:
     eval_compiled = pool.submit(
-        lambda: eval_fn.lower(state['ema_params'], key, eval_batch).compile())
-    step_compiled = make_train_step(setup, config.train.batch_size,
-                                    config.train.ema_decay).lower(state).compile()
+      lambda: eval_fn.lower(state['ema_params'], key, eval_batch).compile()
+    )
+    step_compiled = (
+      make_train_step(setup, config.train.batch_size, config.train.ema_decay).lower(state).compile()
+    )
     return step_compiled, eval_compiled.result()
 
 
@@ -217,6 +226,7 @@ class Progress:
     self._bar = None
     if sys.stderr.isatty() and jax.process_index() == 0:
       from tqdm import tqdm
+
       self._bar = tqdm(total=total, initial=start, unit='step', dynamic_ncols=True)
     self._last = start
 
@@ -235,12 +245,14 @@ class Progress:
 
 def checkpoint_meta(config: ml_collections.ConfigDict) -> dict:
   """The part of the config a checkpoint must match, plus the full config."""
-  return dict(system=config.system, model=config.model.to_dict(),
-              config=json.loads(config.to_json_best_effort()))
+  return dict(
+    system=config.system,
+    model=config.model.to_dict(),
+    config=json.loads(config.to_json_best_effort()),
+  )
 
 
-def train(config: ml_collections.ConfigDict, workdir: str,
-          start_time: float | None = None) -> dict:
+def train(config: ml_collections.ConfigDict, workdir: str, start_time: float | None = None) -> dict:
   """Trains (resuming from `workdir` if it holds a checkpoint).
 
   Args:
@@ -274,9 +286,11 @@ def train(config: ml_collections.ConfigDict, workdir: str,
 
   def run_eval(step: int) -> dict:
     samples = evaluation.draw_samples(
-        lambda key, n: eval_sample(state['ema_params'], key),
-        jax.random.fold_in(eval_key, step), config.eval.num_samples,
-        min(config.eval.batch_size, config.eval.num_samples))
+      lambda key, n: eval_sample(state['ema_params'], key),
+      jax.random.fold_in(eval_key, step),
+      config.eval.num_samples,
+      min(config.eval.batch_size, config.eval.num_samples),
+    )
     row = dict(step=step, **evaluation.summarize(samples, setup.system))
     row['wall_time'] = wall()
     metrics.write(row)
@@ -301,32 +315,41 @@ def train(config: ml_collections.ConfigDict, workdir: str,
       if int(state['consecutive_nonfinite']) >= config.train.max_consecutive_nonfinite:
         save(step)  # the parameters are the last finite ones: keep them
         raise NonFiniteLossError(
-            f'{int(state["consecutive_nonfinite"])} consecutive steps up to step '
-            f'{step} had a non-finite loss or gradient (limit '
-            f'train.max_consecutive_nonfinite={config.train.max_consecutive_nonfinite}); '
-            'parameters were not updated by them. Lower the learning rate or check '
-            'the training energy.')
+          f'{int(state["consecutive_nonfinite"])} consecutive steps up to step '
+          f'{step} had a non-finite loss or gradient (limit '
+          f'train.max_consecutive_nonfinite={config.train.max_consecutive_nonfinite}); '
+          'parameters were not updated by them. Lower the learning rate or check '
+          'the training energy.'
+        )
       if step % config.train.log_every_steps == 0 or step == total:
         losses = np.array([float(o['loss']) for o in window])
         norms = np.array([float(o['grad_norm']) for o in window])
         now = time.time()
-        row = dict(step=step, wall_time=wall(), loss=float(np.nanmean(losses)),
-                   grad_norm=float(np.nanmean(norms)),
-                   num_skipped=int(state['num_skipped']),
-                   steps_per_second=len(window) / max(now - t_window, 1e-9))
+        row = dict(
+          step=step,
+          wall_time=wall(),
+          loss=float(np.nanmean(losses)),
+          grad_norm=float(np.nanmean(norms)),
+          num_skipped=int(state['num_skipped']),
+          steps_per_second=len(window) / max(now - t_window, 1e-9),
+        )
         metrics.write(row)
         progress.update(step, f'loss {row["loss"]:.4f}')
         window, t_window = [], now
       if step % config.eval.every_steps == 0 or step == total:
         last_eval = run_eval(step)
-        progress.update(step, f'βF/N {last_eval["beta_f_per_particle"]:.4f} ± '
-                        f'{last_eval["beta_f_per_particle_stderr"]:.4f}, '
-                        f'ESS {last_eval["ess"]:.3f}')
+        progress.update(
+          step,
+          f'βF/N {last_eval["beta_f_per_particle"]:.4f} ± '
+          f'{last_eval["beta_f_per_particle_stderr"]:.4f}, '
+          f'ESS {last_eval["ess"]:.3f}',
+        )
         stop = config.eval.stop_at_stderr
         if stop and last_eval['beta_f_per_particle_stderr'] <= stop:
           break
-      periodic = (config.train.checkpoint_every_steps and
-                  step % config.train.checkpoint_every_steps == 0)
+      periodic = (
+        config.train.checkpoint_every_steps and step % config.train.checkpoint_every_steps == 0
+      )
       if periodic or time.time() - last_ckpt_time > config.train.checkpoint_every_seconds:
         save(step)
         last_ckpt_time = time.time()

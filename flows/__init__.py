@@ -8,14 +8,14 @@ from flows.model import SolidFlow
 from flows.transformer import Transformer
 
 __all__ = [
-    'CircularShift',
-    'Conditioner',
-    'CouplingLayer',
-    'LatticeBase',
-    'SolidFlow',
-    'SplitCoupling',
-    'Transformer',
-    'circular_features',
-    'wigner_seitz_half_width',
-    'wrap',
+  'CircularShift',
+  'Conditioner',
+  'CouplingLayer',
+  'LatticeBase',
+  'SolidFlow',
+  'SplitCoupling',
+  'Transformer',
+  'circular_features',
+  'wigner_seitz_half_width',
+  'wrap',
 ]

@@ -36,12 +36,10 @@ def _count(name: str, value, minimum: int) -> int:
 
 def log_z_published(log_z_fixed, volume):
   """ln Z_pub = ln Z_fixed + ln V (V in length³)."""
-  return np.asarray(log_z_fixed, np.float64) + math.log(
-      _positive('volume', volume))
+  return np.asarray(log_z_fixed, np.float64) + math.log(_positive('volume', volume))
 
 
-def beta_f_per_particle(log_z_fixed, num_particles: int, volume,
-                        thermal_wavelength):
+def beta_f_per_particle(log_z_fixed, num_particles: int, volume, thermal_wavelength):
   r"""βF/N in the published convention, from ln Z_fixed.
 
   The canonical partition function of N identical particles is
@@ -63,8 +61,9 @@ def beta_f_per_particle(log_z_fixed, num_particles: int, volume,
   return (-log_z + math.lgamma(n + 1)) / n + 3.0 * math.log(wavelength)
 
 
-def beta_f_per_particle_all_space(log_z_fixed, num_particles: int, volume,
-                                  thermal_wavelength, sites_per_cell: int):
+def beta_f_per_particle_all_space(
+  log_z_fixed, num_particles: int, volume, thermal_wavelength, sites_per_cell: int
+):
   """βF/N with the integral over all of V^N: ln(s)/N below the published one.
 
   Args:
@@ -73,5 +72,4 @@ def beta_f_per_particle_all_space(log_z_fixed, num_particles: int, volume,
   """
   s = _count('sites_per_cell', sites_per_cell, 1)
   n = _count('num_particles', num_particles, 1)
-  return beta_f_per_particle(log_z_fixed, n, volume,
-                             thermal_wavelength) - math.log(s) / n
+  return beta_f_per_particle(log_z_fixed, n, volume, thermal_wavelength) - math.log(s) / n

@@ -6,7 +6,7 @@ log_det)` with x, y of shape (..., M, 3) and log_det of shape (...), the log
 (they act on the 3-torus) and equivariant under permutations of the M particles.
 """
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax.numpy as jnp
 from flax import nnx
@@ -48,20 +48,34 @@ class SplitCoupling(nnx.Module):
   the remaining coordinates of all particles (through a Conditioner).
   """
 
-  def __init__(self, transformed: Sequence[int], *, lower: float,
-               upper: float, num_bins: int, rngs: nnx.Rngs,
-               **conditioner_kwargs):
+  def __init__(
+    self,
+    transformed: Sequence[int],
+    *,
+    lower: float,
+    upper: float,
+    num_bins: int,
+    rngs: nnx.Rngs,
+    **conditioner_kwargs,
+  ):
     transformed = tuple(sorted(set(int(d) for d in transformed)))
     if not transformed or not set(transformed) < set(range(NUM_COORDS)):
-      raise ValueError(f'transformed={transformed} must be a non-empty proper '
-                       f'subset of coordinates {tuple(range(NUM_COORDS))}.')
+      raise ValueError(
+        f'transformed={transformed} must be a non-empty proper '
+        f'subset of coordinates {tuple(range(NUM_COORDS))}.'
+      )
     self.transformed = transformed
-    self.conditioning = tuple(
-        d for d in range(NUM_COORDS) if d not in transformed)
+    self.conditioning = tuple(d for d in range(NUM_COORDS) if d not in transformed)
     self.lower, self.upper = float(lower), float(upper)
     self.conditioner = Conditioner(
-        len(self.conditioning), len(transformed), num_bins=num_bins,
-        lower=lower, upper=upper, rngs=rngs, **conditioner_kwargs)
+      len(self.conditioning),
+      len(transformed),
+      num_bins=num_bins,
+      lower=lower,
+      upper=upper,
+      rngs=rngs,
+      **conditioner_kwargs,
+    )
 
   def _apply(self, x, spline_fn):
     raw = self.conditioner(x[..., self.conditioning])
@@ -96,10 +110,10 @@ class CouplingLayer(nnx.Module):
   (its bijector list [P, S, A, B] composed right to left, as in distrax.Chain).
   """
 
-  def __init__(self, *, lower: float, upper: float, num_bins: int,
-               rngs: nnx.Rngs, **conditioner_kwargs):
-    kwargs = dict(lower=lower, upper=upper, num_bins=num_bins, rngs=rngs,
-                  **conditioner_kwargs)
+  def __init__(
+    self, *, lower: float, upper: float, num_bins: int, rngs: nnx.Rngs, **conditioner_kwargs
+  ):
+    kwargs = dict(lower=lower, upper=upper, num_bins=num_bins, rngs=rngs, **conditioner_kwargs)
     self.shift = CircularShift(lower, upper)
     self.coupling_a = SplitCoupling((0,), **kwargs)
     self.coupling_b = SplitCoupling((1, 2), **kwargs)

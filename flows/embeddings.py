@@ -3,8 +3,9 @@
 import jax.numpy as jnp
 
 
-def circular_features(x: jnp.ndarray, lower: float, upper: float,
-                      num_frequencies: int) -> jnp.ndarray:
+def circular_features(
+  x: jnp.ndarray, lower: float, upper: float, num_frequencies: int
+) -> jnp.ndarray:
   """Embeds periodic coordinates on [lower, upper) as points on circles.
 
   For every coordinate x_d and k = 1..F the features are

@@ -27,360 +27,373 @@ from scipy.optimize import brentq
 from scipy.special import logsumexp
 
 __all__ = [
-    "Estimate",
-    "WeightedEstimate",
-    "MBAREstimate",
-    "ess_fraction",
-    "importance_sampling",
-    "fep_forward",
-    "fep_reverse",
-    "bar",
-    "lbar",
-    "mbar",
-    "import_pymbar",
+  'Estimate',
+  'WeightedEstimate',
+  'MBAREstimate',
+  'ess_fraction',
+  'importance_sampling',
+  'fep_forward',
+  'fep_reverse',
+  'bar',
+  'lbar',
+  'mbar',
+  'import_pymbar',
 ]
 
 
 @dataclasses.dataclass(frozen=True)
 class Estimate:
-    """A scalar estimate: ``value`` with one-sigma ``stderr`` (both in kT or nats).
+  """A scalar estimate: ``value`` with one-sigma ``stderr`` (both in kT or nats).
 
-    ``num_samples`` is the sample count, or a tuple of counts per state.
-    """
+  ``num_samples`` is the sample count, or a tuple of counts per state.
+  """
 
-    value: float
-    stderr: float
-    num_samples: int | tuple[int, ...]
+  value: float
+  stderr: float
+  num_samples: int | tuple[int, ...]
 
 
 @dataclasses.dataclass(frozen=True)
 class WeightedEstimate(Estimate):
-    """Estimate from a single weighted average (importance sampling / Zwanzig).
+  """Estimate from a single weighted average (importance sampling / Zwanzig).
 
-    ``stderr`` is the larger of ``stderr_delta`` (delta method) and
-    ``stderr_bootstrap`` (NaN when no bootstrap was run); ``ess`` is the Kish
-    effective-sample-size fraction in (0, 1].
-    """
+  ``stderr`` is the larger of ``stderr_delta`` (delta method) and
+  ``stderr_bootstrap`` (NaN when no bootstrap was run); ``ess`` is the Kish
+  effective-sample-size fraction in (0, 1].
+  """
 
-    ess: float
-    stderr_delta: float
-    stderr_bootstrap: float
+  ess: float
+  stderr_delta: float
+  stderr_bootstrap: float
 
 
 @dataclasses.dataclass(frozen=True)
 class MBAREstimate:
-    """MBAR result over K states (arrays are read-only float64).
+  """MBAR result over K states (arrays are read-only float64).
 
-    ``delta_f[k] = f_k - f_0`` and ``stderr[k]`` its one-sigma error, shape (K,);
-    ``overlap`` the (K, K) row-stochastic overlap matrix; ``adjacent_pair_overlap``
-    (K-1,) the overlap of each adjacent pair on its own (see
-    `adjacent_pair_overlap`) and ``min_adjacent_overlap`` its minimum.
-    """
+  ``delta_f[k] = f_k - f_0`` and ``stderr[k]`` its one-sigma error, shape (K,);
+  ``overlap`` the (K, K) row-stochastic overlap matrix; ``adjacent_pair_overlap``
+  (K-1,) the overlap of each adjacent pair on its own (see
+  `adjacent_pair_overlap`) and ``min_adjacent_overlap`` its minimum.
+  """
 
-    delta_f: np.ndarray
-    stderr: np.ndarray
-    overlap: np.ndarray
-    adjacent_pair_overlap: np.ndarray  # (K-1,) two-state overlap of each adjacent pair
-    min_adjacent_overlap: float
-    num_samples: tuple[int, ...]
+  delta_f: np.ndarray
+  stderr: np.ndarray
+  overlap: np.ndarray
+  adjacent_pair_overlap: np.ndarray  # (K-1,) two-state overlap of each adjacent pair
+  min_adjacent_overlap: float
+  num_samples: tuple[int, ...]
 
 
-def _as_samples(name: str, values, *, allow: str = "finite") -> np.ndarray:
-    """1-D float64 array of at least 2 entries.
+def _as_samples(name: str, values, *, allow: str = 'finite') -> np.ndarray:
+  """1-D float64 array of at least 2 entries.
 
-    ``allow="finite"`` rejects any non-finite entry; ``"-inf"`` / ``"+inf"`` also
-    admit that one infinity (a zero weight) as long as one entry is finite.
-    """
-    array = np.asarray(values, dtype=np.float64)
-    if array.ndim != 1 or array.size < 2:
-        raise ValueError(f"{name} must be a 1-D array with at least 2 entries, got shape {array.shape}")
-    bad = np.isnan(array)
-    if allow != "-inf":
-        bad |= array == -np.inf
-    if allow != "+inf":
-        bad |= array == np.inf
-    if bad.any():
-        raise ValueError(f"{name} has {int(bad.sum())} entries that are NaN or not allowed infinities (allowed: {allow})")
-    if not np.isfinite(array).any():
-        raise ValueError(f"{name} has no finite entry")
-    return array
+  ``allow="finite"`` rejects any non-finite entry; ``"-inf"`` / ``"+inf"`` also
+  admit that one infinity (a zero weight) as long as one entry is finite.
+  """
+  array = np.asarray(values, dtype=np.float64)
+  if array.ndim != 1 or array.size < 2:
+    raise ValueError(f'{name} must be a 1-D array with at least 2 entries, got shape {array.shape}')
+  bad = np.isnan(array)
+  if allow != '-inf':
+    bad |= array == -np.inf
+  if allow != '+inf':
+    bad |= array == np.inf
+  if bad.any():
+    raise ValueError(
+      f'{name} has {int(bad.sum())} entries that are NaN or not allowed infinities '
+      f'(allowed: {allow})'
+    )
+  if not np.isfinite(array).any():
+    raise ValueError(f'{name} has no finite entry')
+  return array
 
 
 def _ess_fraction(log_weights: np.ndarray) -> float:
-    """Kish ESS fraction (sum w)^2 / (n sum w^2) of validated log-weights, in (0, 1]."""
-    shifted = log_weights - log_weights.max()  # exact for equal weights of any magnitude
-    log_ess = 2.0 * logsumexp(shifted) - logsumexp(2.0 * shifted) - np.log(shifted.size)
-    return float(min(np.exp(log_ess), 1.0))
+  """Kish ESS fraction (sum w)^2 / (n sum w^2) of validated log-weights, in (0, 1]."""
+  shifted = log_weights - log_weights.max()  # exact for equal weights of any magnitude
+  log_ess = 2.0 * logsumexp(shifted) - logsumexp(2.0 * shifted) - np.log(shifted.size)
+  return float(min(np.exp(log_ess), 1.0))
 
 
 def ess_fraction(log_weights) -> float:
-    """Kish effective-sample-size fraction (sum w)^2 / (n sum w^2), in (0, 1].
+  """Kish effective-sample-size fraction (sum w)^2 / (n sum w^2), in (0, 1].
 
-    ``log_weights``: shape (n,), any magnitude; ``-inf`` entries are zero weights.
-    """
-    return _ess_fraction(_as_samples("log_weights", log_weights, allow="-inf"))
+  ``log_weights``: shape (n,), any magnitude; ``-inf`` entries are zero weights.
+  """
+  return _ess_fraction(_as_samples('log_weights', log_weights, allow='-inf'))
 
 
 def importance_sampling(
-    log_weights, *, num_bootstrap: int = 200, seed: int | np.random.Generator = 0
+  log_weights, *, num_bootstrap: int = 200, seed: int | np.random.Generator = 0
 ) -> WeightedEstimate:
-    """ln Z = ln mean(exp(log_weights)), the importance-sampling estimate.
+  """ln Z = ln mean(exp(log_weights)), the importance-sampling estimate.
 
-    ``log_weights``: shape (n,), ``ln p~(x) - ln q(x)`` for ``x ~ q`` with q normalised;
-    any magnitude (computed with log-sum-exp); ``-inf`` entries are zero weights.
-    Errors: delta method, ``sqrt((1/ess - 1) / (n - 1))``, and the standard deviation
-    of ``num_bootstrap`` resampled estimates (0 skips it, giving NaN); ``stderr`` is
-    the larger.
-    """
-    log_w = _as_samples("log_weights", log_weights, allow="-inf")
-    valid_int = isinstance(num_bootstrap, (int, np.integer)) and not isinstance(num_bootstrap, bool)
-    if not valid_int or num_bootstrap == 1 or num_bootstrap < 0:
-        raise ValueError(f"num_bootstrap must be 0 (no bootstrap) or an int >= 2, got {num_bootstrap!r}")
-    n = log_w.size
-    log_w_max = log_w.max()
-    shifted = log_w - log_w_max  # in (-inf, 0]: no cancellation for log-weights ~ -1e4
-    ess = _ess_fraction(shifted)
-    stderr_delta = float(np.sqrt(max(1.0 / ess - 1.0, 0.0) / (n - 1)))
-    stderr_bootstrap = _bootstrap_stderr(shifted, num_bootstrap, np.random.default_rng(seed))
-    return WeightedEstimate(
-        value=float(log_w_max + logsumexp(shifted) - np.log(n)),
-        stderr=float(np.fmax(stderr_delta, stderr_bootstrap)),
-        num_samples=n,
-        ess=ess,
-        stderr_delta=stderr_delta,
-        stderr_bootstrap=stderr_bootstrap,
+  ``log_weights``: shape (n,), ``ln p~(x) - ln q(x)`` for ``x ~ q`` with q normalised;
+  any magnitude (computed with log-sum-exp); ``-inf`` entries are zero weights.
+  Errors: delta method, ``sqrt((1/ess - 1) / (n - 1))``, and the standard deviation
+  of ``num_bootstrap`` resampled estimates (0 skips it, giving NaN); ``stderr`` is
+  the larger.
+  """
+  log_w = _as_samples('log_weights', log_weights, allow='-inf')
+  valid_int = isinstance(num_bootstrap, (int, np.integer)) and not isinstance(num_bootstrap, bool)
+  if not valid_int or num_bootstrap == 1 or num_bootstrap < 0:
+    raise ValueError(
+      f'num_bootstrap must be 0 (no bootstrap) or an int >= 2, got {num_bootstrap!r}'
     )
+  n = log_w.size
+  log_w_max = log_w.max()
+  shifted = log_w - log_w_max  # in (-inf, 0]: no cancellation for log-weights ~ -1e4
+  ess = _ess_fraction(shifted)
+  stderr_delta = float(np.sqrt(max(1.0 / ess - 1.0, 0.0) / (n - 1)))
+  stderr_bootstrap = _bootstrap_stderr(shifted, num_bootstrap, np.random.default_rng(seed))
+  return WeightedEstimate(
+    value=float(log_w_max + logsumexp(shifted) - np.log(n)),
+    stderr=float(np.fmax(stderr_delta, stderr_bootstrap)),
+    num_samples=n,
+    ess=ess,
+    stderr_delta=stderr_delta,
+    stderr_bootstrap=stderr_bootstrap,
+  )
 
 
 def _bootstrap_stderr(log_w: np.ndarray, num_bootstrap: int, rng: np.random.Generator) -> float:
-    """Std of ln mean exp over ``num_bootstrap`` resamples (NaN if 0), in blocks of ~4M draws."""
-    if num_bootstrap == 0:
-        return float("nan")
-    n = log_w.size
-    rows = max(1, (1 << 22) // n)
-    values = []
-    for start in range(0, num_bootstrap, rows):
-        idx = rng.integers(n, size=(min(rows, num_bootstrap - start), n))
-        values.append(logsumexp(log_w[idx], axis=1))
-    values = np.concatenate(values)
-    return float(np.std(values, ddof=1))
+  """Std of ln mean exp over ``num_bootstrap`` resamples (NaN if 0), in blocks of ~4M draws."""
+  if num_bootstrap == 0:
+    return float('nan')
+  n = log_w.size
+  rows = max(1, (1 << 22) // n)
+  values = []
+  for start in range(0, num_bootstrap, rows):
+    idx = rng.integers(n, size=(min(rows, num_bootstrap - start), n))
+    values.append(logsumexp(log_w[idx], axis=1))
+  values = np.concatenate(values)
+  return float(np.std(values, ddof=1))
 
 
 def fep_forward(
-    work_forward, *, num_bootstrap: int = 200, seed: int | np.random.Generator = 0
+  work_forward, *, num_bootstrap: int = 200, seed: int | np.random.Generator = 0
 ) -> WeightedEstimate:
-    """Zwanzig: Delta F = F_B - F_A = -ln mean exp(-w_F), works ``w_F`` shape (n,) on A samples.
+  """Zwanzig: Delta F = F_B - F_A = -ln mean exp(-w_F), works ``w_F`` shape (n,) on A samples.
 
-    ``+inf`` works are allowed (zero weight).  Errors and ``ess`` (of the weights
-    exp(-w_F)) as in :func:`importance_sampling`.
-    """
-    work = _as_samples("work_forward", work_forward, allow="+inf")
-    estimate = importance_sampling(-work, num_bootstrap=num_bootstrap, seed=seed)
-    return dataclasses.replace(estimate, value=-estimate.value)
+  ``+inf`` works are allowed (zero weight).  Errors and ``ess`` (of the weights
+  exp(-w_F)) as in :func:`importance_sampling`.
+  """
+  work = _as_samples('work_forward', work_forward, allow='+inf')
+  estimate = importance_sampling(-work, num_bootstrap=num_bootstrap, seed=seed)
+  return dataclasses.replace(estimate, value=-estimate.value)
 
 
 def fep_reverse(
-    work_reverse, *, num_bootstrap: int = 200, seed: int | np.random.Generator = 0
+  work_reverse, *, num_bootstrap: int = 200, seed: int | np.random.Generator = 0
 ) -> WeightedEstimate:
-    """Reverse Zwanzig: Delta F = F_B - F_A = +ln mean exp(-w_R), works ``w_R`` shape (n,) on B samples.
+  """Reverse Zwanzig: Delta F = F_B - F_A = +ln mean exp(-w_R), works ``w_R`` (n,) on B.
 
-    ``+inf`` works are allowed (zero weight).  Errors and ``ess`` (of the weights
-    exp(-w_R)) as in :func:`importance_sampling`.
-    """
-    work = _as_samples("work_reverse", work_reverse, allow="+inf")
-    return importance_sampling(-work, num_bootstrap=num_bootstrap, seed=seed)
+  ``+inf`` works are allowed (zero weight).  Errors and ``ess`` (of the weights
+  exp(-w_R)) as in :func:`importance_sampling`.
+  """
+  work = _as_samples('work_reverse', work_reverse, allow='+inf')
+  return importance_sampling(-work, num_bootstrap=num_bootstrap, seed=seed)
 
 
 def _log_fermi_sums(work_forward, work_reverse, delta_f, log_ratio):
-    """Log Fermi terms of the BAR equation, ``ln f(M + w_F - dF)`` and ``ln f(-M + w_R + dF)``."""
-    return (
-        -np.logaddexp(0.0, log_ratio + work_forward - delta_f),
-        -np.logaddexp(0.0, -log_ratio + work_reverse + delta_f),
-    )
+  """Log Fermi terms of the BAR equation, ``ln f(M + w_F - dF)`` and ``ln f(-M + w_R + dF)``."""
+  return (
+    -np.logaddexp(0.0, log_ratio + work_forward - delta_f),
+    -np.logaddexp(0.0, -log_ratio + work_reverse + delta_f),
+  )
 
 
 def bar(work_forward, work_reverse) -> Estimate:
-    """Bennett acceptance ratio Delta F = F_B - F_A from forward and reverse works.
+  """Bennett acceptance ratio Delta F = F_B - F_A from forward and reverse works.
 
-    ``work_forward``: shape (n_F,), w_F on A samples; ``work_reverse``: shape (n_R,),
-    w_R on B samples.  A work may be +inf (a sample that the other state gives zero
-    density, e.g. outside a flow's support): it counts in n with a zero Fermi term,
-    so dropping it instead would bias the estimate.  Each side needs a finite work.
-    Solves, with ``M = ln(n_F / n_R)`` and
-    ``f(x) = 1 / (1 + e^x)``,
-    ``sum_F f(M + w_F - dF) = sum_R f(-M + w_R + dF)`` in log space by Brent's
-    method (the difference of the log sums is increasing in dF).  ``stderr`` is the
-    asymptotic BAR variance (Shirts et al., PRL 91, 140601, 2003; pymbar's "BAR"),
-    ``sum_s (1/ESS_s - 1/n_s)`` with ESS_s the Kish effective size of the Fermi terms.
-    """
-    w_f = _as_samples("work_forward", work_forward, allow="+inf")
-    w_r = _as_samples("work_reverse", work_reverse, allow="+inf")
-    log_ratio = np.log(w_f.size / w_r.size)
+  ``work_forward``: shape (n_F,), w_F on A samples; ``work_reverse``: shape (n_R,),
+  w_R on B samples.  A work may be +inf (a sample that the other state gives zero
+  density, e.g. outside a flow's support): it counts in n with a zero Fermi term,
+  so dropping it instead would bias the estimate.  Each side needs a finite work.
+  Solves, with ``M = ln(n_F / n_R)`` and
+  ``f(x) = 1 / (1 + e^x)``,
+  ``sum_F f(M + w_F - dF) = sum_R f(-M + w_R + dF)`` in log space by Brent's
+  method (the difference of the log sums is increasing in dF).  ``stderr`` is the
+  asymptotic BAR variance (Shirts et al., PRL 91, 140601, 2003; pymbar's "BAR"),
+  ``sum_s (1/ESS_s - 1/n_s)`` with ESS_s the Kish effective size of the Fermi terms.
+  """
+  w_f = _as_samples('work_forward', work_forward, allow='+inf')
+  w_r = _as_samples('work_reverse', work_reverse, allow='+inf')
+  log_ratio = np.log(w_f.size / w_r.size)
 
-    def residual(delta_f: float) -> float:
-        log_f_f, log_f_r = _log_fermi_sums(w_f, w_r, delta_f, log_ratio)
-        return float(logsumexp(log_f_f) - logsumexp(log_f_r))
-
-    # Gibbs: -<w_R> <= Delta F <= <w_F> (finite works: a start); widen until bracketed.
-    lower, upper = sorted((-w_r[np.isfinite(w_r)].mean(), w_f[np.isfinite(w_f)].mean()))
-    step = max(upper - lower, 1.0)
-    while residual(lower) > 0.0:
-        lower, step = lower - step, 2.0 * step
-    while residual(upper) < 0.0:
-        upper, step = upper + step, 2.0 * step
-    delta_f = brentq(residual, lower, upper, xtol=1e-14, rtol=4.0 * np.finfo(float).eps, maxiter=500)
-
+  def residual(delta_f: float) -> float:
     log_f_f, log_f_r = _log_fermi_sums(w_f, w_r, delta_f, log_ratio)
-    variance = sum((1.0 / _ess_fraction(log_f) - 1.0) / log_f.size for log_f in (log_f_f, log_f_r))
-    return Estimate(value=float(delta_f), stderr=float(np.sqrt(max(variance, 0.0))), num_samples=(w_f.size, w_r.size))
+    return float(logsumexp(log_f_f) - logsumexp(log_f_r))
+
+  # Gibbs: -<w_R> <= Delta F <= <w_F> (finite works: a start); widen until bracketed.
+  lower, upper = sorted((-w_r[np.isfinite(w_r)].mean(), w_f[np.isfinite(w_f)].mean()))
+  step = max(upper - lower, 1.0)
+  while residual(lower) > 0.0:
+    lower, step = lower - step, 2.0 * step
+  while residual(upper) < 0.0:
+    upper, step = upper + step, 2.0 * step
+  delta_f = brentq(residual, lower, upper, xtol=1e-14, rtol=4.0 * np.finfo(float).eps, maxiter=500)
+
+  log_f_f, log_f_r = _log_fermi_sums(w_f, w_r, delta_f, log_ratio)
+  variance = sum((1.0 / _ess_fraction(log_f) - 1.0) / log_f.size for log_f in (log_f_f, log_f_r))
+  return Estimate(
+    value=float(delta_f),
+    stderr=float(np.sqrt(max(variance, 0.0))),
+    num_samples=(w_f.size, w_r.size),
+  )
 
 
 def lbar(log_q_on_q, log_p_on_q, log_q_on_p, log_p_on_p) -> Estimate:
-    """ln Z of an unnormalised target p~ = exp(-beta U), by BAR against a normalised flow q.
+  """ln Z of an unnormalised target p~ = exp(-beta U), by BAR against a normalised flow q.
 
-    State A = q (``u_A = -ln q``, ``Z_A = 1``), state B = p~ (``u_B = beta U = -ln p~``,
-    ``Z_B = Z``), so ``Delta F = -ln Z`` and:
+  State A = q (``u_A = -ln q``, ``Z_A = 1``), state B = p~ (``u_B = beta U = -ln p~``,
+  ``Z_B = Z``), so ``Delta F = -ln Z`` and:
 
-    * on flow samples ``x ~ q``:   ``w_F = u_B - u_A = ln q(x) - ln p~(x)``;
-    * on target samples ``x ~ p``: ``w_R = u_A - u_B = ln p~(x) - ln q(x)``, where
-      ``ln q(x)`` needs the inverse flow (base log-density at ``f^-1(x)`` plus
-      ``ln|det J_{f^-1}(x)|``).
+  * on flow samples ``x ~ q``:   ``w_F = u_B - u_A = ln q(x) - ln p~(x)``;
+  * on target samples ``x ~ p``: ``w_R = u_A - u_B = ln p~(x) - ln q(x)``, where
+    ``ln q(x)`` needs the inverse flow (base log-density at ``f^-1(x)`` plus
+    ``ln|det J_{f^-1}(x)|``).
 
-    Arguments are 1-D arrays: ``log_q_on_q``, ``log_p_on_q`` shape (n_q,);
-    ``log_q_on_p``, ``log_p_on_p`` shape (n_p,).  ``log_q_on_p`` may be -inf (a
-    target sample outside the flow's support) and ``log_p_on_q`` -inf (a flow sample
-    of infinite energy): their works are +inf and they still count (see ``bar``).
-    Returns ``ln Z`` (value = -Delta F).
-    """
-    arrays = {
-        name: _as_samples(name, values, allow=allow)
-        for name, values, allow in (
-            ("log_q_on_q", log_q_on_q, "finite"),
-            ("log_p_on_q", log_p_on_q, "-inf"),
-            ("log_q_on_p", log_q_on_p, "-inf"),
-            ("log_p_on_p", log_p_on_p, "finite"),
-        )
-    }
-    for a, b in (("log_q_on_q", "log_p_on_q"), ("log_q_on_p", "log_p_on_p")):
-        if arrays[a].shape != arrays[b].shape:
-            raise ValueError(f"{a} and {b} must have the same shape, got {arrays[a].shape} and {arrays[b].shape}")
-    estimate = bar(
-        arrays["log_q_on_q"] - arrays["log_p_on_q"],
-        arrays["log_p_on_p"] - arrays["log_q_on_p"],
+  Arguments are 1-D arrays: ``log_q_on_q``, ``log_p_on_q`` shape (n_q,);
+  ``log_q_on_p``, ``log_p_on_p`` shape (n_p,).  ``log_q_on_p`` may be -inf (a
+  target sample outside the flow's support) and ``log_p_on_q`` -inf (a flow sample
+  of infinite energy): their works are +inf and they still count (see ``bar``).
+  Returns ``ln Z`` (value = -Delta F).
+  """
+  arrays = {
+    name: _as_samples(name, values, allow=allow)
+    for name, values, allow in (
+      ('log_q_on_q', log_q_on_q, 'finite'),
+      ('log_p_on_q', log_p_on_q, '-inf'),
+      ('log_q_on_p', log_q_on_p, '-inf'),
+      ('log_p_on_p', log_p_on_p, 'finite'),
     )
-    return dataclasses.replace(estimate, value=-estimate.value)
+  }
+  for a, b in (('log_q_on_q', 'log_p_on_q'), ('log_q_on_p', 'log_p_on_p')):
+    if arrays[a].shape != arrays[b].shape:
+      raise ValueError(
+        f'{a} and {b} must have the same shape, got {arrays[a].shape} and {arrays[b].shape}'
+      )
+  estimate = bar(
+    arrays['log_q_on_q'] - arrays['log_p_on_q'],
+    arrays['log_p_on_p'] - arrays['log_q_on_p'],
+  )
+  return dataclasses.replace(estimate, value=-estimate.value)
 
 
 @contextlib.contextmanager
 def _jax_x64_preserved():
-    """Restore ``jax_enable_x64`` on exit if jax is loaded (pymbar's jax backend flips it)."""
-    jax_module = sys.modules.get("jax")
-    x64 = None if jax_module is None else jax_module.config.jax_enable_x64
-    try:
-        yield
-    finally:
-        if jax_module is not None and jax_module.config.jax_enable_x64 != x64:
-            jax_module.config.update("jax_enable_x64", x64)
+  """Restore ``jax_enable_x64`` on exit if jax is loaded (pymbar's jax backend flips it)."""
+  jax_module = sys.modules.get('jax')
+  x64 = None if jax_module is None else jax_module.config.jax_enable_x64
+  try:
+    yield
+  finally:
+    if jax_module is not None and jax_module.config.jax_enable_x64 != x64:
+      jax_module.config.update('jax_enable_x64', x64)
 
 
 def import_pymbar():
-    """Import pymbar with its numpy backend, leaving jax's x64 flag untouched.
+  """Import pymbar with its numpy backend, leaving jax's x64 flag untouched.
 
-    pymbar 4.0.x uses jax whenever importable and then switches ``jax_enable_x64``
-    on for the whole process; it ignores ``PYMBAR_DISABLE_JAX`` (set here anyway for
-    later versions), so jax is hidden, and pymbar's import-time warnings silenced,
-    while pymbar is first imported.  Not thread-safe against a concurrent first
-    import of jax.
-    """
-    os.environ.setdefault("PYMBAR_DISABLE_JAX", "1")
-    if "pymbar" not in sys.modules:
-        jax_module = sys.modules.get("jax")
-        logger = logging.getLogger("pymbar")
-        level = logger.level
-        logger.setLevel(logging.ERROR)
-        sys.modules["jax"] = None  # `import jax` now raises ImportError
-        try:
-            import pymbar  # noqa: F401
-        finally:
-            logger.setLevel(level)
-            if jax_module is None:
-                del sys.modules["jax"]
-            else:
-                sys.modules["jax"] = jax_module
-    import pymbar
+  pymbar 4.0.x uses jax whenever importable and then switches ``jax_enable_x64``
+  on for the whole process; it ignores ``PYMBAR_DISABLE_JAX`` (set here anyway for
+  later versions), so jax is hidden, and pymbar's import-time warnings silenced,
+  while pymbar is first imported.  Not thread-safe against a concurrent first
+  import of jax.
+  """
+  os.environ.setdefault('PYMBAR_DISABLE_JAX', '1')
+  if 'pymbar' not in sys.modules:
+    jax_module = sys.modules.get('jax')
+    logger = logging.getLogger('pymbar')
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    sys.modules['jax'] = None  # `import jax` now raises ImportError
+    try:
+      import pymbar  # noqa: F401
+    finally:
+      logger.setLevel(level)
+      if jax_module is None:
+        del sys.modules['jax']
+      else:
+        sys.modules['jax'] = jax_module
+  import pymbar
 
-    return pymbar
+  return pymbar
 
 
 def mbar(u_kn, n_k) -> MBAREstimate:
-    """MBAR (pymbar 4) free energies of K states relative to state 0.
+  """MBAR (pymbar 4) free energies of K states relative to state 0.
 
-    ``u_kn``: shape (K, N), finite reduced potential of every sample n under every
-    state k, samples ordered by the state they were drawn from; ``n_k``: shape (K,),
-    non-negative integer sample counts summing to N.
-    """
-    u = np.asarray(u_kn, dtype=np.float64)
-    if u.ndim != 2 or u.shape[0] < 2 or u.shape[1] < 2:
-        raise ValueError(f"u_kn must have shape (K >= 2, N >= 2), got {u.shape}")
-    if not np.isfinite(u).all():
-        raise ValueError("u_kn must be finite")
-    counts = np.asarray(n_k)
-    if (
-        counts.shape != (u.shape[0],)
-        or not np.issubdtype(counts.dtype, np.integer)
-        or (counts < 0).any()
-        or counts.sum() != u.shape[1]
-    ):
-        raise ValueError(f"n_k must be {u.shape[0]} non-negative integers summing to N={u.shape[1]}, got {counts!r}")
-
-    pymbar = import_pymbar()
-    with _jax_x64_preserved():  # in case pymbar was imported elsewhere with jax
-        solver = pymbar.MBAR(u, counts.astype(np.int64))
-        differences = solver.compute_free_energy_differences()
-        overlap = np.asarray(solver.compute_overlap()["matrix"], dtype=np.float64)
-    delta_f = np.array(differences["Delta_f"][0], dtype=np.float64)
-    stderr = np.array(differences["dDelta_f"][0], dtype=np.float64)
-    for array in (delta_f, stderr, overlap):
-        array.flags.writeable = False
-    f_k = np.array(solver.f_k, dtype=np.float64)
-    pairwise = adjacent_pair_overlap(u, counts, f_k)
-    for array in (pairwise,):
-        array.flags.writeable = False
-    return MBAREstimate(
-        delta_f=delta_f,
-        stderr=stderr,
-        overlap=overlap,
-        adjacent_pair_overlap=pairwise,
-        min_adjacent_overlap=float(pairwise.min()),
-        num_samples=tuple(int(c) for c in counts),
+  ``u_kn``: shape (K, N), finite reduced potential of every sample n under every
+  state k, samples ordered by the state they were drawn from; ``n_k``: shape (K,),
+  non-negative integer sample counts summing to N.
+  """
+  u = np.asarray(u_kn, dtype=np.float64)
+  if u.ndim != 2 or u.shape[0] < 2 or u.shape[1] < 2:
+    raise ValueError(f'u_kn must have shape (K >= 2, N >= 2), got {u.shape}')
+  if not np.isfinite(u).all():
+    raise ValueError('u_kn must be finite')
+  counts = np.asarray(n_k)
+  if (
+    counts.shape != (u.shape[0],)
+    or not np.issubdtype(counts.dtype, np.integer)
+    or (counts < 0).any()
+    or counts.sum() != u.shape[1]
+  ):
+    raise ValueError(
+      f'n_k must be {u.shape[0]} non-negative integers summing to N={u.shape[1]}, got {counts!r}'
     )
+
+  pymbar = import_pymbar()
+  with _jax_x64_preserved():  # in case pymbar was imported elsewhere with jax
+    solver = pymbar.MBAR(u, counts.astype(np.int64))
+    differences = solver.compute_free_energy_differences()
+    overlap = np.asarray(solver.compute_overlap()['matrix'], dtype=np.float64)
+  delta_f = np.array(differences['Delta_f'][0], dtype=np.float64)
+  stderr = np.array(differences['dDelta_f'][0], dtype=np.float64)
+  for array in (delta_f, stderr, overlap):
+    array.flags.writeable = False
+  f_k = np.array(solver.f_k, dtype=np.float64)
+  pairwise = adjacent_pair_overlap(u, counts, f_k)
+  for array in (pairwise,):
+    array.flags.writeable = False
+  return MBAREstimate(
+    delta_f=delta_f,
+    stderr=stderr,
+    overlap=overlap,
+    adjacent_pair_overlap=pairwise,
+    min_adjacent_overlap=float(pairwise.min()),
+    num_samples=tuple(int(c) for c in counts),
+  )
 
 
 def adjacent_pair_overlap(u_kn, n_k, f_k) -> np.ndarray:
-    """Overlap of each adjacent pair of states on its own: shape (K-1,).
+  """Overlap of each adjacent pair of states on its own: shape (K-1,).
 
-    Entry k is the off-diagonal element of the 2x2 MBAR overlap matrix
-    (pymbar's definition, rows summing to 1) of states k and k+1, from their
-    samples alone and the MBAR free energies ``f_k`` (K,); the smaller of the
-    two directions. Unlike the adjacent elements of the K-state matrix, which
-    shrink as closely spaced states share their overlap among many
-    neighbours, it grows monotonically as the two states approach (1/2 for
-    identical states), so it is the criterion for "every adjacent pair
-    overlaps".
-    """
-    u = np.asarray(u_kn, dtype=np.float64)
-    counts = np.asarray(n_k, dtype=np.int64)
-    f = np.asarray(f_k, dtype=np.float64)
-    starts = np.concatenate([[0], np.cumsum(counts)])
-    result = np.empty(u.shape[0] - 1)
-    for k in range(u.shape[0] - 1):
-        cols = slice(starts[k], starts[k + 2])
-        n_pair = counts[k:k + 2].astype(np.float64)
-        log_terms = f[k:k + 2, None] - u[k:k + 2, cols]          # (2, n)
-        log_denominator = logsumexp(log_terms + np.log(n_pair)[:, None], axis=0)
-        log_w = log_terms - log_denominator                       # (2, n)
-        log_w -= logsumexp(log_w, axis=1, keepdims=True)  # columns of W sum to 1
-        w = np.exp(log_w)
-        cross = float(np.sum(w[0] * w[1]))
-        result[k] = min(cross * n_pair[1], cross * n_pair[0])
-    return result
+  Entry k is the off-diagonal element of the 2x2 MBAR overlap matrix
+  (pymbar's definition, rows summing to 1) of states k and k+1, from their
+  samples alone and the MBAR free energies ``f_k`` (K,); the smaller of the
+  two directions. Unlike the adjacent elements of the K-state matrix, which
+  shrink as closely spaced states share their overlap among many
+  neighbours, it grows monotonically as the two states approach (1/2 for
+  identical states), so it is the criterion for "every adjacent pair
+  overlaps".
+  """
+  u = np.asarray(u_kn, dtype=np.float64)
+  counts = np.asarray(n_k, dtype=np.int64)
+  f = np.asarray(f_k, dtype=np.float64)
+  starts = np.concatenate([[0], np.cumsum(counts)])
+  result = np.empty(u.shape[0] - 1)
+  for k in range(u.shape[0] - 1):
+    cols = slice(starts[k], starts[k + 2])
+    n_pair = counts[k : k + 2].astype(np.float64)
+    log_terms = f[k : k + 2, None] - u[k : k + 2, cols]  # (2, n)
+    log_denominator = logsumexp(log_terms + np.log(n_pair)[:, None], axis=0)
+    log_w = log_terms - log_denominator  # (2, n)
+    log_w -= logsumexp(log_w, axis=1, keepdims=True)  # columns of W sum to 1
+    w = np.exp(log_w)
+    cross = float(np.sum(w[0] * w[1]))
+    result[k] = min(cross * n_pair[1], cross * n_pair[0])
+  return result

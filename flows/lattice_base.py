@@ -41,8 +41,9 @@ def wigner_seitz_half_width(sites, box) -> float:
   np.fill_diagonal(dist, np.inf)
   r = 0.5 * min(dist.min(), box.min())
   if not r > 0:
-    raise ValueError(f'sites must be distinct modulo the box; smallest '
-                     f'minimum-image distance is {2 * r}.')
+    raise ValueError(
+      f'sites must be distinct modulo the box; smallest minimum-image distance is {2 * r}.'
+    )
   return float(r / math.sqrt(3.0))
 
 
@@ -57,8 +58,7 @@ class LatticeBase(nnx.Module):
       (pass the value of a larger lattice when these sites are a subset).
   """
 
-  def __init__(self, sites, box, noise_scale: float, *,
-               half_width: float | None = None):
+  def __init__(self, sites, box, noise_scale: float, *, half_width: float | None = None):
     sites = np.asarray(sites, np.float64)
     box = np.asarray(box, np.float64)
     if sites.ndim != 2 or sites.shape[-1] != 3 or sites.shape[0] < 1:
@@ -70,8 +70,7 @@ class LatticeBase(nnx.Module):
     if half_width is None:
       half_width = wigner_seitz_half_width(sites, box)
     if not 0 < half_width <= wigner_seitz_half_width(sites, box) * (1 + 1e-9):
-      raise ValueError(f'half_width={half_width} must be in (0, r/√3] for '
-                       'these sites.')
+      raise ValueError(f'half_width={half_width} must be in (0, r/√3] for these sites.')
     self.num_sites = sites.shape[0]
     self.noise_scale = float(noise_scale)
     self.half_width = float(half_width)
@@ -79,9 +78,11 @@ class LatticeBase(nnx.Module):
     self.box = tuple(float(b) for b in box)  # static, exact period
     a = self.half_width / self.noise_scale
     # ln of the truncated-normal normaliser σ√(2π)·erf(a/√2), per coordinate.
-    self.log_normaliser = (math.log(self.noise_scale)
-                           + 0.5 * math.log(2 * math.pi)
-                           + math.log(math.erf(a / math.sqrt(2.0))))
+    self.log_normaliser = (
+      math.log(self.noise_scale)
+      + 0.5 * math.log(2 * math.pi)
+      + math.log(math.erf(a / math.sqrt(2.0)))
+    )
     self.log_num_permutations = math.lgamma(self.num_sites + 1)
 
   def _noise_log_prob(self, u):
@@ -99,8 +100,7 @@ class LatticeBase(nnx.Module):
     # Inverse CDF on the lower half [−h, 0] (accurate tails), then a random sign.
     p_lo = ndtr(-self.half_width / self.noise_scale)
     p = p_lo + (0.5 - p_lo) * jax.random.uniform(k_mag, shape)
-    u = self.noise_scale * ndtri(p) * jax.random.rademacher(k_sign, shape,
-                                                            jnp.float32)
+    u = self.noise_scale * ndtri(p) * jax.random.rademacher(k_sign, shape, jnp.float32)
     u = jnp.clip(u, -self.half_width, self.half_width)
     order = jnp.argsort(jax.random.uniform(k_perm, shape[:2]), axis=-1)
     rows = jnp.arange(num_samples)[:, None]
@@ -110,10 +110,9 @@ class LatticeBase(nnx.Module):
   def log_prob(self, z):
     """ln q(z) for z (..., M, 3) (any periodic image) -> (...); −∞ off support."""
     if z.shape[-2:] != (self.num_sites, 3):
-      raise ValueError(f'z has shape {z.shape}; expected (..., '
-                       f'{self.num_sites}, 3).')
+      raise ValueError(f'z has shape {z.shape}; expected (..., {self.num_sites}, 3).')
     sites = self.sites[...]
-    d = self._wrap(z[..., :, None, :] - sites)            # (..., M, M, 3)
+    d = self._wrap(z[..., :, None, :] - sites)  # (..., M, M, 3)
     nearest = jnp.argmin(jnp.sum(d * d, axis=-1), axis=-1)  # (..., M)
     counts = jnp.sum(jax.nn.one_hot(nearest, self.num_sites), axis=-2)
     is_permutation = jnp.all(counts == 1, axis=-1)

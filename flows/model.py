@@ -45,16 +45,27 @@ class SolidFlow(nnx.Module):
     rngs: parameter initialisation.
   """
 
-  def __init__(self, lattice, box, *, num_layers: int, num_bins: int,
-               embedding_size: int, num_heads: int, num_blocks: int,
-               num_frequencies: int, noise_scale: float,
-               use_layernorm: bool = False, remat: bool = False,
-               compute_dtype: str = 'float32', rngs: nnx.Rngs):
+  def __init__(
+    self,
+    lattice,
+    box,
+    *,
+    num_layers: int,
+    num_bins: int,
+    embedding_size: int,
+    num_heads: int,
+    num_blocks: int,
+    num_frequencies: int,
+    noise_scale: float,
+    use_layernorm: bool = False,
+    remat: bool = False,
+    compute_dtype: str = 'float32',
+    rngs: nnx.Rngs,
+  ):
     lattice = np.asarray(lattice, np.float64)
     box = np.asarray(box, np.float64)
     if lattice.ndim != 2 or lattice.shape[1] != 3 or lattice.shape[0] < 2:
-      raise ValueError(f'lattice has shape {lattice.shape}; expected (N, 3) '
-                       'with N >= 2.')
+      raise ValueError(f'lattice has shape {lattice.shape}; expected (N, 3) with N >= 2.')
     if box.shape != (3,) or not np.all(box > 0):
       raise ValueError(f'box={box} must be three positive edge lengths.')
     if num_layers < 1:
@@ -62,23 +73,29 @@ class SolidFlow(nnx.Module):
     self.num_particles = lattice.shape[0]
     self.num_layers = int(num_layers)
     self.remat = bool(remat)
-    self.box = tuple(float(b) for b in box)            # static, exact period
+    self.box = tuple(float(b) for b in box)  # static, exact period
     self.origin = tuple(float(o) for o in lattice[0])  # site of particle 0
     offsets = lattice[1:] - lattice[0]
     relative_sites = offsets - box * np.floor(offsets / box + 0.5)
     self.base = LatticeBase(
-        relative_sites, box, noise_scale,
-        half_width=wigner_seitz_half_width(lattice, box))
+      relative_sites, box, noise_scale, half_width=wigner_seitz_half_width(lattice, box)
+    )
 
     @nnx.split_rngs(splits=num_layers)
     @nnx.vmap(in_axes=0, out_axes=0)
     def make_layers(layer_rngs):
       return CouplingLayer(
-          lower=-0.5, upper=0.5, num_bins=num_bins,
-          embedding_size=embedding_size, num_frequencies=num_frequencies,
-          num_heads=num_heads, num_blocks=num_blocks,
-          use_layernorm=use_layernorm, compute_dtype=compute_dtype,
-          rngs=layer_rngs)
+        lower=-0.5,
+        upper=0.5,
+        num_bins=num_bins,
+        embedding_size=embedding_size,
+        num_frequencies=num_frequencies,
+        num_heads=num_heads,
+        num_blocks=num_blocks,
+        use_layernorm=use_layernorm,
+        compute_dtype=compute_dtype,
+        rngs=layer_rngs,
+      )
 
     self.layers = make_layers(rngs)  # parameters stacked on a leading layer axis
 
@@ -91,8 +108,7 @@ class SolidFlow(nnx.Module):
   def _check_relative(self, y):
     expected = (self.num_particles - 1, 3)
     if y.shape[-2:] != expected:
-      raise ValueError(f'input has shape {y.shape}; expected (..., '
-                       f'{expected[0]}, 3).')
+      raise ValueError(f'input has shape {y.shape}; expected (..., {expected[0]}, 3).')
 
   def _chain(self, y, method: str):
     """Scans the stacked layers over scaled coordinates y/L.
@@ -116,8 +132,7 @@ class SolidFlow(nnx.Module):
     if method == 'inverse':
       u = undo_axis_rolls(u, self.num_layers, method)
     init = (u, jnp.zeros(y.shape[:-2], y.dtype))
-    (u, log_det), _ = jax.lax.scan(step, init, params,
-                                   reverse=(method == 'inverse'))
+    (u, log_det), _ = jax.lax.scan(step, init, params, reverse=(method == 'inverse'))
     if method == 'forward':
       u = undo_axis_rolls(u, self.num_layers, method)
     return u * box, log_det
@@ -151,8 +166,7 @@ class SolidFlow(nnx.Module):
   def log_prob(self, x):
     """ln q of positions x (..., N, 3) (any real values; periodic) -> (...)."""
     if x.shape[-2:] != (self.num_particles, 3):
-      raise ValueError(f'x has shape {x.shape}; expected (..., '
-                       f'{self.num_particles}, 3).')
+      raise ValueError(f'x has shape {x.shape}; expected (..., {self.num_particles}, 3).')
     box = jnp.asarray(self.box, x.dtype)
     y = wrap(x[..., 1:, :] - x[..., :1, :], -box / 2, box / 2)
     z, log_det = self.inverse(y)

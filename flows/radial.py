@@ -39,21 +39,28 @@ class RadialSpline(nnx.Module):
     rngs: parameter initialisation.
   """
 
-  def __init__(self, lower: float, upper: float, *, num_bins: int,
-               hidden_size: int = 32, rngs: nnx.Rngs):
+  def __init__(
+    self, lower: float, upper: float, *, num_bins: int, hidden_size: int = 32, rngs: nnx.Rngs
+  ):
     if not upper > lower:
       raise ValueError(f'upper={upper} must be greater than lower={lower}.')
     self.lower, self.upper = float(lower), float(upper)
     init = lambda fan_in: nnx.initializers.truncated_normal(1 / math.sqrt(fan_in))
-    self.hidden = nnx.List([
-        nnx.Linear(NUM_DIRECTION_FEATURES, hidden_size,
-                   kernel_init=init(NUM_DIRECTION_FEATURES), rngs=rngs),
-        nnx.Linear(hidden_size, hidden_size, kernel_init=init(hidden_size),
-                   rngs=rngs)])
+    self.hidden = nnx.List(
+      [
+        nnx.Linear(
+          NUM_DIRECTION_FEATURES, hidden_size, kernel_init=init(NUM_DIRECTION_FEATURES), rngs=rngs
+        ),
+        nnx.Linear(hidden_size, hidden_size, kernel_init=init(hidden_size), rngs=rngs),
+      ]
+    )
     self.head = nnx.Linear(
-        hidden_size, splines.num_params(num_bins),
-        kernel_init=nnx.initializers.zeros, bias_init=nnx.initializers.zeros,
-        rngs=rngs)
+      hidden_size,
+      splines.num_params(num_bins),
+      kernel_init=nnx.initializers.zeros,
+      bias_init=nnx.initializers.zeros,
+      rngs=rngs,
+    )
 
   def _rays(self, x):
     """Displacement d (..., M, 3), cubic radius ρ (..., M), spline params."""
@@ -71,8 +78,7 @@ class RadialSpline(nnx.Module):
     d, rho, raw = self._rays(x)
     rho_new, log_slope = spline_fn(rho, raw, 0.0, 1.0)
     # f(ρ)/ρ, and its limit f'(0) at the centre itself.
-    ratio = jnp.where(rho > 0, rho_new / jnp.where(rho > 0, rho, 1.0),
-                      jnp.exp(log_slope))
+    ratio = jnp.where(rho > 0, rho_new / jnp.where(rho > 0, rho, 1.0), jnp.exp(log_slope))
     centre = 0.5 * (self.lower + self.upper)
     y = jnp.clip(centre + d * ratio[..., None], self.lower, self.upper)
     log_det = jnp.sum(2 * jnp.log(ratio) + log_slope, axis=-1)

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 MIN_BIN_FRACTION = 1e-4  # minimum bin width/height, as a fraction of the range
-MIN_SLOPE = 1e-4         # minimum knot slope
+MIN_SLOPE = 1e-4  # minimum knot slope
 
 
 def num_params(num_bins: int) -> int:
@@ -31,13 +31,11 @@ def num_params(num_bins: int) -> int:
 def _bin_num(raw: jnp.ndarray) -> int:
   size = raw.shape[-1]
   if size < 4 or (size - 1) % 3:
-    raise ValueError(f'raw parameters have last axis {size}; expected 3K+1 '
-                     'with K >= 1.')
+    raise ValueError(f'raw parameters have last axis {size}; expected 3K+1 with K >= 1.')
   return (size - 1) // 3
 
 
-def _knot_positions(logits: jnp.ndarray, lower: float,
-                    upper: float) -> jnp.ndarray:
+def _knot_positions(logits: jnp.ndarray, lower: float, upper: float) -> jnp.ndarray:
   """(..., K) logits -> (..., K+1) increasing knots from lower to upper."""
   num_bins = logits.shape[-1]
   width = upper - lower
@@ -62,9 +60,9 @@ def knots(raw: jnp.ndarray, lower: float, upper: float):
   if not upper > lower:
     raise ValueError(f'upper={upper} must be greater than lower={lower}.')
   x_knots = _knot_positions(raw[..., :num_bins], lower, upper)
-  y_knots = _knot_positions(raw[..., num_bins:2 * num_bins], lower, upper)
+  y_knots = _knot_positions(raw[..., num_bins : 2 * num_bins], lower, upper)
   offset = math.log(math.expm1(1.0 - MIN_SLOPE))  # softplus(offset) + MIN = 1
-  slopes = _softplus(raw[..., 2 * num_bins:3 * num_bins] + offset)
+  slopes = _softplus(raw[..., 2 * num_bins : 3 * num_bins] + offset)
   slopes = slopes + MIN_SLOPE
   slopes = jnp.concatenate([slopes, slopes[..., :1]], axis=-1)
   return x_knots, y_knots, slopes

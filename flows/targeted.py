@@ -17,7 +17,7 @@ A reduced potential is a function (..., M, 3) -> (...) in kT; a map is any
 object with forward(x) -> (y, log_det) and inverse(y) -> (x, log_det).
 """
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax.numpy as jnp
 import numpy as np
@@ -70,11 +70,23 @@ class TargetedMap(nnx.Module):
     rngs: parameter initialisation.
   """
 
-  def __init__(self, num_particles: int, lower: float, upper: float, *,
-               num_layers: int, num_bins: int, embedding_size: int,
-               num_heads: int, num_blocks: int, num_frequencies: int,
-               use_layernorm: bool = False, radial_bins: int = 0,
-               sites=None, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    num_particles: int,
+    lower: float,
+    upper: float,
+    *,
+    num_layers: int,
+    num_bins: int,
+    embedding_size: int,
+    num_heads: int,
+    num_blocks: int,
+    num_frequencies: int,
+    use_layernorm: bool = False,
+    radial_bins: int = 0,
+    sites=None,
+    rngs: nnx.Rngs,
+  ):
     if num_particles < 1:
       raise ValueError(f'num_particles={num_particles} must be >= 1.')
     if not upper > lower:
@@ -82,8 +94,10 @@ class TargetedMap(nnx.Module):
     if num_layers < 0:
       raise ValueError(f'num_layers={num_layers} must be >= 0.')
     if num_layers == 0 and radial_bins < 1:
-      raise ValueError(f'num_layers=0 needs radial_bins > 0, got radial_bins='
-                       f'{radial_bins}: a map with neither is the identity.')
+      raise ValueError(
+        f'num_layers=0 needs radial_bins > 0, got radial_bins='
+        f'{radial_bins}: a map with neither is the identity.'
+      )
     self.num_particles = int(num_particles)
     self.lower, self.upper = float(lower), float(upper)
     if sites is None:
@@ -91,24 +105,36 @@ class TargetedMap(nnx.Module):
     else:  # site − centre of the box, per particle
       sites = np.asarray(sites, np.float64)
       if sites.shape != (num_particles, 3):
-        raise ValueError(f'sites has shape {sites.shape}; expected '
-                         f'({num_particles}, 3).')
-      self.offsets = nnx.Variable(jnp.asarray(
-          sites[1:] - sites[0] - 0.5 * (lower + upper), jnp.float32))
-    self.layers = nnx.List([
-        CouplingLayer(lower=lower, upper=upper, num_bins=num_bins,
-                      embedding_size=embedding_size, num_heads=num_heads,
-                      num_blocks=num_blocks, num_frequencies=num_frequencies,
-                      use_layernorm=use_layernorm, rngs=rngs)
-        for _ in range(num_layers)])
-    self.radial = nnx.List([
+        raise ValueError(f'sites has shape {sites.shape}; expected ({num_particles}, 3).')
+      self.offsets = nnx.Variable(
+        jnp.asarray(sites[1:] - sites[0] - 0.5 * (lower + upper), jnp.float32)
+      )
+    self.layers = nnx.List(
+      [
+        CouplingLayer(
+          lower=lower,
+          upper=upper,
+          num_bins=num_bins,
+          embedding_size=embedding_size,
+          num_heads=num_heads,
+          num_blocks=num_blocks,
+          num_frequencies=num_frequencies,
+          use_layernorm=use_layernorm,
+          rngs=rngs,
+        )
+        for _ in range(num_layers)
+      ]
+    )
+    self.radial = nnx.List(
+      [
         RadialSpline(lower, upper, num_bins=radial_bins, rngs=rngs)
-        for _ in range(max(num_layers, 1) if radial_bins else 0)])
+        for _ in range(max(num_layers, 1) if radial_bins else 0)
+      ]
+    )
 
   def _prepare(self, x):
     if x.shape[-2:] != (self.num_particles, 3):
-      raise ValueError(f'input has shape {x.shape}; expected (..., '
-                       f'{self.num_particles}, 3).')
+      raise ValueError(f'input has shape {x.shape}; expected (..., {self.num_particles}, 3).')
     return wrap(x, self.lower, self.upper)
 
   def _apply(self, x, method: str):
@@ -116,7 +142,7 @@ class TargetedMap(nnx.Module):
     log_det = jnp.zeros(x.shape[:-2], x.dtype)
     layers = []  # RadialSpline k (if any) before CouplingLayer k (if any)
     for k in range(max(len(self.layers), len(self.radial))):
-      layers += [*self.radial[k:k + 1], *self.layers[k:k + 1]]
+      layers += [*self.radial[k : k + 1], *self.layers[k : k + 1]]
     if method == 'forward':
       for layer in layers:
         x, ld = layer.forward(x)
@@ -147,15 +173,17 @@ class TargetedMap(nnx.Module):
     return self._transform(y, 'inverse')
 
 
-def forward_work(bijector, x, reduced_a: ReducedPotential,
-                 reduced_b: ReducedPotential) -> jnp.ndarray:
+def forward_work(
+  bijector, x, reduced_a: ReducedPotential, reduced_b: ReducedPotential
+) -> jnp.ndarray:
   """Φ_F (...) in kT of A samples x (..., M, 3) mapped by bijector.forward."""
   y, log_det = bijector.forward(x)
   return reduced_b(y) - reduced_a(x) - log_det
 
 
-def reverse_work(bijector, y, reduced_a: ReducedPotential,
-                 reduced_b: ReducedPotential) -> jnp.ndarray:
+def reverse_work(
+  bijector, y, reduced_a: ReducedPotential, reduced_b: ReducedPotential
+) -> jnp.ndarray:
   """Φ_R (...) in kT of B samples y (..., M, 3) mapped by bijector.inverse."""
   x, log_det = bijector.inverse(y)
   return reduced_a(x) - reduced_b(y) - log_det
@@ -168,8 +196,10 @@ def lfep_loss(bijector, x_a, reduced_a, reduced_b) -> jnp.ndarray:
 
 def lbar_loss(bijector, x_a, y_b, reduced_a, reduced_b) -> jnp.ndarray:
   """Two-sided loss ½(E_A[Φ_F] + E_B[Φ_R]) ≥ 0 (kT), on x_a ~ A and y_b ~ B."""
-  return 0.5 * (lfep_loss(bijector, x_a, reduced_a, reduced_b) +
-                jnp.mean(reverse_work(bijector, y_b, reduced_a, reduced_b)))
+  return 0.5 * (
+    lfep_loss(bijector, x_a, reduced_a, reduced_b)
+    + jnp.mean(reverse_work(bijector, y_b, reduced_a, reduced_b))
+  )
 
 
 def estimate(work_forward, work_reverse=None):

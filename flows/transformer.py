@@ -50,8 +50,9 @@ def _bf16_matmul_bwd(residuals, g):
 _bf16_matmul.defvjp(_bf16_matmul_fwd, _bf16_matmul_bwd)
 
 
-def _bf16_dot_general(lhs, rhs, dimension_numbers, precision=None,
-                      preferred_element_type=None, out_sharding=None):
+def _bf16_dot_general(
+  lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None, out_sharding=None
+):
   """nnx.Linear's dot_general (contract lhs's last axis with rhs's first)."""
   del precision, preferred_element_type, out_sharding
   if dimension_numbers != (((lhs.ndim - 1,), (0,)), ((), ())):
@@ -59,12 +60,14 @@ def _bf16_dot_general(lhs, rhs, dimension_numbers, precision=None,
   return _bf16_matmul(lhs, rhs)
 
 
-def _linear(in_size: int, out_size: int, kernel_init, compute_dtype: str,
-            rngs: nnx.Rngs) -> nnx.Linear:
+def _linear(
+  in_size: int, out_size: int, kernel_init, compute_dtype: str, rngs: nnx.Rngs
+) -> nnx.Linear:
   """A biased nnx.Linear whose products run in `compute_dtype`."""
   if compute_dtype not in COMPUTE_DTYPES:
-    raise ValueError(f'compute_dtype={compute_dtype!r}; expected one of '
-                     f'{", ".join(COMPUTE_DTYPES)}.')
+    raise ValueError(
+      f'compute_dtype={compute_dtype!r}; expected one of {", ".join(COMPUTE_DTYPES)}.'
+    )
   extra = dict(dot_general=_bf16_dot_general) if compute_dtype == 'bfloat16' else {}
   return nnx.Linear(in_size, out_size, kernel_init=kernel_init, rngs=rngs, **extra)
 
@@ -72,7 +75,8 @@ def _linear(in_size: int, out_size: int, kernel_init, compute_dtype: str,
 def _kernel_init(num_blocks: int):
   """VarianceScaling(2/sqrt(num_blocks), fan_in, truncated normal)."""
   return nnx.initializers.variance_scaling(
-      2.0 / math.sqrt(num_blocks), 'fan_in', 'truncated_normal')
+    2.0 / math.sqrt(num_blocks), 'fan_in', 'truncated_normal'
+  )
 
 
 def _maybe_layer_norm(width: int, use_layernorm: bool, rngs: nnx.Rngs):
@@ -90,11 +94,11 @@ class SelfAttention(nnx.Module):
   the `num_heads` heads has size d / num_heads.
   """
 
-  def __init__(self, width: int, num_heads: int, kernel_init, *,
-               compute_dtype: str = 'float32', rngs: nnx.Rngs):
+  def __init__(
+    self, width: int, num_heads: int, kernel_init, *, compute_dtype: str = 'float32', rngs: nnx.Rngs
+  ):
     if width % num_heads:
-      raise ValueError(f'width={width} must be divisible by '
-                       f'num_heads={num_heads}.')
+      raise ValueError(f'width={width} must be divisible by num_heads={num_heads}.')
     self.num_heads = num_heads
     make = lambda: _linear(width, width, kernel_init, compute_dtype, rngs)
     self.query, self.key, self.value, self.out = make(), make(), make(), make()
@@ -108,7 +112,7 @@ class SelfAttention(nnx.Module):
       # Broadcast products: for a few tokens these beat XLA's batched matmuls
       # of tiny matrices on CPU (measured: 17% of an 8-particle training step).
       logits = jnp.sum(q[..., :, None, :, :] * k[..., None, :, :, :], axis=-1)
-      weights = jax.nn.softmax(logits, axis=-2)                 # (..., i, j, h)
+      weights = jax.nn.softmax(logits, axis=-2)  # (..., i, j, h)
       attended = jnp.sum(weights[..., None] * v[..., None, :, :, :], axis=-3)
     else:
       logits = jnp.einsum('...ihc,...jhc->...hij', q, k)
@@ -119,8 +123,7 @@ class SelfAttention(nnx.Module):
 class MLP(nnx.Module):
   """d -> 4d -> d with a gelu in between."""
 
-  def __init__(self, width: int, kernel_init, *, compute_dtype: str = 'float32',
-               rngs: nnx.Rngs):
+  def __init__(self, width: int, kernel_init, *, compute_dtype: str = 'float32', rngs: nnx.Rngs):
     self.hidden = _linear(width, 4 * width, kernel_init, compute_dtype, rngs)
     self.output = _linear(4 * width, width, kernel_init, compute_dtype, rngs)
 
@@ -131,12 +134,20 @@ class MLP(nnx.Module):
 class TransformerBlock(nnx.Module):
   """h += SelfAttention(maybe_LN(h)); h += MLP(maybe_LN(h))."""
 
-  def __init__(self, width: int, num_heads: int, kernel_init,
-               use_layernorm: bool, *, compute_dtype: str = 'float32',
-               rngs: nnx.Rngs):
+  def __init__(
+    self,
+    width: int,
+    num_heads: int,
+    kernel_init,
+    use_layernorm: bool,
+    *,
+    compute_dtype: str = 'float32',
+    rngs: nnx.Rngs,
+  ):
     self.attention_norm = _maybe_layer_norm(width, use_layernorm, rngs)
-    self.attention = SelfAttention(width, num_heads, kernel_init,
-                                   compute_dtype=compute_dtype, rngs=rngs)
+    self.attention = SelfAttention(
+      width, num_heads, kernel_init, compute_dtype=compute_dtype, rngs=rngs
+    )
     self.mlp_norm = _maybe_layer_norm(width, use_layernorm, rngs)
     self.mlp = MLP(width, kernel_init, compute_dtype=compute_dtype, rngs=rngs)
 
@@ -153,16 +164,27 @@ class Transformer(nnx.Module):
   (the Linear layers' products, see the module docstring).
   """
 
-  def __init__(self, width: int, *, num_heads: int, num_blocks: int,
-               use_layernorm: bool, compute_dtype: str = 'float32',
-               rngs: nnx.Rngs):
+  def __init__(
+    self,
+    width: int,
+    *,
+    num_heads: int,
+    num_blocks: int,
+    use_layernorm: bool,
+    compute_dtype: str = 'float32',
+    rngs: nnx.Rngs,
+  ):
     if num_blocks < 1:
       raise ValueError(f'num_blocks={num_blocks} must be >= 1.')
     init = _kernel_init(num_blocks)
-    self.blocks = nnx.List([
-        TransformerBlock(width, num_heads, init, use_layernorm,
-                         compute_dtype=compute_dtype, rngs=rngs)
-        for _ in range(num_blocks)])
+    self.blocks = nnx.List(
+      [
+        TransformerBlock(
+          width, num_heads, init, use_layernorm, compute_dtype=compute_dtype, rngs=rngs
+        )
+        for _ in range(num_blocks)
+      ]
+    )
     self.final_norm = _maybe_layer_norm(width, use_layernorm, rngs)
 
   def __call__(self, h: jnp.ndarray) -> jnp.ndarray:

@@ -40,24 +40,29 @@ from ml_collections import config_flags
 from experiments import training
 from scripts.benchmark_energy import energy_grad_throughput
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config.',
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config.', lock_config=True)
 _STEPS = flags.DEFINE_integer('steps', 10, 'Timed calls of each workload.')
 _WARMUP = flags.DEFINE_integer('warmup', 2, 'Untimed training steps after compiling.')
-_BATCH = flags.DEFINE_integer('batch_size', 0,
-                              'Samples per step (0: the config\'s train.batch_size).')
+_BATCH = flags.DEFINE_integer(
+  'batch_size', 0, "Samples per step (0: the config's train.batch_size)."
+)
 _OUT = flags.DEFINE_string('out', '', 'JSON output path (sweep: also .md and .png).')
 _SWEEP = flags.DEFINE_bool('sweep', False, 'Sweep over --sweep_systems.')
 _SWEEP_SYSTEMS = flags.DEFINE_list(
-    'sweep_systems', ['mw_cubic_8', 'mw_cubic_64', 'mw_cubic_216', 'mw_cubic_512',
-                      'lj_32', 'lj_256', 'lj_500'],
-    'Systems of the sweep (architecture and optimiser from --config).')
+  'sweep_systems',
+  ['mw_cubic_8', 'mw_cubic_64', 'mw_cubic_216', 'mw_cubic_512', 'lj_32', 'lj_256', 'lj_500'],
+  'Systems of the sweep (architecture and optimiser from --config).',
+)
 flags.mark_flag_as_required('config')
 
-GIB = 2.0 ** 30
+GIB = 2.0**30
 # Dense peak FLOP/s (bf16, fp32) by device_kind substring, first match wins.
-PEAK_FLOPS = (('H100 PCIe', 756e12, 51e12), ('H100', 989e12, 67e12),
-              ('H200', 989e12, 67e12), ('A100', 312e12, 19.5e12))
+PEAK_FLOPS = (
+  ('H100 PCIe', 756e12, 51e12),
+  ('H100', 989e12, 67e12),
+  ('H200', 989e12, 67e12),
+  ('A100', 312e12, 19.5e12),
+)
 
 
 def peak_flops(device_kind: str) -> tuple[float, float] | None:
@@ -111,8 +116,7 @@ def matmul_flops(jaxpr) -> float:
     if eqn.primitive.name == 'dot_general':
       (contract, _), _ = eqn.params['dimension_numbers']
       lhs = eqn.invars[0].aval.shape
-      total += 2.0 * math.prod(eqn.outvars[0].aval.shape) * math.prod(
-          lhs[d] for d in contract)
+      total += 2.0 * math.prod(eqn.outvars[0].aval.shape) * math.prod(lhs[d] for d in contract)
     subs = []
     for value in eqn.params.values():
       for v in value if isinstance(value, (tuple, list)) else (value,):
@@ -159,54 +163,78 @@ def measure(config, steps: int, warmup: int) -> dict:
   peaks = peak_flops(device.device_kind) if device.platform == 'gpu' else None
   achieved = flops / step_s if flops else None
   return dict(
-      config=f'{config.system},{config.variant}', system=config.system,
-      variant=config.variant, num_particles=setup.system.num_particles,
-      model=config.model.to_dict(), batch_size=batch, num_params=int(num_params),
-      device=str(device), device_kind=device.device_kind,
-      num_devices=jax.device_count(), jax_version=jax.__version__,
-      xla_flags=os.environ.get('XLA_FLAGS', ''), steps=steps, warmup=warmup,
-      load_average=[load_before, os.getloadavg()[0]],
-      compile_seconds=compile_s, median_step_seconds=step_s,
-      median_step_cpu_seconds=step_cpu_s,
-      train_steps_per_second=1.0 / step_s, train_samples_per_second=batch / step_s,
-      eval_samples_per_second=batch / eval_s,
-      energy_grad_evals_per_second=energy['configs_per_s'],
-      peak_rss_gib=peak_rss_gib(),
-      peak_device_memory_gib=(memory['peak_bytes_in_use'] / GIB
-                              if memory and 'peak_bytes_in_use' in memory else None),
-      flops_per_step=flops, xla_cost_analysis_flops=xla_step_flops,
-      achieved_flops_per_second=achieved,
-      mfu_fp32=achieved / peaks[1] if achieved and peaks else None,
-      mfu_bf16=achieved / peaks[0] if achieved and peaks else None,
-      mfu=(achieved / peaks[0 if config.model.compute_dtype == 'bfloat16' else 1]
-           if achieved and peaks else None))
+    config=f'{config.system},{config.variant}',
+    system=config.system,
+    variant=config.variant,
+    num_particles=setup.system.num_particles,
+    model=config.model.to_dict(),
+    batch_size=batch,
+    num_params=int(num_params),
+    device=str(device),
+    device_kind=device.device_kind,
+    num_devices=jax.device_count(),
+    jax_version=jax.__version__,
+    xla_flags=os.environ.get('XLA_FLAGS', ''),
+    steps=steps,
+    warmup=warmup,
+    load_average=[load_before, os.getloadavg()[0]],
+    compile_seconds=compile_s,
+    median_step_seconds=step_s,
+    median_step_cpu_seconds=step_cpu_s,
+    train_steps_per_second=1.0 / step_s,
+    train_samples_per_second=batch / step_s,
+    eval_samples_per_second=batch / eval_s,
+    energy_grad_evals_per_second=energy['configs_per_s'],
+    peak_rss_gib=peak_rss_gib(),
+    peak_device_memory_gib=(
+      memory['peak_bytes_in_use'] / GIB if memory and 'peak_bytes_in_use' in memory else None
+    ),
+    flops_per_step=flops,
+    xla_cost_analysis_flops=xla_step_flops,
+    achieved_flops_per_second=achieved,
+    mfu_fp32=achieved / peaks[1] if achieved and peaks else None,
+    mfu_bf16=achieved / peaks[0] if achieved and peaks else None,
+    mfu=(
+      achieved / peaks[0 if config.model.compute_dtype == 'bfloat16' else 1]
+      if achieved and peaks
+      else None
+    ),
+  )
 
 
 def summary(row: dict) -> str:
   """One human-readable line."""
   dtype = row['model']['compute_dtype']
   mfu = f', MFU ({dtype} peak) {row["mfu"]:.1%}' if row.get('mfu') else ''
-  flops = (f', {row["flops_per_step"] / 1e9:.1f} GFLOP/step'
-           if row['flops_per_step'] else '')
-  return (f'{row["config"]} ({row["num_params"]:,} params, {dtype} matmuls, '
-          f'batch {row["batch_size"]}) '
-          f'on {row["device_kind"]}, jax {row["jax_version"]}: '
-          f'{row["median_step_seconds"]:.4f} s/step '
-          f'(CPU {row["median_step_cpu_seconds"]:.3f} s) = '
-          f'{row["train_steps_per_second"]:.2f} steps/s '
-          f'({row["train_samples_per_second"]:.0f} samples/s), compile '
-          f'{row["compile_seconds"]:.1f} s, eval {row["eval_samples_per_second"]:.0f} '
-          f'samples/s, energy+grad {row["energy_grad_evals_per_second"]:.0f}/s, '
-          f'peak RSS {row["peak_rss_gib"]:.2f} GiB{flops}{mfu}')
+  flops = f', {row["flops_per_step"] / 1e9:.1f} GFLOP/step' if row['flops_per_step'] else ''
+  return (
+    f'{row["config"]} ({row["num_params"]:,} params, {dtype} matmuls, '
+    f'batch {row["batch_size"]}) '
+    f'on {row["device_kind"]}, jax {row["jax_version"]}: '
+    f'{row["median_step_seconds"]:.4f} s/step '
+    f'(CPU {row["median_step_cpu_seconds"]:.3f} s) = '
+    f'{row["train_steps_per_second"]:.2f} steps/s '
+    f'({row["train_samples_per_second"]:.0f} samples/s), compile '
+    f'{row["compile_seconds"]:.1f} s, eval {row["eval_samples_per_second"]:.0f} '
+    f'samples/s, energy+grad {row["energy_grad_evals_per_second"]:.0f}/s, '
+    f'peak RSS {row["peak_rss_gib"]:.2f} GiB{flops}{mfu}'
+  )
 
 
 def _run_child(system: str, out: str) -> dict:
   """Benchmarks `system` in a fresh process with this command's --config flags."""
   passed = [a for a in sys.argv[1:] if a.startswith('--config')]
-  command = [sys.executable, '-m', 'scripts.benchmark', *passed,
-             f'--config.system={system}', f'--steps={_STEPS.value}',
-             f'--warmup={_WARMUP.value}', f'--batch_size={_BATCH.value}',
-             f'--out={out}']
+  command = [
+    sys.executable,
+    '-m',
+    'scripts.benchmark',
+    *passed,
+    f'--config.system={system}',
+    f'--steps={_STEPS.value}',
+    f'--warmup={_WARMUP.value}',
+    f'--batch_size={_BATCH.value}',
+    f'--out={out}',
+  ]
   subprocess.run(command, check=True)
   with open(out) as f:
     return json.load(f)
@@ -214,48 +242,68 @@ def _run_child(system: str, out: str) -> dict:
 
 def table(rows: list[dict]) -> str:
   """Markdown table of a sweep."""
-  lines = ['| system | N | params | batch | s/step | CPU s/step | steps/s | '
-           'compile s | eval samples/s | energy+grad/s | peak RSS GiB | '
-           'GFLOP/step |',
-           '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
+  lines = [
+    '| system | N | params | batch | s/step | CPU s/step | steps/s | '
+    'compile s | eval samples/s | energy+grad/s | peak RSS GiB | '
+    'GFLOP/step |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+  ]
   for r in rows:
     gflops = f'{r["flops_per_step"] / 1e9:.2f}' if r['flops_per_step'] else '–'
     lines.append(
-        f'| {r["system"]} | {r["num_particles"]} | {r["num_params"]:,} | '
-        f'{r["batch_size"]} | {r["median_step_seconds"]:.3f} | '
-        f'{r["median_step_cpu_seconds"]:.3f} | '
-        f'{r["train_steps_per_second"]:.2f} | {r["compile_seconds"]:.1f} | '
-        f'{r["eval_samples_per_second"]:.0f} | '
-        f'{r["energy_grad_evals_per_second"]:.0f} | {r["peak_rss_gib"]:.2f} | '
-        f'{gflops} |')
+      f'| {r["system"]} | {r["num_particles"]} | {r["num_params"]:,} | '
+      f'{r["batch_size"]} | {r["median_step_seconds"]:.3f} | '
+      f'{r["median_step_cpu_seconds"]:.3f} | '
+      f'{r["train_steps_per_second"]:.2f} | {r["compile_seconds"]:.1f} | '
+      f'{r["eval_samples_per_second"]:.0f} | '
+      f'{r["energy_grad_evals_per_second"]:.0f} | {r["peak_rss_gib"]:.2f} | '
+      f'{gflops} |'
+    )
   return '\n'.join(lines) + '\n'
 
 
 def plot(rows: list[dict], path: str) -> None:
   """Log-log step time (wall and process CPU) and peak RSS against N."""
   import matplotlib
+
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
   from matplotlib import ticker
+
   fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-  panels = ((axes[0], 'train step (s)', (('median_step_seconds', 'wall', '-'),
-                                          ('median_step_cpu_seconds', 'CPU', '-.'))),
-            (axes[1], 'peak RSS (GiB)', (('peak_rss_gib', '', '-'),)))
+  panels = (
+    (
+      axes[0],
+      'train step (s)',
+      (('median_step_seconds', 'wall', '-'), ('median_step_cpu_seconds', 'CPU', '-.')),
+    ),
+    (axes[1], 'peak RSS (GiB)', (('peak_rss_gib', '', '-'),)),
+  )
   sizes = sorted({r['num_particles'] for r in rows})
   for ax, label, curves in panels:
     for key, name, style in curves:
       for prefix, marker in (('mw', 'o'), ('lj', 's')):
-        sub = sorted((r for r in rows if r['system'].startswith(prefix)),
-                     key=lambda r: r['num_particles'])
+        sub = sorted(
+          (r for r in rows if r['system'].startswith(prefix)), key=lambda r: r['num_particles']
+        )
         if sub:
-          ax.loglog([r['num_particles'] for r in sub], [r[key] for r in sub],
-                    marker=marker, ls=style, label=f'{prefix} {name}'.strip())
+          ax.loglog(
+            [r['num_particles'] for r in sub],
+            [r[key] for r in sub],
+            marker=marker,
+            ls=style,
+            label=f'{prefix} {name}'.strip(),
+          )
     if len(curves) > 1:  # guides through the smallest system's CPU time
-      t0 = min(r['median_step_cpu_seconds'] for r in rows
-               if r['num_particles'] == sizes[0])
+      t0 = min(r['median_step_cpu_seconds'] for r in rows if r['num_particles'] == sizes[0])
       for power, style in ((1, ':'), (2, '--')):
-        ax.loglog(sizes, [t0 * (n / sizes[0]) ** power for n in sizes],
-                  'k' + style, lw=0.8, label=f'∝ N^{power}')
+        ax.loglog(
+          sizes,
+          [t0 * (n / sizes[0]) ** power for n in sizes],
+          'k' + style,
+          lw=0.8,
+          label=f'∝ N^{power}',
+        )
     plain = ticker.FuncFormatter(lambda v, _: f'{v:g}')
     ax.yaxis.set_major_formatter(plain)
     low, high = ax.get_ylim()
@@ -266,9 +314,12 @@ def plot(rows: list[dict], path: str) -> None:
     ax.grid(True, which='both', alpha=0.3)
     ax.legend()
   r = rows[0]
-  fig.suptitle(f'{r["variant"]} architecture ({r["num_params"]:,} params), '
-               f'batch {r["batch_size"]}, {r["device_kind"]}, '
-               f'jax {r["jax_version"]}', fontsize=9)
+  fig.suptitle(
+    f'{r["variant"]} architecture ({r["num_params"]:,} params), '
+    f'batch {r["batch_size"]}, {r["device_kind"]}, '
+    f'jax {r["jax_version"]}',
+    fontsize=9,
+  )
   fig.tight_layout()
   fig.savefig(path, dpi=120)
 

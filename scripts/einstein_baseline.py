@@ -17,18 +17,15 @@ import warnings
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from systems import einstein
-from systems import get_system
-from systems import sampler
+from systems import einstein, get_system, sampler
 
 # Per particle number: stages, chains per stage, production steps, burn-in,
 # stored every `thin` steps, leapfrog steps per HMC proposal.
 DEFAULTS = {
-    8: dict(stages=24, chains=16, steps=2500, burn_in=500, thin=1, leapfrog=2),
-    32: dict(stages=44, chains=8, steps=2000, burn_in=400, thin=2, leapfrog=2),
-    64: dict(stages=80, chains=4, steps=600, burn_in=200, thin=2, leapfrog=2),
+  8: dict(stages=24, chains=16, steps=2500, burn_in=500, thin=1, leapfrog=2),
+  32: dict(stages=44, chains=8, steps=2000, burn_in=400, thin=2, leapfrog=2),
+  64: dict(stages=80, chains=4, steps=600, burn_in=200, thin=2, leapfrog=2),
 }
 FIT_CHAINS, FIT_STEPS = 8, 300
 
@@ -39,10 +36,19 @@ def _defaults(num_particles: int) -> dict:
 
 def fit_spring(system, key) -> float:
   """k from the mean squared displacement of a short centre-of-mass-fixed run."""
-  x0 = jnp.broadcast_to(jnp.asarray(system.lattice, jnp.float32),
-                        (FIT_CHAINS, system.num_particles, 3))
-  run = sampler.sample(system.energy, x0, key, beta=system.beta, num_steps=FIT_STEPS,
-                       burn_in=FIT_STEPS, step_size=0.05, fix_centre_of_mass=True)
+  x0 = jnp.broadcast_to(
+    jnp.asarray(system.lattice, jnp.float32), (FIT_CHAINS, system.num_particles, 3)
+  )
+  run = sampler.sample(
+    system.energy,
+    x0,
+    key,
+    beta=system.beta,
+    num_steps=FIT_STEPS,
+    burn_in=FIT_STEPS,
+    step_size=0.05,
+    fix_centre_of_mass=True,
+  )
   return einstein.spring_from_displacements(run.samples - system.lattice, system.beta)
 
 
@@ -52,8 +58,9 @@ def main(argv=None) -> int:
   parser.add_argument('--out', required=True, help='JSON output path')
   for name in ('stages', 'chains', 'steps', 'burn_in', 'thin', 'leapfrog'):
     parser.add_argument(f'--{name.replace("_", "-")}', dest=name, type=int, default=None)
-  parser.add_argument('--spring', type=float, default=None,
-                      help='Einstein spring constant (default: fitted)')
+  parser.add_argument(
+    '--spring', type=float, default=None, help='Einstein spring constant (default: fitted)'
+  )
   parser.add_argument('--min-overlap', type=float, default=0.05)
   parser.add_argument('--seed', type=int, default=0)
   args = parser.parse_args(argv)
@@ -62,55 +69,68 @@ def main(argv=None) -> int:
   with warnings.catch_warnings():
     warnings.simplefilter('ignore', UserWarning)  # small-box minimum-image notice
     system = get_system(args.system)
-  settings = {**_defaults(system.num_particles),
-              **{k: v for k, v in vars(args).items() if v is not None}}
+  settings = {
+    **_defaults(system.num_particles),
+    **{k: v for k, v in vars(args).items() if v is not None},
+  }
   key_fit, key_path = jax.random.split(jax.random.PRNGKey(args.seed))
   spring = args.spring or fit_spring(system, key_fit)
   try:
     path = einstein.lambda_path(
-        system.energy, system.lattice, system.beta, spring,
-        einstein.lambda_schedule(settings['stages']), key_path,
-        chains_per_stage=settings['chains'], num_steps=settings['steps'],
-        burn_in=settings['burn_in'], thin=settings['thin'],
-        num_leapfrog=settings['leapfrog'], min_overlap=args.min_overlap)
+      system.energy,
+      system.lattice,
+      system.beta,
+      spring,
+      einstein.lambda_schedule(settings['stages']),
+      key_path,
+      chains_per_stage=settings['chains'],
+      num_steps=settings['steps'],
+      burn_in=settings['burn_in'],
+      thin=settings['thin'],
+      num_leapfrog=settings['leapfrog'],
+      min_overlap=args.min_overlap,
+    )
   except einstein.InsufficientOverlapError as error:
     print(f'einstein_baseline: refusing to report βF/N: {error}', file=sys.stderr)
     return 1
 
   n = system.num_particles
   record = {
-      'system': system.name,
-      'num_particles': n,
-      'temperature': system.temperature,
-      'beta': system.beta,
-      'box': system.box.tolist(),
-      'thermal_wavelength': system.thermal_wavelength,
-      'energy_unit': system.energy_unit,
-      'beta_f_per_particle': einstein.beta_f_per_particle(
-          path.log_z, n, system.volume, system.thermal_wavelength),
-      'beta_f_per_particle_stderr': path.log_z_stderr / n,
-      'mean_energy': path.mean_energy,
-      'mean_energy_stderr': path.mean_energy_stderr,
-      'spring_constant': spring,
-      'num_stages': int(path.lambdas.size),
-      'lambdas': path.lambdas.tolist(),
-      'samples_per_stage': int(path.samples_per_stage.min()),
-      'samples_per_stage_all': path.samples_per_stage.tolist(),
-      'min_adjacent_overlap': float(path.adjacent_overlap.min()),
-      'adjacent_overlap': path.adjacent_overlap.tolist(),
-      'statistical_inefficiency': float(path.statistical_inefficiency.max()),
-      'statistical_inefficiency_all': path.statistical_inefficiency.tolist(),
-      'acceptance': path.acceptance.tolist(),
-      'settings': {**settings, 'min_overlap': args.min_overlap, 'seed': args.seed},
-      'wall_time_seconds': time.time() - start,
-      'cpu_time_seconds': time.process_time() - cpu_start,
+    'system': system.name,
+    'num_particles': n,
+    'temperature': system.temperature,
+    'beta': system.beta,
+    'box': system.box.tolist(),
+    'thermal_wavelength': system.thermal_wavelength,
+    'energy_unit': system.energy_unit,
+    'beta_f_per_particle': einstein.beta_f_per_particle(
+      path.log_z, n, system.volume, system.thermal_wavelength
+    ),
+    'beta_f_per_particle_stderr': path.log_z_stderr / n,
+    'mean_energy': path.mean_energy,
+    'mean_energy_stderr': path.mean_energy_stderr,
+    'spring_constant': spring,
+    'num_stages': int(path.lambdas.size),
+    'lambdas': path.lambdas.tolist(),
+    'samples_per_stage': int(path.samples_per_stage.min()),
+    'samples_per_stage_all': path.samples_per_stage.tolist(),
+    'min_adjacent_overlap': float(path.adjacent_overlap.min()),
+    'adjacent_overlap': path.adjacent_overlap.tolist(),
+    'statistical_inefficiency': float(path.statistical_inefficiency.max()),
+    'statistical_inefficiency_all': path.statistical_inefficiency.tolist(),
+    'acceptance': path.acceptance.tolist(),
+    'settings': {**settings, 'min_overlap': args.min_overlap, 'seed': args.seed},
+    'wall_time_seconds': time.time() - start,
+    'cpu_time_seconds': time.process_time() - cpu_start,
   }
   with open(args.out, 'w') as f:
     json.dump(record, f, indent=2)
-  print(f'{system.name}: βF/N = {record["beta_f_per_particle"]:.5f} ± '
-        f'{record["beta_f_per_particle_stderr"]:.5f}, <U> = {path.mean_energy:.3f} '
-        f'{system.energy_unit}, {record["num_stages"]} stages, min overlap '
-        f'{record["min_adjacent_overlap"]:.3f}, {record["wall_time_seconds"]:.0f} s')
+  print(
+    f'{system.name}: βF/N = {record["beta_f_per_particle"]:.5f} ± '
+    f'{record["beta_f_per_particle_stderr"]:.5f}, <U> = {path.mean_energy:.3f} '
+    f'{system.energy_unit}, {record["num_stages"]} stages, min overlap '
+    f'{record["min_adjacent_overlap"]:.3f}, {record["wall_time_seconds"]:.0f} s'
+  )
   return 0
 
 

@@ -17,8 +17,9 @@ def _check_positions(positions, box) -> tuple[np.ndarray, np.ndarray]:
   positions = np.asarray(positions, np.float64)
   box = np.asarray(box, np.float64)
   if positions.ndim != 3 or positions.shape[-1] != 3 or positions.shape[1] < 2:
-    raise ValueError('positions must have shape (frames, N, 3) with N >= 2, got '
-                     f'{positions.shape}.')
+    raise ValueError(
+      f'positions must have shape (frames, N, 3) with N >= 2, got {positions.shape}.'
+    )
   if not np.isfinite(positions).all():
     raise ValueError('positions contain non-finite entries.')
   if box.shape != (3,) or not np.all(np.isfinite(box) & (box > 0)):
@@ -31,15 +32,18 @@ def _bin_edges(box: np.ndarray, num_bins: int, r_max: float | None) -> np.ndarra
   half_edge = 0.5 * float(box.min())
   r_max = half_edge if r_max is None else float(r_max)
   if not 0 < r_max <= half_edge:
-    raise ValueError(f'r_max={r_max} must be in (0, {half_edge}] (half the '
-                     'shortest box edge, the minimum-image limit).')
+    raise ValueError(
+      f'r_max={r_max} must be in (0, {half_edge}] (half the '
+      'shortest box edge, the minimum-image limit).'
+    )
   if int(num_bins) != num_bins or num_bins < 1:
     raise ValueError(f'num_bins={num_bins} must be a positive integer.')
   return np.linspace(0.0, r_max, int(num_bins) + 1)
 
 
-def radial_distribution(positions, box, num_bins: int = 100,
-                        r_max: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+def radial_distribution(
+  positions, box, num_bins: int = 100, r_max: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
   r"""g(r) averaged over frames, normalised so an ideal gas gives 1.
 
   g in the shell [r_k, r_{k+1}) is the number of pairs i < j found there,
@@ -63,7 +67,7 @@ def radial_distribution(positions, box, num_bins: int = 100,
   counts = np.zeros(int(num_bins))
   chunk = max(1, _CHUNK_ELEMENTS // (n * n))
   for start in range(0, frames, chunk):
-    x = positions[start:start + chunk]
+    x = positions[start : start + chunk]
     dx = x[:, None, :, :] - x[:, :, None, :]
     dx -= box * np.round(dx / box)
     r = np.linalg.norm(dx, axis=-1)[:, upper[0], upper[1]]
@@ -73,8 +77,9 @@ def radial_distribution(positions, box, num_bins: int = 100,
   return edges, counts / ideal
 
 
-def distribution_about_point(positions, box, point, num_bins: int = 100,
-                             r_max: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+def distribution_about_point(
+  positions, box, point, num_bins: int = 100, r_max: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
   r"""Density of the particles about a fixed `point`, over the mean density N/V.
 
   g in the shell [r_k, r_{k+1}) about the point is the number of particles
@@ -109,8 +114,7 @@ def distances_to_point(positions, box, point) -> np.ndarray:
   return np.linalg.norm(d, axis=-1)
 
 
-def coordination_number(edges, g, num_particles: int, volume: float,
-                        r_cut: float) -> float:
+def coordination_number(edges, g, num_particles: int, volume: float, r_cut: float) -> float:
   r"""Mean number of neighbours within r_cut: Σ_k 4π∫r²dr ρ' g_k over bins below r_cut.
 
   Args:
@@ -121,8 +125,9 @@ def coordination_number(edges, g, num_particles: int, volume: float,
   """
   edges, g = np.asarray(edges, np.float64), np.asarray(g, np.float64)
   if edges.shape != (g.size + 1,):
-    raise ValueError(f'edges must have shape ({g.size + 1},) for g of shape '
-                     f'{g.shape}, got {edges.shape}.')
+    raise ValueError(
+      f'edges must have shape ({g.size + 1},) for g of shape {g.shape}, got {edges.shape}.'
+    )
   shell = 4.0 / 3.0 * np.pi * np.diff(edges**3)
   inside = edges[1:] <= r_cut * (1 + 1e-12)
   return float(np.sum(shell[inside] * g[inside]) * (num_particles - 1) / volume)

@@ -23,8 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from systems import get_system
-from systems import sampler
+from systems import get_system, sampler
 
 LOG_Q_BATCH = 1024  # samples per compiled log q call
 
@@ -32,15 +31,17 @@ LOG_Q_BATCH = 1024  # samples per compiled log q call
 def flow_log_prob(workdir: str, system_name: str, positions: np.ndarray) -> np.ndarray:
   """ln q (m,) of positions (m, N, 3) under the latest checkpoint of `workdir`."""
   from experiments.evaluate import load_run
+
   config, setup, state = load_run(workdir)
   if config.system != system_name:
-    raise ValueError(f'--workdir {workdir!r} trained {config.system!r}, not '
-                     f'--system={system_name!r}.')
+    raise ValueError(
+      f'--workdir {workdir!r} trained {config.system!r}, not --system={system_name!r}.'
+    )
   log_prob = jax.jit(lambda params, x: setup.flow(params).log_prob(x))
   chunks = []
   with jax.default_matmul_precision('highest'):  # as experiments.evaluate
     for i in range(0, len(positions), LOG_Q_BATCH):
-      batch = jnp.asarray(positions[i:i + LOG_Q_BATCH], jnp.float32)
+      batch = jnp.asarray(positions[i : i + LOG_Q_BATCH], jnp.float32)
       chunks.append(np.asarray(log_prob(state['ema_params'], batch)))
   return np.concatenate(chunks).astype(np.float64)
 
@@ -54,8 +55,12 @@ def main(argv=None) -> dict:
   parser.add_argument('--steps', type=int, default=4000, help='production steps per chain')
   parser.add_argument('--burn_in', type=int, default=1000)
   parser.add_argument('--thin', type=int, default=20, help='keep every thin-th step')
-  parser.add_argument('--step_size', type=float, default=0.05,
-                      help='initial leapfrog step (length unit; adapted in burn-in)')
+  parser.add_argument(
+    '--step_size',
+    type=float,
+    default=0.05,
+    help='initial leapfrog step (length unit; adapted in burn-in)',
+  )
   parser.add_argument('--seed', type=int, default=0)
   args = parser.parse_args(argv)
 
@@ -63,25 +68,42 @@ def main(argv=None) -> dict:
   with warnings.catch_warnings():
     warnings.simplefilter('ignore', UserWarning)  # small-box minimum-image notice
     system = get_system(args.system)
-  x0 = jnp.broadcast_to(jnp.asarray(system.lattice, jnp.float32),
-                        (args.chains, system.num_particles, 3))
-  run = sampler.sample(system.energy, x0, jax.random.key(args.seed), beta=system.beta,
-                       num_steps=args.steps, step_size=args.step_size,
-                       burn_in=args.burn_in, thin=args.thin, fix_centre_of_mass=True)
+  x0 = jnp.broadcast_to(
+    jnp.asarray(system.lattice, jnp.float32), (args.chains, system.num_particles, 3)
+  )
+  run = sampler.sample(
+    system.energy,
+    x0,
+    jax.random.key(args.seed),
+    beta=system.beta,
+    num_steps=args.steps,
+    step_size=args.step_size,
+    burn_in=args.burn_in,
+    thin=args.thin,
+    fix_centre_of_mass=True,
+  )
   positions = np.asarray(run.samples, np.float64).reshape(-1, system.num_particles, 3)
-  arrays = dict(positions=positions,
-                energy=np.asarray(run.energies, np.float64).reshape(-1),
-                system=system.name, beta=system.beta, box=np.asarray(system.box),
-                acceptance=np.asarray(run.acceptance),
-                statistical_inefficiency=np.asarray(run.statistical_inefficiency))
+  arrays = dict(
+    positions=positions,
+    energy=np.asarray(run.energies, np.float64).reshape(-1),
+    system=system.name,
+    beta=system.beta,
+    box=np.asarray(system.box),
+    acceptance=np.asarray(run.acceptance),
+    statistical_inefficiency=np.asarray(run.statistical_inefficiency),
+  )
   if args.workdir:
     arrays['log_q'] = flow_log_prob(args.workdir, system.name, positions)
   np.savez_compressed(args.out, **arrays)
-  summary = dict(system=system.name, num_samples=len(positions),
-                 mean_energy=float(arrays['energy'].mean()),
-                 acceptance=float(run.acceptance.mean()),
-                 statistical_inefficiency=float(np.max(run.statistical_inefficiency)),
-                 log_q=bool(args.workdir), wall_time_seconds=time.time() - start)
+  summary = dict(
+    system=system.name,
+    num_samples=len(positions),
+    mean_energy=float(arrays['energy'].mean()),
+    acceptance=float(run.acceptance.mean()),
+    statistical_inefficiency=float(np.max(run.statistical_inefficiency)),
+    log_q=bool(args.workdir),
+    wall_time_seconds=time.time() - start,
+  )
   print(json.dumps(summary))
   return summary
 

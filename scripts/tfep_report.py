@@ -25,26 +25,25 @@ import ml_collections
 import numpy as np
 
 from experiments import tfep
-from flows import estimators
-from flows import targeted
+from flows import estimators, targeted
 from scripts import observables
 
 METHODS = ('FEP', 'BAR', 'MBAR', 'LFEP', 'LBAR')
 STRUCTURE_SETS = ('A', 'B', 'M(A)', 'M⁻¹(B)')  # held-out samples, then mapped
 
 
-def subset_estimates(works: dict, reduced: np.ndarray, num_train: int, n: int,
-                     j: int) -> dict:
+def subset_estimates(works: dict, reduced: np.ndarray, num_train: int, n: int, j: int) -> dict:
   """The five estimates (value, stderr) on held-out block j of size n."""
   block = slice(j * n, (j + 1) * n)
   u = reduced[:, :, num_train:][:, :, block]  # (K, K, n)
   num_states = u.shape[0]
   staged = estimators.mbar(u.reshape(num_states, -1), np.full(num_states, n))
   results = dict(
-      FEP=targeted.estimate(works['plain_forward'][block]),
-      BAR=targeted.estimate(works['plain_forward'][block], works['plain_reverse'][block]),
-      LFEP=targeted.estimate(works['mapped_forward'][block]),
-      LBAR=targeted.estimate(works['mapped_forward'][block], works['mapped_reverse'][block]))
+    FEP=targeted.estimate(works['plain_forward'][block]),
+    BAR=targeted.estimate(works['plain_forward'][block], works['plain_reverse'][block]),
+    LFEP=targeted.estimate(works['mapped_forward'][block]),
+    LBAR=targeted.estimate(works['mapped_forward'][block], works['mapped_reverse'][block]),
+  )
   results = {k: (e.value, e.stderr) for k, e in results.items()}
   results['MBAR'] = (float(staged.delta_f[-1]), float(staged.stderr[-1]))
   results['FEP_ess'] = estimators.ess_fraction(-works['plain_forward'][block])
@@ -64,25 +63,29 @@ def reference(data: dict, num_chains: int, num_groups: int = 10) -> dict:
   u = data['reduced']
   num_states, _, n = u.shape
   if n % num_chains:
-    raise ValueError(f'{n} samples per state are not time-major over '
-                     f'num_chains={num_chains} chains.')
+    raise ValueError(
+      f'{n} samples per state are not time-major over num_chains={num_chains} chains.'
+    )
   result = estimators.mbar(u.reshape(num_states, -1), np.full(num_states, n))
   groups = min(num_groups, num_chains)
   chain = np.arange(n) % num_chains
   per_group = []
   for j in range(groups):
     part = u[:, :, chain % groups == j]
-    per_group.append(estimators.mbar(part.reshape(num_states, -1),
-                                     np.full(num_states, part.shape[-1])).delta_f[-1])
-  return dict(value=float(result.delta_f[-1]),
-              stderr=float(np.std(per_group, ddof=1) / np.sqrt(groups)),
-              pymbar_stderr=float(result.stderr[-1]), num_groups=groups,
-              min_adjacent_overlap=result.min_adjacent_overlap,
-              samples_per_state=int(n))
+    per_group.append(
+      estimators.mbar(part.reshape(num_states, -1), np.full(num_states, part.shape[-1])).delta_f[-1]
+    )
+  return dict(
+    value=float(result.delta_f[-1]),
+    stderr=float(np.std(per_group, ddof=1) / np.sqrt(groups)),
+    pymbar_stderr=float(result.stderr[-1]),
+    num_groups=groups,
+    min_adjacent_overlap=result.min_adjacent_overlap,
+    samples_per_state=int(n),
+  )
 
 
-def variance_ratio_interval(ratio: float, num_subsets: int,
-                            level: float = 0.9) -> list[float]:
+def variance_ratio_interval(ratio: float, num_subsets: int, level: float = 0.9) -> list[float]:
   """Two-sided `level` interval of a ratio of two sample variances.
 
   Each variance is over `num_subsets` values, so for independent normal
@@ -92,6 +95,7 @@ def variance_ratio_interval(ratio: float, num_subsets: int,
   same samples.
   """
   from scipy import stats
+
   f = stats.f.ppf(0.5 + level / 2, num_subsets - 1, num_subsets - 1)
   return [float(ratio / f), float(ratio * f)]
 
@@ -104,35 +108,45 @@ def make_table(config, data: dict, works: dict) -> dict:
   for n in config.eval.sample_sizes:
     num_blocks = num_held // n
     if num_blocks < 2:
-      raise ValueError(f'{num_held} held-out samples per state make fewer than two '
-                       f'disjoint subsets of n = {n}; expected n <= {num_held // 2}.')
-    per_subset = [subset_estimates(works, data['reduced'], config.sampling.num_train,
-                                   n, j) for j in range(num_blocks)]
+      raise ValueError(
+        f'{num_held} held-out samples per state make fewer than two '
+        f'disjoint subsets of n = {n}; expected n <= {num_held // 2}.'
+      )
+    per_subset = [
+      subset_estimates(works, data['reduced'], config.sampling.num_train, n, j)
+      for j in range(num_blocks)
+    ]
     row = dict(num_samples=n, num_subsets=len(per_subset))
     for method in METHODS:
       values = np.array([s[method][0] for s in per_subset])
-      row[method] = dict(mean=float(values.mean()), std=float(values.std(ddof=1)),
-                         mean_stderr=float(np.mean([s[method][1] for s in per_subset])),
-                         values=values.tolist(),
-                         deviation_in_std=float((values.mean() - ref['value']) /
-                                                max(values.std(ddof=1), 1e-12)))
+      row[method] = dict(
+        mean=float(values.mean()),
+        std=float(values.std(ddof=1)),
+        mean_stderr=float(np.mean([s[method][1] for s in per_subset])),
+        values=values.tolist(),
+        deviation_in_std=float((values.mean() - ref['value']) / max(values.std(ddof=1), 1e-12)),
+      )
     for key in ('FEP_ess', 'LFEP_ess'):
       row[key] = float(np.mean([s[key] for s in per_subset]))
     ratio = row['BAR']['std'] ** 2 / max(row['LBAR']['std'] ** 2, 1e-300)
     row['BAR_over_LBAR_variance'] = float(ratio)
     row['BAR_over_LBAR_variance_90'] = variance_ratio_interval(ratio, len(per_subset))
     rows.append(row)
-  return dict(benchmark=config.benchmark, variant=config.variant,
-              parameters=np.asarray(data['parameters']).tolist(),
-              training_step=int(works['step']), reference=ref,
-              acceptance=np.asarray(data['acceptance']).tolist(),
-              statistical_inefficiency=np.asarray(
-                  data['statistical_inefficiency']).tolist(),
-              rows=rows)
+  return dict(
+    benchmark=config.benchmark,
+    variant=config.variant,
+    parameters=np.asarray(data['parameters']).tolist(),
+    training_step=int(works['step']),
+    reference=ref,
+    acceptance=np.asarray(data['acceptance']).tolist(),
+    statistical_inefficiency=np.asarray(data['statistical_inefficiency']).tolist(),
+    rows=rows,
+  )
 
 
-def structure(config, ladder: tfep.Ladder, data: dict, bijector,
-              num_frames: int = 1000, num_bins: int = 60) -> dict:
+def structure(
+  config, ladder: tfep.Ladder, data: dict, bijector, num_frames: int = 1000, num_bins: int = 60
+) -> dict:
   """g(r) of `num_frames` held-out A and B samples, of M(A) and of M⁻¹(B).
 
   A map that does its job makes M(A) look like B and M⁻¹(B) like A. Returns
@@ -142,18 +156,27 @@ def structure(config, ladder: tfep.Ladder, data: dict, bijector,
   to the solute than its radius in state B, λ_B).
   """
   held = config.sampling.num_train
-  x_a = np.asarray(data['samples'][0, held:held + num_frames])
-  y_b = np.asarray(data['samples'][-1, held:held + num_frames])
+  x_a = np.asarray(data['samples'][0, held : held + num_frames])
+  y_b = np.asarray(data['samples'][-1, held : held + num_frames])
   batch = config.eval.batch_size
-  sets = dict(zip(STRUCTURE_SETS, (
-      x_a, y_b, tfep.batched(jax.jit(lambda x: bijector.forward(x)[0]), x_a, batch),
-      tfep.batched(jax.jit(lambda y: bijector.inverse(y)[0]), y_b, batch))))
+  sets = dict(
+    zip(
+      STRUCTURE_SETS,
+      (
+        x_a,
+        y_b,
+        tfep.batched(jax.jit(lambda x: bijector.forward(x)[0]), x_a, batch),
+        tfep.batched(jax.jit(lambda y: bijector.inverse(y)[0]), y_b, batch),
+      ),
+    )
+  )
   box = np.full(3, ladder.upper - ladder.lower)
   result = dict(num_frames=len(x_a))
   kinds = [('pair', lambda x: observables.radial_distribution(x, box, num_bins))]
   if ladder.solute is not None:
-    kinds.append(('solute', lambda x: observables.distribution_about_point(
-        x, box, ladder.solute, num_bins)))
+    kinds.append(
+      ('solute', lambda x: observables.distribution_about_point(x, box, ladder.solute, num_bins))
+    )
     radius_b = float(ladder.parameters[-1])
     result['inside_radius_b'] = {}
     for name, x in sets.items():
@@ -161,8 +184,10 @@ def structure(config, ladder: tfep.Ladder, data: dict, bijector,
       result['inside_radius_b'][name] = float(np.mean(np.sum(inside, axis=-1)))
   for kind, distribution in kinds:
     curves = {name: distribution(x) for name, x in sets.items()}
-    result[kind] = dict(edges=next(iter(curves.values()))[0].tolist(),
-                        **{name: g.tolist() for name, (_, g) in curves.items()})
+    result[kind] = dict(
+      edges=next(iter(curves.values()))[0].tolist(),
+      **{name: g.tolist() for name, (_, g) in curves.items()},
+    )
   return result
 
 
@@ -170,59 +195,74 @@ def markdown(table: dict) -> str:
   ref = table['reference']
   smallest = min(row[m]['std'] for row in table['rows'] for m in METHODS)
   lines = [
-      f'# Learned TFEP: {table["benchmark"]} ({table["variant"]}), '
-      f'map after {table["training_step"]} steps',
-      '',
-      f'λ ladder: {", ".join(f"{p:.4g}" for p in table["parameters"])} (A first, B last).',
-      f'Reference ΔF (MBAR, {len(table["parameters"])} states × '
-      f'{ref["samples_per_state"]} samples) = {ref["value"]:.4f} ± {ref["stderr"]:.4f} kT '
-      f'(error from {ref["num_groups"]} groups of independent chains; pymbar, '
-      f'taking samples as independent, says {ref["pymbar_stderr"]:.4f}; '
-      f'min adjacent overlap {ref["min_adjacent_overlap"]:.3f}).',
-      f'The smallest spread in the table is {smallest / ref["stderr"]:.1f}× the '
-      'reference error.',
-      '',
-      '| n per state | subsets | ' + ' | '.join(METHODS) + ' | ESS FEP | ESS LFEP | '
-      'var BAR / var LBAR (90 % interval) |',
-      '|---|---|' + '---|' * (len(METHODS) + 3)]
+    f'# Learned TFEP: {table["benchmark"]} ({table["variant"]}), '
+    f'map after {table["training_step"]} steps',
+    '',
+    f'λ ladder: {", ".join(f"{p:.4g}" for p in table["parameters"])} (A first, B last).',
+    f'Reference ΔF (MBAR, {len(table["parameters"])} states × '
+    f'{ref["samples_per_state"]} samples) = {ref["value"]:.4f} ± {ref["stderr"]:.4f} kT '
+    f'(error from {ref["num_groups"]} groups of independent chains; pymbar, '
+    f'taking samples as independent, says {ref["pymbar_stderr"]:.4f}; '
+    f'min adjacent overlap {ref["min_adjacent_overlap"]:.3f}).',
+    f'The smallest spread in the table is {smallest / ref["stderr"]:.1f}× the reference error.',
+    '',
+    '| n per state | subsets | ' + ' | '.join(METHODS) + ' | ESS FEP | ESS LFEP | '
+    'var BAR / var LBAR (90 % interval) |',
+    '|---|---|' + '---|' * (len(METHODS) + 3),
+  ]
   for row in table['rows']:
     cells = [f'{row[m]["mean"]:.3f} ± {row[m]["std"]:.3f}' for m in METHODS]
-    lines.append(f'| {row["num_samples"]} | {row["num_subsets"]} | ' + ' | '.join(cells) +
-                 f' | {row["FEP_ess"]:.4f} | {row["LFEP_ess"]:.4f} | '
-                 f'{row["BAR_over_LBAR_variance"]:.1f} '
-                 f'({row["BAR_over_LBAR_variance_90"][0]:.1f}–'
-                 f'{row["BAR_over_LBAR_variance_90"][1]:.1f}) |')
-  lines += ['', 'Entries: mean ± std over disjoint held-out subsets (kT). The '
-            'variance ratio\'s interval is approximate: it treats the subsets '
-            'as independent normal estimates and BAR\'s and LBAR\'s spreads as '
-            'independent, though both come from the same samples and adjacent '
-            'subsets are adjacent stretches of the same chains. '
-            '(mean − reference)/std per method:', '']
+    lines.append(
+      f'| {row["num_samples"]} | {row["num_subsets"]} | '
+      + ' | '.join(cells)
+      + f' | {row["FEP_ess"]:.4f} | {row["LFEP_ess"]:.4f} | '
+      f'{row["BAR_over_LBAR_variance"]:.1f} '
+      f'({row["BAR_over_LBAR_variance_90"][0]:.1f}–'
+      f'{row["BAR_over_LBAR_variance_90"][1]:.1f}) |'
+    )
+  lines += [
+    '',
+    'Entries: mean ± std over disjoint held-out subsets (kT). The '
+    "variance ratio's interval is approximate: it treats the subsets "
+    "as independent normal estimates and BAR's and LBAR's spreads as "
+    'independent, though both come from the same samples and adjacent '
+    'subsets are adjacent stretches of the same chains. '
+    '(mean − reference)/std per method:',
+    '',
+  ]
   for row in table['rows']:
-    lines.append(f'- n = {row["num_samples"]}: ' + ', '.join(
-        f'{m} {row[m]["deviation_in_std"]:+.2f}' for m in METHODS))
+    lines.append(
+      f'- n = {row["num_samples"]}: '
+      + ', '.join(f'{m} {row[m]["deviation_in_std"]:+.2f}' for m in METHODS)
+    )
   if 'structure' in table:
-    lines += ['', f'Structure (tfep_structure.png, {table["structure"]["num_frames"]} '
-              'held-out samples per set): a good map makes M(A) look like B and '
-              'M⁻¹(B) like A.']
+    lines += [
+      '',
+      f'Structure (tfep_structure.png, {table["structure"]["num_frames"]} '
+      'held-out samples per set): a good map makes M(A) look like B and '
+      'M⁻¹(B) like A.',
+    ]
     inside = table['structure'].get('inside_radius_b')
     if inside:
-      lines.append('Particles closer to the solute than λ_B, per configuration: ' +
-                   ', '.join(f'{name} {inside[name]:.2f}' for name in STRUCTURE_SETS) +
-                   '.')
+      lines.append(
+        'Particles closer to the solute than λ_B, per configuration: '
+        + ', '.join(f'{name} {inside[name]:.2f}' for name in STRUCTURE_SETS)
+        + '.'
+      )
   return '\n'.join(lines) + '\n'
 
 
 def plot(table: dict, path: str) -> None:
   import matplotlib
+
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
+
   ref = table['reference']
   sizes = np.array([row['num_samples'] for row in table['rows']])
   fig, ax = plt.subplots(figsize=(6, 4))
   ax.axhline(ref['value'], color='k', lw=1, label='MBAR reference')
-  ax.axhspan(ref['value'] - ref['stderr'], ref['value'] + ref['stderr'],
-             color='k', alpha=0.15)
+  ax.axhspan(ref['value'] - ref['stderr'], ref['value'] + ref['stderr'], color='k', alpha=0.15)
   for i, method in enumerate(METHODS):
     mean = np.array([row[method]['mean'] for row in table['rows']])
     std = np.array([row[method]['std'] for row in table['rows']])
@@ -243,8 +283,10 @@ def plot(table: dict, path: str) -> None:
 
 def plot_structure(result: dict, title: str, path: str) -> None:
   import matplotlib
+
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
+
   kinds = [k for k in ('pair', 'solute') if k in result]
   labels = dict(pair='pair g(r)', solute='density about the solute / (N/V)')
   fig, axes = plt.subplots(1, len(kinds), figsize=(5.5 * len(kinds), 4), squeeze=False)
@@ -260,8 +302,9 @@ def plot_structure(result: dict, title: str, path: str) -> None:
     ax.set(xlabel='r (σ)', ylabel=labels[kind])
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-  fig.suptitle(f'{title}: held-out samples and the trained map '
-               f'({result["num_frames"]} per set)', fontsize=10)
+  fig.suptitle(
+    f'{title}: held-out samples and the trained map ({result["num_frames"]} per set)', fontsize=10
+  )
   fig.tight_layout()
   fig.savefig(path, dpi=150)
   plt.close(fig)
@@ -288,8 +331,11 @@ def main():
   with open(os.path.join(workdir, 'tfep_report.md'), 'w') as f:
     f.write(text)
   plot(table, os.path.join(workdir, 'tfep_report.png'))
-  plot_structure(table['structure'], f'{table["benchmark"]} ({table["variant"]})',
-                 os.path.join(workdir, 'tfep_structure.png'))
+  plot_structure(
+    table['structure'],
+    f'{table["benchmark"]} ({table["variant"]})',
+    os.path.join(workdir, 'tfep_structure.png'),
+  )
   print(text)
 
 

@@ -29,9 +29,18 @@ def main():
   args = parser.parse_args()
 
   system = get_system(args.system)
-  flow = SolidFlow(system.lattice, system.box, num_layers=args.num_layers,
-                   num_bins=16, embedding_size=256, num_heads=2, num_blocks=2,
-                   num_frequencies=8, noise_scale=0.2, rngs=nnx.Rngs(0))
+  flow = SolidFlow(
+    system.lattice,
+    system.box,
+    num_layers=args.num_layers,
+    num_bins=16,
+    embedding_size=256,
+    num_heads=2,
+    num_blocks=2,
+    num_frequencies=8,
+    noise_scale=0.2,
+    rngs=nnx.Rngs(0),
+  )
   sample = nnx.jit(lambda f, k: f.sample_and_log_prob(k, args.num_samples))
   start = time.perf_counter()
   jax.block_until_ready(sample(flow, jax.random.key(0)))
@@ -41,10 +50,12 @@ def main():
     start = time.perf_counter()
     jax.block_until_ready(sample(flow, jax.random.key(i + 1)))
     times.append(time.perf_counter() - start)
-  print(f'system={args.system} N={system.num_particles} '
-        f'device={jax.devices()[0].device_kind} params={flow.num_params} '
-        f'samples={args.num_samples} first_call_s={compile_s:.2f} '
-        f'median_s={np.median(times):.4f}')
+  print(
+    f'system={args.system} N={system.num_particles} '
+    f'device={jax.devices()[0].device_kind} params={flow.num_params} '
+    f'samples={args.num_samples} first_call_s={compile_s:.2f} '
+    f'median_s={np.median(times):.4f}'
+  )
 
 
 if __name__ == '__main__':

@@ -15,8 +15,7 @@ import sys
 import numpy as np
 
 
-def write_extxyz(path: str, positions, box, species: str = 'O',
-                 energies=None) -> int:
+def write_extxyz(path: str, positions, box, species: str = 'O', energies=None) -> int:
   """Writes frames of one species in an orthorhombic periodic box.
 
   Args:
@@ -36,32 +35,34 @@ def write_extxyz(path: str, positions, box, species: str = 'O',
   if box.shape != (3,) or not np.all(np.isfinite(box) & (box > 0)):
     raise ValueError(f'box must be 3 positive finite edge lengths, got {box}.')
   if not species or any(c.isspace() or c in '"\'=' for c in species):
-    raise ValueError(f'species={species!r} must be a non-empty symbol without '
-                     'whitespace, quotes or "=".')
+    raise ValueError(
+      f'species={species!r} must be a non-empty symbol without whitespace, quotes or "=".'
+    )
   if energies is not None:
     energies = np.asarray(energies, np.float64)
     if energies.shape != positions.shape[:1]:
-      raise ValueError(f'energies must have shape ({positions.shape[0]},) (one per '
-                       f'frame), got {energies.shape}.')
+      raise ValueError(
+        f'energies must have shape ({positions.shape[0]},) (one per frame), got {energies.shape}.'
+      )
   lx, ly, lz = (repr(float(v)) for v in box)
-  header = (f'Lattice="{lx} 0 0 0 {ly} 0 0 0 {lz}" '
-            'Properties=species:S:1:pos:R:3 pbc="T T T"')
+  header = f'Lattice="{lx} 0 0 0 {ly} 0 0 0 {lz}" Properties=species:S:1:pos:R:3 pbc="T T T"'
   with open(path, 'w') as f:
     for i, frame in enumerate(positions):
       comment = header if energies is None else f'{header} energy={float(energies[i])!r}'
       f.write(f'{frame.shape[0]}\n{comment}\n')
-      f.writelines(f'{species} {float(x)!r} {float(y)!r} {float(z)!r}\n'
-                   for x, y, z in frame)
+      f.writelines(f'{species} {float(x)!r} {float(y)!r} {float(z)!r}\n' for x, y, z in frame)
   return positions.shape[0]
 
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--samples', required=True,
-                      help='.npz with positions (n, N, 3), box (3,), optional energy (n,)')
+  parser.add_argument(
+    '--samples', required=True, help='.npz with positions (n, N, 3), box (3,), optional energy (n,)'
+  )
   parser.add_argument('--out', required=True, help='.xyz output path')
-  parser.add_argument('--max_frames', type=int, default=100,
-                      help='write at most this many leading frames')
+  parser.add_argument(
+    '--max_frames', type=int, default=100, help='write at most this many leading frames'
+  )
   parser.add_argument('--species', default='O', help='chemical symbol of the atoms')
   args = parser.parse_args(argv)
   if args.max_frames < 1:
@@ -69,10 +70,12 @@ def main(argv=None) -> int:
   with np.load(args.samples) as data:
     missing = {'positions', 'box'} - set(data.files)
     if missing:
-      raise ValueError(f'{args.samples} lacks {sorted(missing)}; expected positions '
-                       f'(n, N, 3) and box (3,), found {sorted(data.files)}.')
-    positions = data['positions'][:args.max_frames]
-    energies = data['energy'][:args.max_frames] if 'energy' in data.files else None
+      raise ValueError(
+        f'{args.samples} lacks {sorted(missing)}; expected positions '
+        f'(n, N, 3) and box (3,), found {sorted(data.files)}.'
+      )
+    positions = data['positions'][: args.max_frames]
+    energies = data['energy'][: args.max_frames] if 'energy' in data.files else None
     box = data['box']
   count = write_extxyz(args.out, positions, box, args.species, energies)
   print(f'Wrote {count} frames of {positions.shape[1]} atoms to {args.out}.')

@@ -17,8 +17,7 @@ def check_box(box) -> np.ndarray:
   """
   box = np.asarray(box, dtype=np.float64)
   if box.shape != (3,):
-    raise ValueError(f'Box must have shape (3,) (three edge lengths), got shape '
-                     f'{box.shape}.')
+    raise ValueError(f'Box must have shape (3,) (three edge lengths), got shape {box.shape}.')
   if not np.all(np.isfinite(box) & (box > 0)):
     raise ValueError(f'Box edges must be positive and finite, got {box}.')
   return box

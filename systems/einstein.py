@@ -25,7 +25,7 @@ pair. pymbar is imported lazily (through flows.estimators) when MBAR runs.
 
 import dataclasses
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -48,15 +48,17 @@ def log_z_einstein(spring: float, beta: float, num_particles: int) -> float:
   return 1.5 * (num_particles - 1) * math.log(2.0 * math.pi / (beta * spring))
 
 
-def beta_f_per_particle(log_z_w: float, num_particles: int, volume: float,
-                        thermal_wavelength: float) -> float:
+def beta_f_per_particle(
+  log_z_w: float, num_particles: int, volume: float, thermal_wavelength: float
+) -> float:
   """βF/N = [−ln(V/N) − (3/2) ln N − ln Z_W]/N + 3 ln Λ (V in length³, Λ in length)."""
   for name, value in (('volume', volume), ('thermal_wavelength', thermal_wavelength)):
     if not (value > 0 and math.isfinite(value)):
       raise ValueError(f'{name}={value} must be positive and finite.')
   n = num_particles
-  return ((-math.log(volume / n) - 1.5 * math.log(n) - log_z_w) / n
-          + 3.0 * math.log(thermal_wavelength))
+  return (-math.log(volume / n) - 1.5 * math.log(n) - log_z_w) / n + 3.0 * math.log(
+    thermal_wavelength
+  )
 
 
 def einstein_energy(x: jnp.ndarray, lattice, spring: float) -> jnp.ndarray:
@@ -103,6 +105,7 @@ class LambdaPathResult:
   mean_energy, mean_energy_stderr: ⟨U⟩ at λ = 1 (energy unit).
   acceptance: (K,) mean HMC acceptance per stage.
   """
+
   log_z: float
   log_z_stderr: float
   delta_f: float
@@ -115,11 +118,22 @@ class LambdaPathResult:
   acceptance: np.ndarray
 
 
-def lambda_path(energy_fn: Callable, lattice, beta: float, spring: float,
-                lambdas, key: jax.Array, *, chains_per_stage: int,
-                num_steps: int, burn_in: int, thin: int = 1,
-                num_leapfrog: int = 2, step_size: float = 0.05,
-                min_overlap: float = 0.05) -> LambdaPathResult:
+def lambda_path(
+  energy_fn: Callable,
+  lattice,
+  beta: float,
+  spring: float,
+  lambdas,
+  key: jax.Array,
+  *,
+  chains_per_stage: int,
+  num_steps: int,
+  burn_in: int,
+  thin: int = 1,
+  num_leapfrog: int = 2,
+  step_size: float = 0.05,
+  min_overlap: float = 0.05,
+) -> LambdaPathResult:
   """ln Z_W of energy_fn by MBAR along U_λ from the Einstein crystal.
 
   Args:
@@ -139,63 +153,83 @@ def lambda_path(energy_fn: Callable, lattice, beta: float, spring: float,
   """
   lattice = np.asarray(lattice, dtype=np.float64)
   lambdas = np.asarray(lambdas, dtype=np.float64)
-  if (lambdas.ndim != 1 or lambdas.size < 2 or lambdas[0] != 0.0
-      or lambdas[-1] != 1.0 or np.any(np.diff(lambdas) <= 0)):
-    raise ValueError(f'lambdas must increase from 0 to 1 with at least 2 stages, '
-                     f'got {lambdas}.')
+  if (
+    lambdas.ndim != 1
+    or lambdas.size < 2
+    or lambdas[0] != 0.0
+    or lambdas[-1] != 1.0
+    or np.any(np.diff(lambdas) <= 0)
+  ):
+    raise ValueError(f'lambdas must increase from 0 to 1 with at least 2 stages, got {lambdas}.')
   if int(chains_per_stage) != chains_per_stage or chains_per_stage < 1:
     raise ValueError(f'chains_per_stage={chains_per_stage} must be a positive integer.')
   num_stages, num_particles = lambdas.size, lattice.shape[0]
   u_lattice = float(_energies_float64(energy_fn, lattice[None])[0])
 
   def staged_energy(x, lam):
-    return (lam * (energy_fn(x) - u_lattice)
-            + (1.0 - lam) * einstein_energy(x, lattice, spring))
+    return lam * (energy_fn(x) - u_lattice) + (1.0 - lam) * einstein_energy(x, lattice, spring)
 
-  x0 = jnp.broadcast_to(jnp.asarray(lattice, jnp.float32),
-                        (num_stages * chains_per_stage, num_particles, 3))
+  x0 = jnp.broadcast_to(
+    jnp.asarray(lattice, jnp.float32), (num_stages * chains_per_stage, num_particles, 3)
+  )
   chain_lambdas = jnp.repeat(jnp.asarray(lambdas, jnp.float32), chains_per_stage)
   result = sampler.sample(
-      staged_energy, x0, key, beta=beta, num_steps=num_steps, step_size=step_size,
-      burn_in=burn_in, thin=thin, num_leapfrog=num_leapfrog,
-      fix_centre_of_mass=True, energy_args=(chain_lambdas,))
+    staged_energy,
+    x0,
+    key,
+    beta=beta,
+    num_steps=num_steps,
+    step_size=step_size,
+    burn_in=burn_in,
+    thin=thin,
+    num_leapfrog=num_leapfrog,
+    fix_centre_of_mass=True,
+    energy_args=(chain_lambdas,),
+  )
 
   samples = result.samples.reshape(num_stages, chains_per_stage, -1, num_particles, 3)
-  delta_u = (_energies_float64(energy_fn, samples.reshape(-1, num_particles, 3))
-             .reshape(samples.shape[:3]) - u_lattice)
+  delta_u = (
+    _energies_float64(energy_fn, samples.reshape(-1, num_particles, 3)).reshape(samples.shape[:3])
+    - u_lattice
+  )
   u_einstein = einstein_energy(samples.astype(np.float64), lattice, spring)
   g = sampler.statistical_inefficiency(delta_u - u_einstein).mean(axis=1)
-  kept = [(du[:, ::stride].reshape(-1), ue[:, ::stride].reshape(-1))
-          for du, ue, stride in zip(delta_u, u_einstein, np.ceil(g).astype(int))]
+  kept = [
+    (du[:, ::stride].reshape(-1), ue[:, ::stride].reshape(-1))
+    for du, ue, stride in zip(delta_u, u_einstein, np.ceil(g).astype(int))
+  ]
   flat_du, flat_ue = (np.concatenate(parts) for parts in zip(*kept))
   counts = np.array([du.size for du, _ in kept], dtype=np.int64)
 
   u_kn = beta * (lambdas[:, None] * flat_du + (1.0 - lambdas[:, None]) * flat_ue)
   from flows import estimators  # lazy: pymbar is imported only here
+
   estimate = estimators.mbar(u_kn, counts)
   adjacent = np.asarray(estimate.adjacent_pair_overlap)
   bad = np.flatnonzero(adjacent < min_overlap)
   if bad.size:
     k = int(bad[0])
     raise InsufficientOverlapError(
-        f'λ stages {k} and {k + 1} (λ = {lambdas[k]:.6g}, {lambdas[k + 1]:.6g}) '
-        f'overlap {adjacent[k]:.3g} < min_overlap={min_overlap}'
-        f'{f" (and {bad.size - 1} more pairs)" if bad.size > 1 else ""}; '
-        f'add stages between them.')
+      f'λ stages {k} and {k + 1} (λ = {lambdas[k]:.6g}, {lambdas[k + 1]:.6g}) '
+      f'overlap {adjacent[k]:.3g} < min_overlap={min_overlap}'
+      f'{f" (and {bad.size - 1} more pairs)" if bad.size > 1 else ""}; '
+      f'add stages between them.'
+    )
 
   delta_f = float(estimate.delta_f[-1])
   energies_one = kept[-1][0] + u_lattice
   return LambdaPathResult(
-      log_z=log_z_einstein(spring, beta, num_particles) - delta_f - beta * u_lattice,
-      log_z_stderr=float(estimate.stderr[-1]),
-      delta_f=delta_f,
-      lambdas=lambdas,
-      adjacent_overlap=adjacent,
-      samples_per_stage=counts,
-      statistical_inefficiency=g,
-      mean_energy=float(energies_one.mean()),
-      mean_energy_stderr=float(energies_one.std(ddof=1) / math.sqrt(energies_one.size)),
-      acceptance=result.acceptance.reshape(num_stages, -1).mean(axis=1))
+    log_z=log_z_einstein(spring, beta, num_particles) - delta_f - beta * u_lattice,
+    log_z_stderr=float(estimate.stderr[-1]),
+    delta_f=delta_f,
+    lambdas=lambdas,
+    adjacent_overlap=adjacent,
+    samples_per_stage=counts,
+    statistical_inefficiency=g,
+    mean_energy=float(energies_one.mean()),
+    mean_energy_stderr=float(energies_one.std(ddof=1) / math.sqrt(energies_one.size)),
+    acceptance=result.acceptance.reshape(num_stages, -1).mean(axis=1),
+  )
 
 
 def _energies_float64(energy_fn: Callable, x) -> np.ndarray:

@@ -15,6 +15,7 @@ _C_OVER_A = np.sqrt(8.0 / 3.0)  # ideal hexagonal c/a
 @dataclasses.dataclass(frozen=True)
 class UnitCell:
   """A conventional cell: fractional basis (M, 3) and edge ratios (3,) to edge a."""
+
   basis: np.ndarray
   edge_ratios: np.ndarray
   sites_per_primitive_cell: int
@@ -25,20 +26,21 @@ def _hexagonal_ice_basis() -> np.ndarray:
   # layers at z = 0 and 1/2, each bonded straight up to z + 3/8.
   layer_a = [(0.0, 1 / 3), (0.5, 5 / 6)]
   layer_b = [(0.5, 1 / 6), (0.0, 2 / 3)]
-  sites = [(x, y, z + dz) for dz in (0.0, 3 / 8)
-           for (x, y), z in [(p, 0.0) for p in layer_a] + [(p, 0.5) for p in layer_b]]
+  sites = [
+    (x, y, z + dz)
+    for dz in (0.0, 3 / 8)
+    for (x, y), z in [(p, 0.0) for p in layer_a] + [(p, 0.5) for p in layer_b]
+  ]
   return np.array(sites)
 
 
 _FCC_BASIS = np.array([[0, 0, 0], [0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]])
 
 UNIT_CELLS = {
-    'simple_cubic': UnitCell(np.zeros((1, 3)), np.ones(3), 1),
-    'fcc': UnitCell(_FCC_BASIS, np.ones(3), 1),
-    'cubic_diamond': UnitCell(np.concatenate([_FCC_BASIS, _FCC_BASIS + 0.25]),
-                              np.ones(3), 2),
-    'hexagonal_ice': UnitCell(_hexagonal_ice_basis(),
-                              np.array([1.0, _SQRT3, _C_OVER_A]), 4),
+  'simple_cubic': UnitCell(np.zeros((1, 3)), np.ones(3), 1),
+  'fcc': UnitCell(_FCC_BASIS, np.ones(3), 1),
+  'cubic_diamond': UnitCell(np.concatenate([_FCC_BASIS, _FCC_BASIS + 0.25]), np.ones(3), 2),
+  'hexagonal_ice': UnitCell(_hexagonal_ice_basis(), np.array([1.0, _SQRT3, _C_OVER_A]), 4),
 }
 LATTICE_NAMES = tuple(UNIT_CELLS)
 
@@ -46,6 +48,7 @@ LATTICE_NAMES = tuple(UNIT_CELLS)
 @dataclasses.dataclass(frozen=True, eq=False)
 class Lattice:
   """Sites (N, 3) float64 in a box (3,), plus the counting convention s."""
+
   name: str
   positions: np.ndarray
   box: np.ndarray
@@ -73,9 +76,10 @@ def make_lattice(name: str, num_particles: int, density: float) -> Lattice:
   n = round((num_particles / sites_per_cell) ** (1 / 3)) if num_particles > 0 else 0
   if n < 1 or n**3 * sites_per_cell != num_particles:
     raise ValueError(
-        f'Lattice {name!r} cannot tile num_particles={num_particles}: expected '
-        f'n^3 * {sites_per_cell} (n = 1, 2, ...), e.g. '
-        f'{[k**3 * sites_per_cell for k in range(1, 6)]}.')
+      f'Lattice {name!r} cannot tile num_particles={num_particles}: expected '
+      f'n^3 * {sites_per_cell} (n = 1, 2, ...), e.g. '
+      f'{[k**3 * sites_per_cell for k in range(1, 6)]}.'
+    )
   cell_volume = sites_per_cell / density
   a = (cell_volume / np.prod(cell.edge_ratios)) ** (1 / 3)
   cell_edges = a * cell.edge_ratios

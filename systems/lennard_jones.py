@@ -13,12 +13,15 @@ from systems import box as box_lib
 from systems import pair_terms
 
 
-def potential(r: jnp.ndarray, cutoff: float, epsilon: float = 1.0,
-              sigma: float = 1.0) -> jnp.ndarray:
+def potential(
+  r: jnp.ndarray, cutoff: float, epsilon: float = 1.0, sigma: float = 1.0
+) -> jnp.ndarray:
   """Shifted pair potential φ(r) (zero at r = cutoff), elementwise on distances r."""
+
   def lj(s):
     s6 = (sigma / s) ** 6
     return 4 * epsilon * s6 * (s6 - 1)  # +inf, not NaN, at s = 0
+
   return lj(r) - lj(jnp.asarray(cutoff, dtype=r.dtype))
 
 
@@ -32,11 +35,11 @@ def _energy_and_gradient(x, box, cutoff, epsilon, sigma):
   """
   d = box_lib.pairwise_displacements(x, jnp.asarray(box, x.dtype))
   r2 = jnp.sum(d * d, axis=-1)
-  inside = (r2 < cutoff ** 2) & ~jnp.eye(x.shape[-2], dtype=bool)
+  inside = (r2 < cutoff**2) & ~jnp.eye(x.shape[-2], dtype=bool)
   inv_r2 = jnp.where(inside, 1.0 / jnp.where(inside, r2, 1.0), 0.0)
-  s6 = (sigma ** 2 * inv_r2) ** 3                      # (σ/r)^6, 0 outside
+  s6 = (sigma**2 * inv_r2) ** 3  # (σ/r)^6, 0 outside
   sc6 = (sigma / cutoff) ** 6
-  shift = 4 * epsilon * sc6 * (sc6 - 1)                 # φ_LJ(r_c)
+  shift = 4 * epsilon * sc6 * (sc6 - 1)  # φ_LJ(r_c)
   pair = jnp.where(inside, 4 * epsilon * s6 * (s6 - 1) - shift, 0.0)
   energy = 0.5 * jnp.sum(pair, axis=(-2, -1))
   # φ'(r)/r; coincident particles (r = 0) get infinite energy, zero force.
@@ -57,18 +60,23 @@ def _physical_energy_bwd(box, cutoff, epsilon, sigma, gradient, g):
 _physical_energy.defvjp(_energy_and_gradient, _physical_energy_bwd)  # residual: dE/dx
 
 
-@functools.partial(jax.jit, static_argnames=('box', 'cutoff', 'epsilon', 'sigma',
-                                             'linearization'))
+@functools.partial(jax.jit, static_argnames=('box', 'cutoff', 'epsilon', 'sigma', 'linearization'))
 def _energy(x, box, cutoff, epsilon, sigma, linearization):
   if linearization is None:
     return _physical_energy(x, box, cutoff, epsilon, sigma)
   phi = functools.partial(potential, cutoff=cutoff, epsilon=epsilon, sigma=sigma)
-  return pair_terms.pair_energy(x, jnp.asarray(box, x.dtype), linearization(phi),
-                                cutoff)
+  return pair_terms.pair_energy(x, jnp.asarray(box, x.dtype), linearization(phi), cutoff)
 
 
-def energy(x, box, cutoff: float, *, epsilon: float = 1.0, sigma: float = 1.0,
-           linearization: pair_terms.Linearization | None = None) -> jnp.ndarray:
+def energy(
+  x,
+  box,
+  cutoff: float,
+  *,
+  epsilon: float = 1.0,
+  sigma: float = 1.0,
+  linearization: pair_terms.Linearization | None = None,
+) -> jnp.ndarray:
   """Total energy (...) of positions x (..., N, 3) with minimum-image pairs.
 
   Args:

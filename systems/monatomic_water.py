@@ -14,18 +14,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from systems import box as box_lib
-from systems import neighbour_list
-from systems import pair_terms
+from systems import neighbour_list, pair_terms
 
-EPSILON = 6.189          # kcal/mol
-SIGMA = 2.3925           # Å
-A_CUT = 1.8              # a: cutoff in units of σ
+EPSILON = 6.189  # kcal/mol
+SIGMA = 2.3925  # Å
+A_CUT = 1.8  # a: cutoff in units of σ
 LAMBDA = 23.15
 GAMMA = 1.2
 A = 7.049556277
 B = 0.6022245584
 COS_THETA0 = float(np.cos(np.deg2rad(109.47)))
-CUTOFF = A_CUT * SIGMA   # Å
+CUTOFF = A_CUT * SIGMA  # Å
 # Distances in cos θ are floored here (Å), so coincident particles give a finite
 # three-body term and gradient; no physical configuration comes this close.
 _COSINE_MIN_DISTANCE = 1e-6
@@ -78,9 +77,14 @@ def _energy_and_count(x, box, capacity, linearization):
   return _pair_term(r, linearization) + three, jnp.max(nbrs.count, axis=-1)
 
 
-def energy(x, box, *, capacity: int = neighbour_list.DEFAULT_CAPACITY,
-           linearization: pair_terms.Linearization | None = None,
-           strict: bool = True) -> jnp.ndarray:
+def energy(
+  x,
+  box,
+  *,
+  capacity: int = neighbour_list.DEFAULT_CAPACITY,
+  linearization: pair_terms.Linearization | None = None,
+  strict: bool = True,
+) -> jnp.ndarray:
   """mW energy (...) of positions x (..., N, 3) with a neighbour-list three-body term.
 
   The three-body term uses each particle's K = min(N - 1, capacity) nearest
@@ -102,20 +106,21 @@ def energy(x, box, *, capacity: int = neighbour_list.DEFAULT_CAPACITY,
   """
   x = pair_terms.as_positions(x)
   capacity = neighbour_list.capacity_for(x.shape[-2], capacity)
-  total, count = _energy_and_count(x, box_lib.as_array(box, x.dtype), capacity,
-                                   linearization)
+  total, count = _energy_and_count(x, box_lib.as_array(box, x.dtype), capacity, linearization)
   if not strict:
     return total
   if not isinstance(count, jax.core.Tracer) and np.any(count > capacity):
     raise ValueError(
-        f'mW neighbour list overflow: a particle has {int(np.max(count))} '
-        f'neighbours within {CUTOFF:.4f} Å but the capacity is {capacity}; '
-        f'raise the capacity.')
+      f'mW neighbour list overflow: a particle has {int(np.max(count))} '
+      f'neighbours within {CUTOFF:.4f} Å but the capacity is {capacity}; '
+      f'raise the capacity.'
+    )
   return total * jnp.where(count > capacity, jnp.nan, 1.0)  # NaN energy and gradient
 
 
-def reference_energy(x, box, *,
-                     linearization: pair_terms.Linearization | None = None) -> jnp.ndarray:
+def reference_energy(
+  x, box, *, linearization: pair_terms.Linearization | None = None
+) -> jnp.ndarray:
   """mW energy (...) of x (..., N, 3) summing all N^3 triplets (dense reference).
 
   Loops over central particles with `lax.map`, so memory is O(N^2) per config.

@@ -21,6 +21,7 @@ class NeighbourList(NamedTuple):
   mask: True for a real neighbour within the cutoff.
   count: (..., N) number of neighbours within the cutoff, possibly > K.
   """
+
   indices: jnp.ndarray
   mask: jnp.ndarray
   count: jnp.ndarray

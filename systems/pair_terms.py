@@ -5,8 +5,8 @@ A pair potential is an elementwise function φ(r) of distances (any shape) that
 returns energies of the same shape and dtype.
 """
 
-from collections.abc import Callable
 import dataclasses
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -38,8 +38,9 @@ def safe_norm(dx: jnp.ndarray) -> jnp.ndarray:
   return jnp.where(positive, jnp.sqrt(jnp.where(positive, r2, 1.0)), 0.0)
 
 
-def where_safe(condition: jnp.ndarray, fn: PairPotential, r: jnp.ndarray,
-               safe_r: float) -> jnp.ndarray:
+def where_safe(
+  condition: jnp.ndarray, fn: PairPotential, r: jnp.ndarray, safe_r: float
+) -> jnp.ndarray:
   """fn(r) where `condition`, else 0; fn only ever sees r where `condition`.
 
   The double where keeps the gradient finite even if fn(r) or its derivative is
@@ -79,21 +80,25 @@ class Linearization:
   `linearize_below` = r0 the potential is its tangent at r0:
   φ(r0) + (r - r0) φ'(r0). Both in the length unit; 0 < min_distance < r0.
   """
+
   linearize_below: float
   min_distance: float
 
   def __post_init__(self):
     if not 0 < self.min_distance < self.linearize_below:
       raise ValueError(
-          f'Expected 0 < min_distance < linearize_below, got min_distance='
-          f'{self.min_distance}, linearize_below={self.linearize_below}.')
+        f'Expected 0 < min_distance < linearize_below, got min_distance='
+        f'{self.min_distance}, linearize_below={self.linearize_below}.'
+      )
 
   def __call__(self, phi: PairPotential) -> PairPotential:
     """Returns the linearised potential, finite with finite gradient for r >= 0."""
+
     def linearized(r):
       r0 = jnp.asarray(self.linearize_below, dtype=r.dtype)
       phi0, slope = jax.jvp(phi, (r0,), (jnp.ones_like(r0),))
       r = jnp.maximum(r, self.min_distance)
       above = r >= r0
       return jnp.where(above, phi(jnp.where(above, r, r0)), phi0 + (r - r0) * slope)
+
     return linearized

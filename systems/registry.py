@@ -11,25 +11,21 @@ import jax.numpy as jnp
 import numpy as np
 
 from systems import box as box_lib
-from systems import lattices
-from systems import lennard_jones
-from systems import monatomic_water
-from systems import neighbour_list
-from systems import pair_terms
+from systems import lattices, lennard_jones, monatomic_water, neighbour_list, pair_terms
 
 KB_KCAL_PER_MOL_K = 0.0019872067  # Boltzmann constant, kcal/mol/K
 
 
 @dataclasses.dataclass(frozen=True)
 class _Units:
-  boltzmann: float         # k_B in energy unit per temperature unit
+  boltzmann: float  # k_B in energy unit per temperature unit
   energy_unit: str
-  length_scale: float      # σ, the default thermal wavelength
+  length_scale: float  # σ, the default thermal wavelength
 
 
 _UNITS = {
-    'lennard_jones': _Units(1.0, 'epsilon', 1.0),
-    'monatomic_water': _Units(KB_KCAL_PER_MOL_K, 'kcal/mol', monatomic_water.SIGMA),
+  'lennard_jones': _Units(1.0, 'epsilon', 1.0),
+  'monatomic_water': _Units(KB_KCAL_PER_MOL_K, 'kcal/mol', monatomic_water.SIGMA),
 }
 POTENTIALS = tuple(_UNITS)
 
@@ -43,19 +39,20 @@ class System:
   dtype of the input; they are pure jax (jit/vmap/grad) and periodic in every
   coordinate.
   """
+
   name: str
-  potential: str                 # one of POTENTIALS
+  potential: str  # one of POTENTIALS
   lattice_name: str
-  lattice: np.ndarray            # (N, 3) float64 sites, lattice[0] = 0
-  box: np.ndarray                # (3,) edge lengths
-  temperature: float             # K (mW) or 1/β (LJ)
-  beta: float                    # 1 / (k_B T), per energy unit
-  cutoff: float                  # pair (and mW three-body) cutoff, length unit
-  energy_unit: str               # 'kcal/mol' or 'epsilon'
-  thermal_wavelength: float      # Λ, length unit
+  lattice: np.ndarray  # (N, 3) float64 sites, lattice[0] = 0
+  box: np.ndarray  # (3,) edge lengths
+  temperature: float  # K (mW) or 1/β (LJ)
+  beta: float  # 1 / (k_B T), per energy unit
+  cutoff: float  # pair (and mW three-body) cutoff, length unit
+  energy_unit: str  # 'kcal/mol' or 'epsilon'
+  thermal_wavelength: float  # Λ, length unit
   sites_per_primitive_cell: int  # s of the free-energy counting convention
   linearization: pair_terms.Linearization
-  neighbour_capacity: int        # mW neighbour-list capacity K
+  neighbour_capacity: int  # mW neighbour-list capacity K
 
   @property
   def num_particles(self) -> int:
@@ -72,16 +69,18 @@ class System:
   def _check_shape(self, x) -> jnp.ndarray:
     x = pair_terms.as_positions(x)
     if x.shape[-2] != self.num_particles:
-      raise ValueError(f'{self.name}: positions must have shape (..., '
-                       f'{self.num_particles}, 3), got {x.shape}.')
+      raise ValueError(
+        f'{self.name}: positions must have shape (..., {self.num_particles}, 3), got {x.shape}.'
+      )
     return x
 
   def _energy(self, x, linearization, strict):
     x = self._check_shape(x)
     if self.potential == 'lennard_jones':
       return lennard_jones.energy(x, self.box, self.cutoff, linearization=linearization)
-    return monatomic_water.energy(x, self.box, capacity=self.neighbour_capacity,
-                                  linearization=linearization, strict=strict)
+    return monatomic_water.energy(
+      x, self.box, capacity=self.neighbour_capacity, linearization=linearization, strict=strict
+    )
 
   def energy(self, x) -> jnp.ndarray:
     """Physical energy (...) of x (..., N, 3).
@@ -98,12 +97,21 @@ class System:
     return self._energy(x, self.linearization, strict=False)
 
 
-def make_system(name: str, potential: str, lattice_name: str, num_particles: int,
-                density: float, temperature: float, *, linearize_below: float,
-                min_distance: float, cutoff: float | None = None,
-                thermal_wavelength: float | None = None,
-                neighbour_capacity: int = neighbour_list.DEFAULT_CAPACITY,
-                allow_small_box: bool = False) -> System:
+def make_system(
+  name: str,
+  potential: str,
+  lattice_name: str,
+  num_particles: int,
+  density: float,
+  temperature: float,
+  *,
+  linearize_below: float,
+  min_distance: float,
+  cutoff: float | None = None,
+  thermal_wavelength: float | None = None,
+  neighbour_capacity: int = neighbour_list.DEFAULT_CAPACITY,
+  allow_small_box: bool = False,
+) -> System:
   """Builds a System on a perfect lattice.
 
   Args:
@@ -132,52 +140,75 @@ def make_system(name: str, potential: str, lattice_name: str, num_particles: int
     if cutoff is None or not cutoff > 0:
       raise ValueError(f'Lennard-Jones needs a positive cutoff, got {cutoff}.')
   elif cutoff is not None:
-    raise ValueError(f'mW has the fixed cutoff aσ = {monatomic_water.CUTOFF} Å; '
-                     f'got cutoff={cutoff}, expected None.')
+    raise ValueError(
+      f'mW has the fixed cutoff aσ = {monatomic_water.CUTOFF} Å; '
+      f'got cutoff={cutoff}, expected None.'
+    )
   else:
     cutoff = monatomic_water.CUTOFF
   if not linearize_below < cutoff:
-    raise ValueError(f'linearize_below={linearize_below} must be below the cutoff '
-                     f'{cutoff}.')
+    raise ValueError(f'linearize_below={linearize_below} must be below the cutoff {cutoff}.')
   units = _UNITS[potential]
   lattice = lattices.make_lattice(lattice_name, num_particles, density)
   shortest = float(np.min(lattice.box))
   if shortest < 2 * cutoff:
-    message = (f'System {name!r}: box edge {shortest:.4f} is shorter than twice the '
-               f'cutoff {cutoff:.4f}; energies use the minimum-image convention '
-               f'(one image per pair), as the published reference values do.')
+    message = (
+      f'System {name!r}: box edge {shortest:.4f} is shorter than twice the '
+      f'cutoff {cutoff:.4f}; energies use the minimum-image convention '
+      f'(one image per pair), as the published reference values do.'
+    )
     if not allow_small_box:
       raise ValueError(message + ' Pass allow_small_box=True to accept this.')
     warnings.warn(message, stacklevel=2)
   return System(
-      name=name, potential=potential, lattice_name=lattice_name,
-      lattice=lattice.positions, box=lattice.box, temperature=float(temperature),
-      beta=1.0 / (units.boltzmann * temperature), cutoff=float(cutoff),
-      energy_unit=units.energy_unit,
-      thermal_wavelength=float(thermal_wavelength or units.length_scale),
-      sites_per_primitive_cell=lattice.sites_per_primitive_cell,
-      linearization=pair_terms.Linearization(linearize_below, min_distance),
-      neighbour_capacity=neighbour_list.capacity_for(num_particles, neighbour_capacity))
+    name=name,
+    potential=potential,
+    lattice_name=lattice_name,
+    lattice=lattice.positions,
+    box=lattice.box,
+    temperature=float(temperature),
+    beta=1.0 / (units.boltzmann * temperature),
+    cutoff=float(cutoff),
+    energy_unit=units.energy_unit,
+    thermal_wavelength=float(thermal_wavelength or units.length_scale),
+    sites_per_primitive_cell=lattice.sites_per_primitive_cell,
+    linearization=pair_terms.Linearization(linearize_below, min_distance),
+    neighbour_capacity=neighbour_list.capacity_for(num_particles, neighbour_capacity),
+  )
 
 
-_LENNARD_JONES = dict(potential='lennard_jones', lattice_name='fcc', density=1.28,
-                      temperature=2.0, cutoff=2.7, linearize_below=0.8,
-                      min_distance=0.01)
-_MONATOMIC_WATER = dict(potential='monatomic_water', density=0.033567184,
-                        temperature=200.0, linearize_below=1.2, min_distance=0.01)
+_LENNARD_JONES = dict(
+  potential='lennard_jones',
+  lattice_name='fcc',
+  density=1.28,
+  temperature=2.0,
+  cutoff=2.7,
+  linearize_below=0.8,
+  min_distance=0.01,
+)
+_MONATOMIC_WATER = dict(
+  potential='monatomic_water',
+  density=0.033567184,
+  temperature=200.0,
+  linearize_below=1.2,
+  min_distance=0.01,
+)
 # Small boxes (edge < 2 cutoff) reproduce published minimum-image values.
 _SMALL = dict(allow_small_box=True)
 
 _NAMED = {
-    'lj_32': dict(_LENNARD_JONES, num_particles=32, **_SMALL),
-    'lj_256': dict(_LENNARD_JONES, num_particles=256),
-    'lj_500': dict(_LENNARD_JONES, num_particles=500),
-    'mw_cubic_8': dict(_MONATOMIC_WATER, lattice_name='cubic_diamond',
-                       num_particles=8, **_SMALL),
-    **{f'mw_cubic_{n}': dict(_MONATOMIC_WATER, lattice_name='cubic_diamond',
-                             num_particles=n) for n in (64, 216, 512)},
-    **{f'mw_hex_{n}': dict(_MONATOMIC_WATER, lattice_name='hexagonal_ice',
-                           num_particles=n) for n in (64, 216, 512)},
+  'lj_32': dict(_LENNARD_JONES, num_particles=32, **_SMALL),
+  'lj_256': dict(_LENNARD_JONES, num_particles=256),
+  'lj_500': dict(_LENNARD_JONES, num_particles=500),
+  'mw_cubic_8': dict(_MONATOMIC_WATER, lattice_name='cubic_diamond', num_particles=8, **_SMALL),
+  **{
+    f'mw_cubic_{n}': dict(_MONATOMIC_WATER, lattice_name='cubic_diamond', num_particles=n)
+    for n in (64, 216, 512)
+  },
+  **{
+    f'mw_hex_{n}': dict(_MONATOMIC_WATER, lattice_name='hexagonal_ice', num_particles=n)
+    for n in (64, 216, 512)
+  },
 }
 SYSTEM_NAMES = tuple(_NAMED)
 

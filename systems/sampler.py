@@ -19,13 +19,14 @@ A non-finite energy (e.g. an overflowing neighbour list) rejects the proposal.
 """
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 JITTER = 0.2  # each proposal's step is uniform in step_size·(1 ± JITTER)
+
 
 @dataclasses.dataclass(frozen=True)
 class SamplerResult:
@@ -37,6 +38,7 @@ class SamplerResult:
   step_size: (C,) step size used in production (after adaptation).
   statistical_inefficiency: (C,) g of each chain's stored energies (≥ 1).
   """
+
   samples: np.ndarray
   energies: np.ndarray
   acceptance: np.ndarray
@@ -51,18 +53,29 @@ def _centre(v: jnp.ndarray) -> jnp.ndarray:
 
 def _check_positive(name: str, value, integer: bool = False):
   value = np.asarray(value)
-  ok = np.all((value > 0) & np.isfinite(value)) and (not integer or value.ndim == 0
-                                                     and int(value) == value)
+  ok = np.all((value > 0) & np.isfinite(value)) and (
+    not integer or value.ndim == 0 and int(value) == value
+  )
   if not ok:
     kind = 'a positive integer' if integer else 'positive and finite'
     raise ValueError(f'{name}={value!r} must be {kind}.')
 
 
-def sample(energy_fn: Callable, x0, key: jax.Array, *, beta: float,
-           num_steps: int, step_size, burn_in: int = 0, thin: int = 1,
-           num_leapfrog: int = 5, target_acceptance: float = 0.8,
-           fix_centre_of_mass: bool = False,
-           energy_args: tuple = ()) -> SamplerResult:
+def sample(
+  energy_fn: Callable,
+  x0,
+  key: jax.Array,
+  *,
+  beta: float,
+  num_steps: int,
+  step_size,
+  burn_in: int = 0,
+  thin: int = 1,
+  num_leapfrog: int = 5,
+  target_acceptance: float = 0.8,
+  fix_centre_of_mass: bool = False,
+  energy_args: tuple = (),
+) -> SamplerResult:
   """Samples exp(−β energy_fn(x)) with C independent HMC chains.
 
   Args:
@@ -87,8 +100,7 @@ def sample(energy_fn: Callable, x0, key: jax.Array, *, beta: float,
     raise ValueError(f'x0 must have shape (chains, N, 3), got {x0.shape}.')
   for name, value in (('beta', beta), ('step_size', step_size)):
     _check_positive(name, value)
-  for name, value in (('num_steps', num_steps), ('thin', thin),
-                      ('num_leapfrog', num_leapfrog)):
+  for name, value in (('num_steps', num_steps), ('thin', thin), ('num_leapfrog', num_leapfrog)):
     _check_positive(name, value, integer=True)
   if int(burn_in) != burn_in or burn_in < 0:
     raise ValueError(f'burn_in={burn_in!r} must be a non-negative integer.')
@@ -99,34 +111,47 @@ def sample(energy_fn: Callable, x0, key: jax.Array, *, beta: float,
   chains = x0.shape[0]
   for i, arg in enumerate(energy_args):
     if jnp.shape(arg)[:1] != (chains,):
-      raise ValueError(f'energy_args[{i}] must have leading axis {chains} (chains), '
-                       f'got shape {jnp.shape(arg)}.')
+      raise ValueError(
+        f'energy_args[{i}] must have leading axis {chains} (chains), got shape {jnp.shape(arg)}.'
+      )
 
-  run = _make_runner(energy_fn, float(beta), int(num_steps), int(burn_in), int(thin),
-                     int(num_leapfrog), float(target_acceptance),
-                     bool(fix_centre_of_mass))
+  run = _make_runner(
+    energy_fn,
+    float(beta),
+    int(num_steps),
+    int(burn_in),
+    int(thin),
+    int(num_leapfrog),
+    float(target_acceptance),
+    bool(fix_centre_of_mass),
+  )
   keys = jax.random.split(key, chains)
   if np.ndim(step_size) not in (0, 1) or np.size(step_size) not in (1, chains):
-    raise ValueError(f'step_size must be a scalar or have shape ({chains},), got '
-                     f'shape {np.shape(step_size)}.')
+    raise ValueError(
+      f'step_size must be a scalar or have shape ({chains},), got shape {np.shape(step_size)}.'
+    )
   step0 = jnp.broadcast_to(jnp.asarray(step_size, x0.dtype), (chains,))
   samples, energies, acceptance, steps = jax.device_get(
-      run(x0, keys, step0, tuple(jnp.asarray(a) for a in energy_args)))
+    run(x0, keys, step0, tuple(jnp.asarray(a) for a in energy_args))
+  )
   return SamplerResult(
-      samples=np.asarray(samples), energies=np.asarray(energies),
-      acceptance=np.asarray(acceptance), step_size=np.asarray(steps),
-      statistical_inefficiency=statistical_inefficiency(np.asarray(energies)))
+    samples=np.asarray(samples),
+    energies=np.asarray(energies),
+    acceptance=np.asarray(acceptance),
+    step_size=np.asarray(steps),
+    statistical_inefficiency=statistical_inefficiency(np.asarray(energies)),
+  )
 
 
-def _make_runner(energy_fn, beta, num_steps, burn_in, thin, num_leapfrog,
-                 target_acceptance, fix_centre_of_mass):
+def _make_runner(
+  energy_fn, beta, num_steps, burn_in, thin, num_leapfrog, target_acceptance, fix_centre_of_mass
+):
   """Jitted (x0 (C,N,3), keys (C,), step (C,), args) -> samples, energies, acc, step."""
   project = _centre if fix_centre_of_mass else (lambda v: v)
 
   def one_chain(x, key, step, args):
     centre = jnp.mean(x, axis=-2, keepdims=True)
-    restore = ((lambda y: _centre(y) + centre) if fix_centre_of_mass
-               else (lambda y: y))
+    restore = (lambda y: _centre(y) + centre) if fix_centre_of_mass else (lambda y: y)
     reduced = jax.value_and_grad(lambda y: beta * energy_fn(y, *args))
 
     def hmc_step(state, key, step):
@@ -144,14 +169,12 @@ def _make_runner(energy_fn, beta, num_steps, burn_in, thin, num_leapfrog,
         p = p - 0.5 * step * project(g)
         return (y, p, u_new, g), None
 
-      (y, p, u_new, g), _ = jax.lax.scan(leapfrog, (x, p, u, grad), None,
-                                         length=num_leapfrog)
+      (y, p, u_new, g), _ = jax.lax.scan(leapfrog, (x, p, u, grad), None, length=num_leapfrog)
       log_ratio = h0 - (u_new + 0.5 * jnp.sum(p * p))
       log_ratio = jnp.where(jnp.isfinite(log_ratio), log_ratio, -jnp.inf)
       accept_prob = jnp.exp(jnp.minimum(log_ratio, 0.0))
       accept = jax.random.uniform(key_a, (), x.dtype) < accept_prob
-      new = jax.tree.map(lambda a, b: jnp.where(accept, a, b), (y, u_new, g),
-                         (x, u, grad))
+      new = jax.tree.map(lambda a, b: jnp.where(accept, a, b), (y, u_new, g), (x, u, grad))
       return new, accept_prob
 
     def adapt(carry, inputs):
@@ -164,8 +187,10 @@ def _make_runner(energy_fn, beta, num_steps, burn_in, thin, num_leapfrog,
     state = (x, *reduced(x))
     key_burn, key_run = jax.random.split(key)
     (state, step), _ = jax.lax.scan(
-        adapt, (state, step),
-        (jax.random.split(key_burn, burn_in), jnp.arange(burn_in, dtype=x.dtype)))
+      adapt,
+      (state, step),
+      (jax.random.split(key_burn, burn_in), jnp.arange(burn_in, dtype=x.dtype)),
+    )
 
     def produce(state, keys):
       def inner(carry, key):
@@ -175,6 +200,7 @@ def _make_runner(energy_fn, beta, num_steps, burn_in, thin, num_leapfrog,
 
       (state, acc), _ = jax.lax.scan(inner, (state, 0.0), keys)
       return state, (state[0], state[1] / beta, acc)
+
     run_keys = jax.random.split(key_run, num_steps)
     run_keys = run_keys.reshape((num_steps // thin, thin) + run_keys.shape[1:])
     _, (samples, energies, acc) = jax.lax.scan(produce, state, run_keys)

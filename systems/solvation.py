@@ -17,8 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from systems import box as box_lib
-from systems import lennard_jones
-from systems import pair_terms
+from systems import lennard_jones, pair_terms
 
 NUM_SOLVENT = 125
 BOX_EDGE = 6.290
@@ -55,13 +54,13 @@ def energy(x, radius) -> jnp.ndarray:
   """Total energy (...) in ε of solvent positions x (..., 125, 3), solute size R."""
   x = pair_terms.as_positions(x)
   if x.shape[-2] != NUM_SOLVENT:
-    raise ValueError(f'positions must have shape (..., {NUM_SOLVENT}, 3), got '
-                     f'{x.shape}.')
+    raise ValueError(f'positions must have shape (..., {NUM_SOLVENT}, 3), got {x.shape}.')
   return solvent_energy(x) + solute_energy(x, radius)
 
 
-def initial_positions(key: jax.Array, num_configs: int, radius: float,
-                      spacing: float = 0.8) -> np.ndarray:
+def initial_positions(
+  key: jax.Array, num_configs: int, radius: float, spacing: float = 0.8
+) -> np.ndarray:
   """(num_configs, 125, 3) starting configurations outside the solute.
 
   Each takes 125 random sites of a cubic grid of about `spacing` σ that lie
@@ -74,9 +73,10 @@ def initial_positions(key: jax.Array, num_configs: int, radius: float,
   grid = np.stack(np.meshgrid(ticks, ticks, ticks, indexing='ij'), -1).reshape(-1, 3)
   free = grid[np.linalg.norm(grid, axis=-1) > WCA_CUTOFF_FACTOR * radius]
   if len(free) < NUM_SOLVENT:
-    raise ValueError(f'radius={radius} with spacing={spacing} leaves {len(free)} '
-                     f'grid sites for {NUM_SOLVENT} particles; use a smaller spacing.')
+    raise ValueError(
+      f'radius={radius} with spacing={spacing} leaves {len(free)} '
+      f'grid sites for {NUM_SOLVENT} particles; use a smaller spacing.'
+    )
   keys = jax.random.split(key, num_configs)
-  picks = [np.asarray(jax.random.choice(k, len(free), (NUM_SOLVENT,), replace=False))
-           for k in keys]
+  picks = [np.asarray(jax.random.choice(k, len(free), (NUM_SOLVENT,), replace=False)) for k in keys]
   return np.stack([free[p] for p in picks]).astype(np.float32)

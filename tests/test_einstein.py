@@ -18,29 +18,28 @@ from systems import einstein
 def test_log_z_einstein_matches_numerical_integral_on_fixed_com_subspace():
   # N = 2 in 3-D: integrate over an orthonormal basis of {u_0 + u_1 = 0} (3-D grid).
   n, spring, beta = 2, 3.0, 0.7
-  _, _, vt = np.linalg.svd(np.tile(np.eye(3), n))   # rows 3.. span Σu = 0
-  basis = vt[3:].T                                  # (3N, 3(N-1)), orthonormal
+  _, _, vt = np.linalg.svd(np.tile(np.eye(3), n))  # rows 3.. span Σu = 0
+  basis = vt[3:].T  # (3N, 3(N-1)), orthonormal
   a = np.linspace(-6, 6, 121) / math.sqrt(beta * spring)
   grid = np.stack(np.meshgrid(a, a, a, indexing='ij'), -1).reshape(-1, 3)
   u = (grid @ basis.T).reshape(-1, n, 3)
   integrand = np.exp(-beta * einstein.einstein_energy(u, np.zeros((n, 3)), spring))
   numeric = integrand.sum() * (a[1] - a[0]) ** 3
-  np.testing.assert_allclose(math.log(numeric), einstein.log_z_einstein(spring, beta, n),
-                             atol=1e-8)
+  np.testing.assert_allclose(math.log(numeric), einstein.log_z_einstein(spring, beta, n), atol=1e-8)
 
 
 def test_beta_f_per_particle_formula():
   n, volume, wavelength, log_z_w = 8, 238.3, 2.3925, 12.0
-  expected = ((-math.log(volume / n) - 1.5 * math.log(n) - log_z_w) / n
-              + 3 * math.log(wavelength))
+  expected = (-math.log(volume / n) - 1.5 * math.log(n) - log_z_w) / n + 3 * math.log(wavelength)
   assert einstein.beta_f_per_particle(log_z_w, n, volume, wavelength) == pytest.approx(
-      expected, abs=1e-14)
+    expected, abs=1e-14
+  )
 
 
 def test_spring_from_exact_einstein_samples():
   spring, beta, n = 5.0, 2.0, 10
   u = np.random.default_rng(0).normal(size=(20_000, n, 3)) / math.sqrt(beta * spring)
-  u -= u.mean(axis=1, keepdims=True)                # projection onto Σu = 0
+  u -= u.mean(axis=1, keepdims=True)  # projection onto Σu = 0
   assert einstein.spring_from_displacements(u, beta) == pytest.approx(spring, rel=0.01)
 
 
@@ -53,9 +52,17 @@ def test_lambda_path_recovers_harmonic_partition_function():
   n, beta, k_einstein, k_true, offset = 4, 1.3, 1.0, 2.5, -7.0
   sites = np.random.default_rng(2).uniform(0, 4, size=(n, 3))
   path = einstein.lambda_path(
-      _harmonic_solid(sites, k_true, offset), sites, beta, k_einstein,
-      einstein.lambda_schedule(6), jax.random.PRNGKey(0), chains_per_stage=8,
-      num_steps=400, burn_in=200, step_size=0.3)
+    _harmonic_solid(sites, k_true, offset),
+    sites,
+    beta,
+    k_einstein,
+    einstein.lambda_schedule(6),
+    jax.random.PRNGKey(0),
+    chains_per_stage=8,
+    num_steps=400,
+    burn_in=200,
+    step_size=0.3,
+  )
   exact = einstein.log_z_einstein(k_true, beta, n) - beta * offset
   assert abs(path.log_z - exact) < 4 * path.log_z_stderr + 1e-3
   assert path.log_z_stderr < 0.05
@@ -68,27 +75,49 @@ def test_too_few_stages_are_refused_naming_the_pair():
   sites = np.random.default_rng(3).uniform(0, 4, size=(n, 3))
   with pytest.raises(einstein.InsufficientOverlapError, match=r'stages 0 and 1'):
     einstein.lambda_path(
-        _harmonic_solid(sites, 100.0, 0.0), sites, beta, 1.0, [0.0, 1.0],
-        jax.random.PRNGKey(1), chains_per_stage=4, num_steps=100, burn_in=50,
-        step_size=0.05)
+      _harmonic_solid(sites, 100.0, 0.0),
+      sites,
+      beta,
+      1.0,
+      [0.0, 1.0],
+      jax.random.PRNGKey(1),
+      chains_per_stage=4,
+      num_steps=100,
+      burn_in=50,
+      step_size=0.05,
+    )
 
 
 @pytest.mark.parametrize('lambdas', [[0.1, 1.0], [0.0, 0.5], [0.0, 0.6, 0.4, 1.0], [1.0]])
 def test_bad_lambdas_raise(lambdas):
   with pytest.raises(ValueError, match='lambdas'):
-    einstein.lambda_path(lambda x: jnp.sum(x ** 2), np.zeros((2, 3)), 1.0, 1.0, lambdas,
-                         jax.random.PRNGKey(0), chains_per_stage=1, num_steps=2, burn_in=0)
+    einstein.lambda_path(
+      lambda x: jnp.sum(x**2),
+      np.zeros((2, 3)),
+      1.0,
+      1.0,
+      lambdas,
+      jax.random.PRNGKey(0),
+      chains_per_stage=1,
+      num_steps=2,
+      burn_in=0,
+    )
 
 
-@pytest.mark.parametrize('args, match', [
-    ((0.0, 1.0, 4), 'spring'), ((1.0, -1.0, 4), 'beta'), ((1.0, 1.0, 1), 'num_particles')])
+@pytest.mark.parametrize(
+  'args, match',
+  [((0.0, 1.0, 4), 'spring'), ((1.0, -1.0, 4), 'beta'), ((1.0, 1.0, 1), 'num_particles')],
+)
 def test_log_z_einstein_rejects_bad_input(args, match):
   with pytest.raises(ValueError, match=match):
     einstein.log_z_einstein(*args)
 
 
 def test_systems_import_does_not_import_pymbar():
-  code = ('import sys, systems, systems.sampler, systems.einstein; '
-          'assert "pymbar" not in sys.modules, "pymbar imported"')
-  subprocess.run([sys.executable, '-c', code], check=True,
-                 cwd=pathlib.Path(__file__).resolve().parents[1])
+  code = (
+    'import sys, systems, systems.sampler, systems.einstein; '
+    'assert "pymbar" not in sys.modules, "pymbar imported"'
+  )
+  subprocess.run(
+    [sys.executable, '-c', code], check=True, cwd=pathlib.Path(__file__).resolve().parents[1]
+  )

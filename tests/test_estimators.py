@@ -16,13 +16,13 @@ DIM = 3
 
 
 def harmonic(center, sigma, offset):
-    """Reduced potential u(x) = |x - center|^2 / (2 sigma^2) + offset on x shape (..., DIM),
-    with its reduced free energy relative to the standard normal (sigma 1, offset 0)."""
+  """Reduced potential u(x) = |x - center|^2 / (2 sigma^2) + offset on x shape (..., DIM),
+  with its reduced free energy relative to the standard normal (sigma 1, offset 0)."""
 
-    def u(x):
-        return np.sum((x - center) ** 2, axis=-1) / (2.0 * sigma**2) + offset
+  def u(x):
+    return np.sum((x - center) ** 2, axis=-1) / (2.0 * sigma**2) + offset
 
-    return u, -DIM * np.log(sigma) + offset
+  return u, -DIM * np.log(sigma) + offset
 
 
 U_A, F_A = harmonic(0.0, 1.0, 0.0)
@@ -31,199 +31,210 @@ DELTA_F = F_B - F_A
 
 
 def sample(rng, shape, center, sigma):
-    return center + sigma * rng.standard_normal((*shape, DIM))
+  return center + sigma * rng.standard_normal((*shape, DIM))
 
 
 def works(rng, n_forward, n_reverse, repeats=()):
-    """Forward works on A samples and reverse works on B samples, shapes (*repeats, n)."""
-    x_a = sample(rng, (*repeats, n_forward), 0.0, 1.0)
-    x_b = sample(rng, (*repeats, n_reverse), np.array([0.6, 0.0, 0.0]), 1.25)
-    return U_B(x_a) - U_A(x_a), U_A(x_b) - U_B(x_b)
+  """Forward works on A samples and reverse works on B samples, shapes (*repeats, n)."""
+  x_a = sample(rng, (*repeats, n_forward), 0.0, 1.0)
+  x_b = sample(rng, (*repeats, n_reverse), np.array([0.6, 0.0, 0.0]), 1.25)
+  return U_B(x_a) - U_A(x_a), U_A(x_b) - U_B(x_b)
 
 
 def within(estimate, truth, sigmas=3.0):
-    return abs(estimate.value - truth) < sigmas * estimate.stderr
+  return abs(estimate.value - truth) < sigmas * estimate.stderr
 
 
 # --- analytic recovery -------------------------------------------------------
 
 
 def test_two_state_estimators_recover_delta_f():
-    w_f, w_r = works(np.random.default_rng(0), 4000, 3000)
-    results = {
-        "fep_forward": est.fep_forward(w_f),
-        "fep_reverse": est.fep_reverse(w_r),
-        "bar": est.bar(w_f, w_r),
-    }
-    for name, result in results.items():
-        assert within(result, DELTA_F), (name, result, DELTA_F)
-        assert 0.0 < result.stderr < 0.1, (name, result)
-    assert results["bar"].num_samples == (4000, 3000)
-    # Reverse weights p_A/p_B on B samples: ESS -> 1 / E_B[(p_A/p_B)^2].  In B's standard
-    # coordinates p_A = N(m, s^2) per axis, and E[(p/N(0,1))^2] = exp((m/s^2)^2/a - m^2/s^2) / (s^2 sqrt(2a))
-    # with a = 1/s^2 - 1/2 (m = 0 on the other axes).
-    s, m = 1.0 / 1.25, -0.6 / 1.25
-    a = 1.0 / s**2 - 0.5
-    second_moment = (1.0 / (s**2 * np.sqrt(2.0 * a))) ** DIM * np.exp((m / s**2) ** 2 / a - m**2 / s**2)
-    assert results["fep_reverse"].ess == pytest.approx(1.0 / second_moment, rel=0.05)
+  w_f, w_r = works(np.random.default_rng(0), 4000, 3000)
+  results = {
+    'fep_forward': est.fep_forward(w_f),
+    'fep_reverse': est.fep_reverse(w_r),
+    'bar': est.bar(w_f, w_r),
+  }
+  for name, result in results.items():
+    assert within(result, DELTA_F), (name, result, DELTA_F)
+    assert 0.0 < result.stderr < 0.1, (name, result)
+  assert results['bar'].num_samples == (4000, 3000)
+  # Reverse weights p_A/p_B on B samples: ESS -> 1 / E_B[(p_A/p_B)^2].  In B's standard
+  # coordinates p_A = N(m, s^2) per axis, and
+  # E[(p/N(0,1))^2] = exp((m/s^2)^2/a - m^2/s^2) / (s^2 sqrt(2a))
+  # with a = 1/s^2 - 1/2 (m = 0 on the other axes).
+  s, m = 1.0 / 1.25, -0.6 / 1.25
+  a = 1.0 / s**2 - 0.5
+  second_moment = (1.0 / (s**2 * np.sqrt(2.0 * a))) ** DIM * np.exp(
+    (m / s**2) ** 2 / a - m**2 / s**2
+  )
+  assert results['fep_reverse'].ess == pytest.approx(1.0 / second_moment, rel=0.05)
 
 
 def test_bar_sign_convention_swaps():
-    w_f, w_r = works(np.random.default_rng(1), 500, 700)
-    forward, backward = est.bar(w_f, w_r), est.bar(w_r, w_f)
-    assert backward.value == pytest.approx(-forward.value, abs=1e-10)
-    assert backward.stderr == pytest.approx(forward.stderr, rel=1e-10)
+  w_f, w_r = works(np.random.default_rng(1), 500, 700)
+  forward, backward = est.bar(w_f, w_r), est.bar(w_r, w_f)
+  assert backward.value == pytest.approx(-forward.value, abs=1e-10)
+  assert backward.stderr == pytest.approx(forward.stderr, rel=1e-10)
 
 
 def test_bar_solves_far_from_zero_and_large_works():
-    w_f, w_r = works(np.random.default_rng(2), 800, 800)
-    shift = 250.0  # offset both states by a constant: Delta F moves by exactly that
-    shifted = est.bar(w_f + shift, w_r - shift)
-    plain = est.bar(w_f, w_r)
-    assert shifted.value == pytest.approx(plain.value + shift, abs=1e-8)
-    assert shifted.stderr == pytest.approx(plain.stderr, rel=1e-6)
+  w_f, w_r = works(np.random.default_rng(2), 800, 800)
+  shift = 250.0  # offset both states by a constant: Delta F moves by exactly that
+  shifted = est.bar(w_f + shift, w_r - shift)
+  plain = est.bar(w_f, w_r)
+  assert shifted.value == pytest.approx(plain.value + shift, abs=1e-8)
+  assert shifted.stderr == pytest.approx(plain.stderr, rel=1e-6)
 
 
 def test_mbar_with_intermediate_states():
-    rng = np.random.default_rng(3)
-    lambdas = np.linspace(0.0, 1.0, 4)
-    states = [harmonic(np.array([0.6 * t, 0.0, 0.0]), 1.0 + 0.25 * t, 0.4 * t) for t in lambdas]
-    n_k = np.array([600, 500, 500, 700])
-    x = np.concatenate(
-        [sample(rng, (n,), np.array([0.6 * t, 0.0, 0.0]), 1.0 + 0.25 * t) for n, t in zip(n_k, lambdas)]
-    )
-    u_kn = np.stack([u(x) for u, _ in states])
-    truth = np.array([f for _, f in states]) - states[0][1]
+  rng = np.random.default_rng(3)
+  lambdas = np.linspace(0.0, 1.0, 4)
+  states = [harmonic(np.array([0.6 * t, 0.0, 0.0]), 1.0 + 0.25 * t, 0.4 * t) for t in lambdas]
+  n_k = np.array([600, 500, 500, 700])
+  x = np.concatenate(
+    [sample(rng, (n,), np.array([0.6 * t, 0.0, 0.0]), 1.0 + 0.25 * t) for n, t in zip(n_k, lambdas)]
+  )
+  u_kn = np.stack([u(x) for u, _ in states])
+  truth = np.array([f for _, f in states]) - states[0][1]
 
-    result = est.mbar(u_kn, n_k)
+  result = est.mbar(u_kn, n_k)
 
-    assert result.delta_f.shape == result.stderr.shape == (4,)
-    assert result.delta_f[0] == 0.0 and result.stderr[0] == 0.0
-    assert np.all(np.abs(result.delta_f[1:] - truth[1:]) < 3.0 * result.stderr[1:]), (result, truth)
-    assert result.num_samples == (600, 500, 500, 700)
-    assert result.overlap.shape == (4, 4)
-    np.testing.assert_allclose(result.overlap.sum(axis=1), 1.0, atol=1e-10)
-    # Each adjacent pair's overlap equals pymbar's 2x2 overlap matrix of a fresh
-    # two-state MBAR on that pair's samples alone.
-    pymbar = est.import_pymbar()
-    starts = np.concatenate([[0], np.cumsum(n_k)])
-    for k in range(3):
-        cols = slice(starts[k], starts[k + 2])
-        pair = pymbar.MBAR(u_kn[k:k + 2, cols], np.asarray(n_k[k:k + 2]))
-        o = pair.compute_overlap()["matrix"]
-        assert result.adjacent_pair_overlap[k] == pytest.approx(min(o[0, 1], o[1, 0]), rel=1e-4)
-    assert result.min_adjacent_overlap == result.adjacent_pair_overlap.min()
-    assert 0.0 < result.min_adjacent_overlap < 0.5
-    assert not result.delta_f.flags.writeable
+  assert result.delta_f.shape == result.stderr.shape == (4,)
+  assert result.delta_f[0] == 0.0 and result.stderr[0] == 0.0
+  assert np.all(np.abs(result.delta_f[1:] - truth[1:]) < 3.0 * result.stderr[1:]), (result, truth)
+  assert result.num_samples == (600, 500, 500, 700)
+  assert result.overlap.shape == (4, 4)
+  np.testing.assert_allclose(result.overlap.sum(axis=1), 1.0, atol=1e-10)
+  # Each adjacent pair's overlap equals pymbar's 2x2 overlap matrix of a fresh
+  # two-state MBAR on that pair's samples alone.
+  pymbar = est.import_pymbar()
+  starts = np.concatenate([[0], np.cumsum(n_k)])
+  for k in range(3):
+    cols = slice(starts[k], starts[k + 2])
+    pair = pymbar.MBAR(u_kn[k : k + 2, cols], np.asarray(n_k[k : k + 2]))
+    o = pair.compute_overlap()['matrix']
+    assert result.adjacent_pair_overlap[k] == pytest.approx(min(o[0, 1], o[1, 0]), rel=1e-4)
+  assert result.min_adjacent_overlap == result.adjacent_pair_overlap.min()
+  assert 0.0 < result.min_adjacent_overlap < 0.5
+  assert not result.delta_f.flags.writeable
 
 
 def test_adjacent_pair_overlap_grows_as_states_approach():
-    """Two 1-D Gaussians: the pair overlap rises towards 1/2 as they merge."""
-    rng = np.random.default_rng(5)
-    values = []
-    for shift in (4.0, 2.0, 1.0, 0.25, 0.0):
-        x = np.concatenate([rng.normal(0.0, 1.0, 4000), rng.normal(shift, 1.0, 4000)])
-        u_kn = np.stack([0.5 * x**2, 0.5 * (x - shift) ** 2])
-        values.append(est.adjacent_pair_overlap(u_kn, np.array([4000, 4000]), np.zeros(2))[0])
-    assert np.all(np.diff(values) > 0), values
-    assert values[-1] == pytest.approx(0.5, abs=1e-9)
-    assert values[0] < 0.1
+  """Two 1-D Gaussians: the pair overlap rises towards 1/2 as they merge."""
+  rng = np.random.default_rng(5)
+  values = []
+  for shift in (4.0, 2.0, 1.0, 0.25, 0.0):
+    x = np.concatenate([rng.normal(0.0, 1.0, 4000), rng.normal(shift, 1.0, 4000)])
+    u_kn = np.stack([0.5 * x**2, 0.5 * (x - shift) ** 2])
+    values.append(est.adjacent_pair_overlap(u_kn, np.array([4000, 4000]), np.zeros(2))[0])
+  assert np.all(np.diff(values) > 0), values
+  assert values[-1] == pytest.approx(0.5, abs=1e-9)
+  assert values[0] < 0.1
 
 
 def test_two_state_mbar_equals_bar():
-    rng = np.random.default_rng(4)
-    x = np.concatenate([sample(rng, (700,), 0.0, 1.0), sample(rng, (400,), np.array([0.6, 0.0, 0.0]), 1.25)])
-    u_kn = np.stack([U_A(x), U_B(x)])
-    two_state = est.mbar(u_kn, [700, 400])
-    bennett = est.bar(u_kn[1, :700] - u_kn[0, :700], u_kn[0, 700:] - u_kn[1, 700:])
-    assert two_state.delta_f[1] == pytest.approx(bennett.value, abs=1e-6)
-    # pymbar's MBAR error agrees with the BAR formula to leading order in good overlap.
-    assert two_state.stderr[1] == pytest.approx(bennett.stderr, rel=0.05)
+  rng = np.random.default_rng(4)
+  x = np.concatenate(
+    [sample(rng, (700,), 0.0, 1.0), sample(rng, (400,), np.array([0.6, 0.0, 0.0]), 1.25)]
+  )
+  u_kn = np.stack([U_A(x), U_B(x)])
+  two_state = est.mbar(u_kn, [700, 400])
+  bennett = est.bar(u_kn[1, :700] - u_kn[0, :700], u_kn[0, 700:] - u_kn[1, 700:])
+  assert two_state.delta_f[1] == pytest.approx(bennett.value, abs=1e-6)
+  # pymbar's MBAR error agrees with the BAR formula to leading order in good overlap.
+  assert two_state.stderr[1] == pytest.approx(bennett.stderr, rel=0.05)
 
 
 def test_bar_counts_samples_of_zero_density():
-    # A uniform on [0, 1], B uniform on [0, 2] (both densities 1 on their support):
-    # Delta F = -ln 2. A samples have w_F = 0; B samples in (1, 2] have w_R = +inf.
-    # The BAR equation then solves to exactly ln(m_in / m), m_in of m B samples in A.
-    for n, m, m_in in ((500, 400, 200), (300, 1000, 250)):
-        w_r = np.concatenate([np.zeros(m_in), np.full(m - m_in, np.inf)])
-        result = est.bar(np.zeros(n), w_r)
-        assert result.value == pytest.approx(np.log(m_in / m), abs=1e-12)
-        assert result.num_samples == (n, m)
-    # The same through lbar: normalised q = U[0, 1], p~ = 1 on [0, 2], Z = 2.
-    log_q_on_p = np.where(np.arange(400) < 200, 0.0, -np.inf)
-    result = est.lbar(np.zeros(500), np.zeros(500), log_q_on_p, np.zeros(400))
-    assert result.value == pytest.approx(np.log(2.0), abs=1e-12)
-    with pytest.raises(ValueError, match="work_reverse"):
-        est.bar(np.zeros(3), np.array([0.0, np.nan]))
-    with pytest.raises(ValueError, match="log_q_on_q"):
-        est.lbar(np.array([0.0, -np.inf]), np.zeros(2), np.zeros(2), np.zeros(2))
+  # A uniform on [0, 1], B uniform on [0, 2] (both densities 1 on their support):
+  # Delta F = -ln 2. A samples have w_F = 0; B samples in (1, 2] have w_R = +inf.
+  # The BAR equation then solves to exactly ln(m_in / m), m_in of m B samples in A.
+  for n, m, m_in in ((500, 400, 200), (300, 1000, 250)):
+    w_r = np.concatenate([np.zeros(m_in), np.full(m - m_in, np.inf)])
+    result = est.bar(np.zeros(n), w_r)
+    assert result.value == pytest.approx(np.log(m_in / m), abs=1e-12)
+    assert result.num_samples == (n, m)
+  # The same through lbar: normalised q = U[0, 1], p~ = 1 on [0, 2], Z = 2.
+  log_q_on_p = np.where(np.arange(400) < 200, 0.0, -np.inf)
+  result = est.lbar(np.zeros(500), np.zeros(500), log_q_on_p, np.zeros(400))
+  assert result.value == pytest.approx(np.log(2.0), abs=1e-12)
+  with pytest.raises(ValueError, match='work_reverse'):
+    est.bar(np.zeros(3), np.array([0.0, np.nan]))
+  with pytest.raises(ValueError, match='log_q_on_q'):
+    est.lbar(np.array([0.0, -np.inf]), np.zeros(2), np.zeros(2), np.zeros(2))
 
 
 def test_lbar_recovers_log_partition_function():
-    rng = np.random.default_rng(5)
-    sigma_q, sigma_p, log_scale = 1.1, 0.9, -7.5  # p~(x) = exp(log_scale - |x|^2 / (2 sigma_p^2))
-    log_z = log_scale + 0.5 * DIM * np.log(2.0 * np.pi * sigma_p**2)
+  rng = np.random.default_rng(5)
+  sigma_q, sigma_p, log_scale = 1.1, 0.9, -7.5  # p~(x) = exp(log_scale - |x|^2 / (2 sigma_p^2))
+  log_z = log_scale + 0.5 * DIM * np.log(2.0 * np.pi * sigma_p**2)
 
-    def log_q(x):
-        return -np.sum(x**2, axis=-1) / (2.0 * sigma_q**2) - 0.5 * DIM * np.log(2.0 * np.pi * sigma_q**2)
+  def log_q(x):
+    return -np.sum(x**2, axis=-1) / (2.0 * sigma_q**2) - 0.5 * DIM * np.log(
+      2.0 * np.pi * sigma_q**2
+    )
 
-    def log_p(x):
-        return log_scale - np.sum(x**2, axis=-1) / (2.0 * sigma_p**2)
+  def log_p(x):
+    return log_scale - np.sum(x**2, axis=-1) / (2.0 * sigma_p**2)
 
-    x_q = sample(rng, (3000,), 0.0, sigma_q)
-    x_p = sample(rng, (1000,), 0.0, sigma_p)
-    result = est.lbar(log_q(x_q), log_p(x_q), log_q(x_p), log_p(x_p))
+  x_q = sample(rng, (3000,), 0.0, sigma_q)
+  x_p = sample(rng, (1000,), 0.0, sigma_p)
+  result = est.lbar(log_q(x_q), log_p(x_q), log_q(x_p), log_p(x_p))
 
-    assert within(result, log_z), (result, log_z)
-    assert 0.0 < result.stderr < 0.05
-    # Same flow samples, importance sampling: ln Z = ln mean p~/q.
-    assert within(est.importance_sampling(log_p(x_q) - log_q(x_q)), log_z)
+  assert within(result, log_z), (result, log_z)
+  assert 0.0 < result.stderr < 0.05
+  # Same flow samples, importance sampling: ln Z = ln mean p~/q.
+  assert within(est.importance_sampling(log_p(x_q) - log_q(x_q)), log_z)
 
 
 # --- importance sampling ----------------------------------------------------
 
 
-@pytest.mark.parametrize("level", [-1e4, 0.0, 3e5])
+@pytest.mark.parametrize('level', [-1e4, 0.0, 3e5])
 def test_importance_sampling_exact_weights(level):
-    result = est.importance_sampling(np.full(64, level))
-    assert result.value == level
-    assert result.ess == 1.0
-    assert result.stderr_delta == 0.0
-    assert result.stderr < 1e-12
-    assert est.ess_fraction(np.full(5, level)) == 1.0
+  result = est.importance_sampling(np.full(64, level))
+  assert result.value == level
+  assert result.ess == 1.0
+  assert result.stderr_delta == 0.0
+  assert result.stderr < 1e-12
+  assert est.ess_fraction(np.full(5, level)) == 1.0
 
 
 def test_importance_sampling_any_magnitude_and_zero_weights():
-    log_w = np.random.default_rng(6).normal(size=500)
-    plain = est.importance_sampling(log_w)
-    for shift in (-1e4, 1e4):
-        moved = est.importance_sampling(log_w + shift)
-        assert moved.value == pytest.approx(plain.value + shift, abs=1e-9)
-        assert moved.stderr_delta == pytest.approx(plain.stderr_delta, rel=1e-9)
-        assert moved.stderr_bootstrap == pytest.approx(plain.stderr_bootstrap, rel=1e-6)
-    padded = est.importance_sampling(np.concatenate([log_w, np.full(500, -np.inf)]))
-    assert padded.value == pytest.approx(plain.value - np.log(2.0), abs=1e-12)
-    assert est.ess_fraction([0.0, 0.0, -np.inf, -np.inf]) == pytest.approx(0.5)
+  log_w = np.random.default_rng(6).normal(size=500)
+  plain = est.importance_sampling(log_w)
+  for shift in (-1e4, 1e4):
+    moved = est.importance_sampling(log_w + shift)
+    assert moved.value == pytest.approx(plain.value + shift, abs=1e-9)
+    assert moved.stderr_delta == pytest.approx(plain.stderr_delta, rel=1e-9)
+    assert moved.stderr_bootstrap == pytest.approx(plain.stderr_bootstrap, rel=1e-6)
+  padded = est.importance_sampling(np.concatenate([log_w, np.full(500, -np.inf)]))
+  assert padded.value == pytest.approx(plain.value - np.log(2.0), abs=1e-12)
+  assert est.ess_fraction([0.0, 0.0, -np.inf, -np.inf]) == pytest.approx(0.5)
 
 
 def test_importance_sampling_reports_both_errors_and_larger():
-    result = est.importance_sampling(np.random.default_rng(7).normal(size=300), num_bootstrap=50, seed=3)
-    assert result.stderr == max(result.stderr_delta, result.stderr_bootstrap)
-    assert result.stderr_bootstrap == pytest.approx(result.stderr_delta, rel=0.4)
-    again = est.importance_sampling(np.random.default_rng(7).normal(size=300), num_bootstrap=50, seed=3)
-    assert again == result
-    no_boot = est.importance_sampling(np.random.default_rng(7).normal(size=300), num_bootstrap=0)
-    assert np.isnan(no_boot.stderr_bootstrap) and no_boot.stderr == no_boot.stderr_delta
+  result = est.importance_sampling(
+    np.random.default_rng(7).normal(size=300), num_bootstrap=50, seed=3
+  )
+  assert result.stderr == max(result.stderr_delta, result.stderr_bootstrap)
+  assert result.stderr_bootstrap == pytest.approx(result.stderr_delta, rel=0.4)
+  again = est.importance_sampling(
+    np.random.default_rng(7).normal(size=300), num_bootstrap=50, seed=3
+  )
+  assert again == result
+  no_boot = est.importance_sampling(np.random.default_rng(7).normal(size=300), num_bootstrap=0)
+  assert np.isnan(no_boot.stderr_bootstrap) and no_boot.stderr == no_boot.stderr_delta
 
 
 def test_fep_directions_are_importance_sampling():
-    w = np.random.default_rng(8).normal(1.0, 0.7, size=200)
-    forward, reverse, weights = est.fep_forward(w), est.fep_reverse(w), est.importance_sampling(-w)
-    assert forward.value == -weights.value == -reverse.value
-    assert dataclasses.replace(forward, value=0.0) == dataclasses.replace(weights, value=0.0)
-    # Gaussian works: Delta F = mean - var / 2 in the limit.
-    assert est.fep_forward(np.full(10, 2.5)).value == pytest.approx(2.5, abs=1e-14)
+  w = np.random.default_rng(8).normal(1.0, 0.7, size=200)
+  forward, reverse, weights = est.fep_forward(w), est.fep_reverse(w), est.importance_sampling(-w)
+  assert forward.value == -weights.value == -reverse.value
+  assert dataclasses.replace(forward, value=0.0) == dataclasses.replace(weights, value=0.0)
+  # Gaussian works: Delta F = mean - var / 2 in the limit.
+  assert est.fep_forward(np.full(10, 2.5)).value == pytest.approx(2.5, abs=1e-14)
 
 
 # --- error-bar calibration --------------------------------------------------
@@ -232,77 +243,81 @@ REPEATS = 200
 
 
 def calibration(values, stderrs, truth):
-    values, stderrs = np.asarray(values), np.asarray(stderrs)
-    spread = values.std(ddof=1)
-    coverage = np.mean(np.abs(values - truth) < 2.0 * stderrs)
-    return spread / stderrs.mean(), coverage
+  values, stderrs = np.asarray(values), np.asarray(stderrs)
+  spread = values.std(ddof=1)
+  coverage = np.mean(np.abs(values - truth) < 2.0 * stderrs)
+  return spread / stderrs.mean(), coverage
 
 
 def test_importance_sampling_error_bars_are_calibrated():
-    rng = np.random.default_rng(9)
-    n = 200
-    # q = N(0, 1), p~ = N(0.5, 1) scaled by Z = e^1.5: log-weights are Gaussian, ESS ~ e^-0.25.
-    x = rng.standard_normal((REPEATS, n))
-    log_w = 1.5 + 0.5 * x - 0.125
-    results = [est.importance_sampling(row, num_bootstrap=100, seed=i) for i, row in enumerate(log_w)]
-    for kind in ("stderr", "stderr_delta", "stderr_bootstrap"):
-        ratio, coverage = calibration([r.value for r in results], [getattr(r, kind) for r in results], 1.5)
-        assert 0.8 < ratio < 1.25, (kind, ratio)
-        assert 0.89 < coverage < 0.99, (kind, coverage)
+  rng = np.random.default_rng(9)
+  n = 200
+  # q = N(0, 1), p~ = N(0.5, 1) scaled by Z = e^1.5: log-weights are Gaussian, ESS ~ e^-0.25.
+  x = rng.standard_normal((REPEATS, n))
+  log_w = 1.5 + 0.5 * x - 0.125
+  results = [est.importance_sampling(row, num_bootstrap=100, seed=i) for i, row in enumerate(log_w)]
+  for kind in ('stderr', 'stderr_delta', 'stderr_bootstrap'):
+    ratio, coverage = calibration(
+      [r.value for r in results], [getattr(r, kind) for r in results], 1.5
+    )
+    assert 0.8 < ratio < 1.25, (kind, ratio)
+    assert 0.89 < coverage < 0.99, (kind, coverage)
 
 
 def test_bar_error_bars_are_calibrated():
-    w_f, w_r = works(np.random.default_rng(10), 150, 100, repeats=(REPEATS,))
-    results = [est.bar(f, r) for f, r in zip(w_f, w_r)]
-    ratio, coverage = calibration([r.value for r in results], [r.stderr for r in results], DELTA_F)
-    assert 0.8 < ratio < 1.25, ratio
-    assert 0.89 < coverage < 0.99, coverage
+  w_f, w_r = works(np.random.default_rng(10), 150, 100, repeats=(REPEATS,))
+  results = [est.bar(f, r) for f, r in zip(w_f, w_r)]
+  ratio, coverage = calibration([r.value for r in results], [r.stderr for r in results], DELTA_F)
+  assert 0.8 < ratio < 1.25, ratio
+  assert 0.89 < coverage < 0.99, coverage
 
 
 # --- pymbar cross-check and import hygiene -----------------------------------
 
 
-@pytest.mark.parametrize("sizes", [(300, 300), (500, 120), (60, 900)])
+@pytest.mark.parametrize('sizes', [(300, 300), (500, 120), (60, 900)])
 def test_bar_matches_pymbar(sizes):
-    w_f, w_r = works(np.random.default_rng(11), *sizes)
-    reference = est.import_pymbar().other_estimators.bar(w_f, w_r)
-    ours = est.bar(w_f, w_r)
-    assert ours.value == pytest.approx(reference["Delta_f"], abs=1e-6)
-    assert ours.stderr == pytest.approx(reference["dDelta_f"], rel=1e-3)
+  w_f, w_r = works(np.random.default_rng(11), *sizes)
+  reference = est.import_pymbar().other_estimators.bar(w_f, w_r)
+  ours = est.bar(w_f, w_r)
+  assert ours.value == pytest.approx(reference['Delta_f'], abs=1e-6)
+  assert ours.stderr == pytest.approx(reference['dDelta_f'], rel=1e-3)
 
 
 def run_fresh_python(code):
-    env = {k: v for k, v in os.environ.items() if k not in ("JAX_ENABLE_X64", "PYMBAR_DISABLE_JAX")}
-    env["JAX_PLATFORMS"] = "cpu"
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
+  env = {k: v for k, v in os.environ.items() if k not in ('JAX_ENABLE_X64', 'PYMBAR_DISABLE_JAX')}
+  env['JAX_PLATFORMS'] = 'cpu'
+  done = subprocess.run(
+    [sys.executable, '-c', code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+  )
+  assert done.returncode == 0, done.stderr
+  return done.stdout
 
 
 def test_mbar_leaves_jax_x64_off():
-    out = run_fresh_python(
-        "import numpy as np\n"
-        "import flows.estimators as est\n"
-        "import jax\n"
-        "x = np.random.default_rng(0).normal(size=200)\n"
-        "res = est.mbar(np.stack([x**2 / 2, (x - 0.3)**2 / 2]), [100, 100])\n"
-        "import pymbar.mbar_solvers\n"
-        "print(jax.config.jax_enable_x64, pymbar.mbar_solvers.use_jit)\n"
-    )
-    assert out.split() == ["False", "False"]
+  out = run_fresh_python(
+    'import numpy as np\n'
+    'import flows.estimators as est\n'
+    'import jax\n'
+    'x = np.random.default_rng(0).normal(size=200)\n'
+    'res = est.mbar(np.stack([x**2 / 2, (x - 0.3)**2 / 2]), [100, 100])\n'
+    'import pymbar.mbar_solvers\n'
+    'print(jax.config.jax_enable_x64, pymbar.mbar_solvers.use_jit)\n'
+  )
+  assert out.split() == ['False', 'False']
 
 
 def test_package_import_does_not_import_pymbar():
-    out = run_fresh_python(
-        "import sys\n"
-        "import flows, flows.estimators\n"
-        "try:\n"
-        "    import systems\n"
-        "except ImportError:\n"
-        "    pass\n"
-        "print('pymbar' in sys.modules)\n"
-    )
-    assert out.split() == ["False"]
+  out = run_fresh_python(
+    'import sys\n'
+    'import flows, flows.estimators\n'
+    'try:\n'
+    '    import systems\n'
+    'except ImportError:\n'
+    '    pass\n'
+    "print('pymbar' in sys.modules)\n"
+  )
+  assert out.split() == ['False']
 
 
 # --- bad input ---------------------------------------------------------------
@@ -311,34 +326,34 @@ GOOD = np.array([0.1, -0.3, 0.7])
 
 
 @pytest.mark.parametrize(
-    "call, match",
-    [
-        (lambda: est.importance_sampling([]), "log_weights"),
-        (lambda: est.importance_sampling([1.0]), "log_weights"),
-        (lambda: est.importance_sampling(np.ones((2, 3))), "log_weights"),
-        (lambda: est.importance_sampling([0.0, np.nan]), "log_weights"),
-        (lambda: est.importance_sampling([0.0, np.inf]), "log_weights"),
-        (lambda: est.importance_sampling([-np.inf, -np.inf]), "log_weights"),
-        (lambda: est.importance_sampling(GOOD, num_bootstrap=1), "num_bootstrap"),
-        (lambda: est.importance_sampling(GOOD, num_bootstrap=-2), "num_bootstrap"),
-        (lambda: est.importance_sampling(GOOD, num_bootstrap=2.5), "num_bootstrap"),
-        (lambda: est.ess_fraction([np.nan, 0.0]), "log_weights"),
-        (lambda: est.fep_forward([0.0, -np.inf]), "work_forward"),
-        (lambda: est.fep_reverse([0.0, np.nan]), "work_reverse"),
-        (lambda: est.bar(GOOD, [0.0, -np.inf]), "work_reverse"),
-        (lambda: est.bar(GOOD, [np.inf, np.inf]), "work_reverse"),
-        (lambda: est.bar([[0.0, 1.0]], GOOD), "work_forward"),
-        (lambda: est.lbar(GOOD, GOOD[:2], GOOD, GOOD), "log_q_on_q and log_p_on_q"),
-        (lambda: est.lbar(GOOD, GOOD, GOOD, [0.0, np.nan, 1.0]), "log_p_on_p"),
-        (lambda: est.mbar(np.zeros((1, 4)), [4]), "u_kn"),
-        (lambda: est.mbar(np.zeros(4), [4]), "u_kn"),
-        (lambda: est.mbar(np.full((2, 4), np.nan), [2, 2]), "u_kn"),
-        (lambda: est.mbar(np.zeros((2, 4)), [2, 3]), "n_k"),
-        (lambda: est.mbar(np.zeros((2, 4)), [2.0, 2.0]), "n_k"),
-        (lambda: est.mbar(np.zeros((2, 4)), [5, -1]), "n_k"),
-        (lambda: est.mbar(np.zeros((2, 4)), [4]), "n_k"),
-    ],
+  'call, match',
+  [
+    (lambda: est.importance_sampling([]), 'log_weights'),
+    (lambda: est.importance_sampling([1.0]), 'log_weights'),
+    (lambda: est.importance_sampling(np.ones((2, 3))), 'log_weights'),
+    (lambda: est.importance_sampling([0.0, np.nan]), 'log_weights'),
+    (lambda: est.importance_sampling([0.0, np.inf]), 'log_weights'),
+    (lambda: est.importance_sampling([-np.inf, -np.inf]), 'log_weights'),
+    (lambda: est.importance_sampling(GOOD, num_bootstrap=1), 'num_bootstrap'),
+    (lambda: est.importance_sampling(GOOD, num_bootstrap=-2), 'num_bootstrap'),
+    (lambda: est.importance_sampling(GOOD, num_bootstrap=2.5), 'num_bootstrap'),
+    (lambda: est.ess_fraction([np.nan, 0.0]), 'log_weights'),
+    (lambda: est.fep_forward([0.0, -np.inf]), 'work_forward'),
+    (lambda: est.fep_reverse([0.0, np.nan]), 'work_reverse'),
+    (lambda: est.bar(GOOD, [0.0, -np.inf]), 'work_reverse'),
+    (lambda: est.bar(GOOD, [np.inf, np.inf]), 'work_reverse'),
+    (lambda: est.bar([[0.0, 1.0]], GOOD), 'work_forward'),
+    (lambda: est.lbar(GOOD, GOOD[:2], GOOD, GOOD), 'log_q_on_q and log_p_on_q'),
+    (lambda: est.lbar(GOOD, GOOD, GOOD, [0.0, np.nan, 1.0]), 'log_p_on_p'),
+    (lambda: est.mbar(np.zeros((1, 4)), [4]), 'u_kn'),
+    (lambda: est.mbar(np.zeros(4), [4]), 'u_kn'),
+    (lambda: est.mbar(np.full((2, 4), np.nan), [2, 2]), 'u_kn'),
+    (lambda: est.mbar(np.zeros((2, 4)), [2, 3]), 'n_k'),
+    (lambda: est.mbar(np.zeros((2, 4)), [2.0, 2.0]), 'n_k'),
+    (lambda: est.mbar(np.zeros((2, 4)), [5, -1]), 'n_k'),
+    (lambda: est.mbar(np.zeros((2, 4)), [4]), 'n_k'),
+  ],
 )
 def test_bad_input_raises(call, match):
-    with pytest.raises(ValueError, match=match):
-        call()
+  with pytest.raises(ValueError, match=match):
+    call()

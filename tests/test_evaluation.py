@@ -22,8 +22,10 @@ def test_flow_targeting_its_own_density_has_unit_ess_and_exact_log_z():
   setup, state = training.build(config)
   keys = jax.random.split(jax.random.key(0), len(jax.tree.leaves(state['params'])))
   params = jax.tree.map(
-      lambda p, k: p + 0.05 * jax.random.normal(k, p.shape, p.dtype),
-      state['params'], jax.tree.unflatten(jax.tree.structure(state['params']), keys))
+    lambda p, k: p + 0.05 * jax.random.normal(k, p.shape, p.dtype),
+    state['params'],
+    jax.tree.unflatten(jax.tree.structure(state['params']), keys),
+  )
   flow = setup.flow(params)
   c = 3.7
   beta = setup.system.beta
@@ -40,10 +42,12 @@ def test_flow_targeting_its_own_density_has_unit_ess_and_exact_log_z():
   assert row['log_z_stderr'] < 1e-3
   n, volume = setup.system.num_particles, setup.system.volume
   expected = (-(c + math.log(volume)) + math.lgamma(n + 1)) / n + 3 * math.log(
-      setup.system.thermal_wavelength)
+    setup.system.thermal_wavelength
+  )
   assert row['beta_f_per_particle'] == pytest.approx(expected, abs=3e-4)
   assert expected == pytest.approx(
-      convention.beta_f_per_particle(c, n, volume, setup.system.thermal_wavelength))
+    convention.beta_f_per_particle(c, n, volume, setup.system.thermal_wavelength)
+  )
   energies = samples['energy']
   assert row['mean_energy_flow'] == pytest.approx(np.mean(energies))
 
@@ -53,12 +57,15 @@ def test_draw_samples_rejects_bad_sizes():
     evaluation.draw_samples(None, jax.random.key(0), 0, 10)
 
 
-@pytest.mark.parametrize('module, arg, message', [
+@pytest.mark.parametrize(
+  'module, arg, message',
+  [
     (monatomic_water, 'mw_cubic_9,cpu', "Unknown system 'mw_cubic_9'.*mw_cubic_8"),
     (monatomic_water, 'mw_cubic_8,gpu', "Unknown variant 'gpu'.*cpu"),
     (lennard_jones, 'mw_cubic_8', "Unknown system 'mw_cubic_8'.*lj_32"),
     (lennard_jones, '', 'must be "<system>\\[,<variant>\\]"'),
-])
+  ],
+)
 def test_config_errors_name_the_bad_value(module, arg, message):
   with pytest.raises(ValueError, match=message):
     module.get_config(arg)
@@ -66,10 +73,19 @@ def test_config_errors_name_the_bad_value(module, arg, message):
 
 def test_paper_variant_is_the_published_setup():
   config = lennard_jones.get_config('lj_256,paper')
-  assert (config.model.num_layers, config.model.num_bins,
-          config.model.embedding_size, config.model.num_heads,
-          config.model.num_blocks, config.model.num_frequencies) == (24, 16, 256, 2, 2, 16)
-  assert (config.train.batch_size, config.train.learning_rate,
-          tuple(config.train.lr_decay_steps), config.train.lr_decay_factor,
-          config.train.max_gradient_norm, config.train.num_steps) == (
-              128, 7e-5, (250_000, 500_000), 0.1, 1e4, 1_000_000)
+  assert (
+    config.model.num_layers,
+    config.model.num_bins,
+    config.model.embedding_size,
+    config.model.num_heads,
+    config.model.num_blocks,
+    config.model.num_frequencies,
+  ) == (24, 16, 256, 2, 2, 16)
+  assert (
+    config.train.batch_size,
+    config.train.learning_rate,
+    tuple(config.train.lr_decay_steps),
+    config.train.lr_decay_factor,
+    config.train.max_gradient_norm,
+    config.train.num_steps,
+  ) == (128, 7e-5, (250_000, 500_000), 0.1, 1e4, 1_000_000)

@@ -20,37 +20,45 @@ from flax import nnx
 from flows import CircularShift, CouplingLayer, SolidFlow, SplitCoupling
 from flows.radial import RadialSpline
 
-M = 3                                    # particles seen by each bijector
-LOWER, UPPER = -0.7, 1.3                 # layer-level periodic range
-BOX = np.array([2.0, 2.4, 2.2])          # non-cubic box for the chain
-LATTICE = np.array([[0.0, 0.0, 0.0], [1.0, 1.2, 0.0], [1.0, 0.0, 1.1],
-                    [0.0, 1.2, 1.1]])    # N = 4 sites, M = N - 1 = 3 flowed
-TINY = dict(num_bins=4, embedding_size=16, num_heads=2, num_blocks=1,
-            num_frequencies=2)
+M = 3  # particles seen by each bijector
+LOWER, UPPER = -0.7, 1.3  # layer-level periodic range
+BOX = np.array([2.0, 2.4, 2.2])  # non-cubic box for the chain
+LATTICE = np.array(
+  [[0.0, 0.0, 0.0], [1.0, 1.2, 0.0], [1.0, 0.0, 1.1], [0.0, 1.2, 1.1]]
+)  # N = 4 sites, M = N - 1 = 3 flowed
+TINY = dict(num_bins=4, embedding_size=16, num_heads=2, num_blocks=1, num_frequencies=2)
 CONDITIONER = dict(TINY, use_layernorm=False)
 del CONDITIONER['num_bins']
 
 
 def _chain(remat=False, use_layernorm=False):
-  return SolidFlow(LATTICE, BOX, num_layers=2, noise_scale=0.1, remat=remat,
-                   use_layernorm=use_layernorm, rngs=nnx.Rngs(0), **TINY)
+  return SolidFlow(
+    LATTICE,
+    BOX,
+    num_layers=2,
+    noise_scale=0.1,
+    remat=remat,
+    use_layernorm=use_layernorm,
+    rngs=nnx.Rngs(0),
+    **TINY,
+  )
 
 
 BUILDERS = {
-    'circular_shift': lambda: CircularShift(LOWER, UPPER),
-    'split_coupling_a': lambda: SplitCoupling(
-        (0,), lower=LOWER, upper=UPPER, num_bins=4, rngs=nnx.Rngs(1),
-        **CONDITIONER),
-    'split_coupling_b': lambda: SplitCoupling(
-        (1, 2), lower=LOWER, upper=UPPER, num_bins=4, rngs=nnx.Rngs(2),
-        **CONDITIONER),
-    'coupling_layer': lambda: CouplingLayer(
-        lower=LOWER, upper=UPPER, num_bins=4, rngs=nnx.Rngs(3), **CONDITIONER),
-    'radial_spline': lambda: RadialSpline(LOWER, UPPER, num_bins=4,
-                                          hidden_size=8, rngs=nnx.Rngs(4)),
-    'chain': _chain,
-    'chain_remat': lambda: _chain(remat=True),
-    'chain_layernorm': lambda: _chain(use_layernorm=True),
+  'circular_shift': lambda: CircularShift(LOWER, UPPER),
+  'split_coupling_a': lambda: SplitCoupling(
+    (0,), lower=LOWER, upper=UPPER, num_bins=4, rngs=nnx.Rngs(1), **CONDITIONER
+  ),
+  'split_coupling_b': lambda: SplitCoupling(
+    (1, 2), lower=LOWER, upper=UPPER, num_bins=4, rngs=nnx.Rngs(2), **CONDITIONER
+  ),
+  'coupling_layer': lambda: CouplingLayer(
+    lower=LOWER, upper=UPPER, num_bins=4, rngs=nnx.Rngs(3), **CONDITIONER
+  ),
+  'radial_spline': lambda: RadialSpline(LOWER, UPPER, num_bins=4, hidden_size=8, rngs=nnx.Rngs(4)),
+  'chain': _chain,
+  'chain_remat': lambda: _chain(remat=True),
+  'chain_layernorm': lambda: _chain(use_layernorm=True),
 }
 
 
@@ -89,15 +97,14 @@ def _evaluate(graphdef, state, x, shift):
   """
   module = nnx.merge(graphdef, state)
   num = x.shape[0]
-  y, log_det = module.forward(
-      jnp.concatenate([x, x + shift, x[:, PERMUTATION]]))
+  y, log_det = module.forward(jnp.concatenate([x, x + shift, x[:, PERMUTATION]]))
   x_back, inv_log_det = module.inverse(y[:num])
   flat = lambda v: module.forward(v.reshape(M, 3))[0].reshape(-1)
   jacobians = jax.vmap(jax.jacfwd(flat))(x[:4].reshape(4, -1))
-  split = lambda a: dict(zip(('', '_shifted', '_permuted'),
-                             jnp.split(a, 3)))
-  out = dict(x_back=x_back, inv_log_det=inv_log_det,
-             jacobian_log_det=jnp.linalg.slogdet(jacobians)[1])
+  split = lambda a: dict(zip(('', '_shifted', '_permuted'), jnp.split(a, 3)))
+  out = dict(
+    x_back=x_back, inv_log_det=inv_log_det, jacobian_log_det=jnp.linalg.slogdet(jacobians)[1]
+  )
   out.update({f'y{k}': v for k, v in split(y).items()})
   out.update({f'log_det{k}': v for k, v in split(log_det).items()})
   return out
@@ -115,7 +122,7 @@ class Case:
     module = BUILDERS[name]()
     if isinstance(module, SolidFlow):
       self.lower, self.upper = -BOX / 2, BOX / 2
-      self.coordinate_roll = 0            # the chain undoes its layers' rolls
+      self.coordinate_roll = 0  # the chain undoes its layers' rolls
     else:
       self.lower, self.upper = np.full(3, LOWER), np.full(3, UPPER)
       self.coordinate_roll = int(isinstance(module, CouplingLayer))
@@ -125,10 +132,8 @@ class Case:
     with jax.enable_x64(True):
       self.x = np.asarray(self.points())
       shift = jnp.asarray(_box_shifts(self.width))
-      self.initial = jax.tree.map(
-          np.asarray, _evaluate(graphdef, initial, self.x, shift))
-      self.results = jax.tree.map(
-          np.asarray, _evaluate(graphdef, randomised, self.x, shift))
+      self.initial = jax.tree.map(np.asarray, _evaluate(graphdef, initial, self.x, shift))
+      self.results = jax.tree.map(np.asarray, _evaluate(graphdef, randomised, self.x, shift))
 
   @property
   def width(self):
@@ -167,8 +172,7 @@ NAMES = list(BUILDERS)
 def test_identity_at_initialisation(name):
   case = _case(name)
   y = case.initial['y']
-  np.testing.assert_allclose(
-      case.periodic_difference(y, case.initial_map(case.x)), 0.0, atol=1e-12)
+  np.testing.assert_allclose(case.periodic_difference(y, case.initial_map(case.x)), 0.0, atol=1e-12)
   np.testing.assert_allclose(case.initial['log_det'], 0.0, atol=1e-12)
 
 
@@ -176,8 +180,7 @@ def test_identity_at_initialisation(name):
 def test_round_trip(name):
   case, r = _case(name), _case(name).results
   assert np.all((r['y'] >= case.lower) & (r['y'] <= case.upper))
-  np.testing.assert_allclose(case.periodic_difference(r['x_back'], case.x),
-                             0.0, atol=1e-9)
+  np.testing.assert_allclose(case.periodic_difference(r['x_back'], case.x), 0.0, atol=1e-9)
   np.testing.assert_allclose(r['inv_log_det'], -r['log_det'], atol=1e-8)
   if name != 'circular_shift':
     assert np.abs(r['log_det']).max() > 0.1  # really away from the identity
@@ -187,15 +190,13 @@ def test_round_trip(name):
 def test_log_det_matches_autodiff_jacobian(name):
   r = _case(name).results
   assert r['log_det'].dtype == np.float64
-  np.testing.assert_allclose(r['log_det'][:4], r['jacobian_log_det'],
-                             atol=1e-9)
+  np.testing.assert_allclose(r['log_det'][:4], r['jacobian_log_det'], atol=1e-9)
 
 
 @pytest.mark.parametrize('name', NAMES)
 def test_periodicity(name):
   case, r = _case(name), _case(name).results
-  np.testing.assert_allclose(
-      case.periodic_difference(r['y_shifted'], r['y']), 0.0, atol=1e-9)
+  np.testing.assert_allclose(case.periodic_difference(r['y_shifted'], r['y']), 0.0, atol=1e-9)
   np.testing.assert_allclose(r['log_det_shifted'], r['log_det'], atol=1e-9)
 
 
@@ -203,6 +204,6 @@ def test_periodicity(name):
 def test_permutation_equivariance(name):
   case, r = _case(name), _case(name).results
   np.testing.assert_allclose(
-      case.periodic_difference(r['y_permuted'], r['y'][:, PERMUTATION]), 0.0,
-      atol=1e-10)
+    case.periodic_difference(r['y_permuted'], r['y'][:, PERMUTATION]), 0.0, atol=1e-10
+  )
   np.testing.assert_allclose(r['log_det_permuted'], r['log_det'], atol=1e-9)

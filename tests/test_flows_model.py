@@ -12,24 +12,29 @@ from scipy import stats
 from flows import LatticeBase, SolidFlow, convention
 
 BOX = np.full(3, 2.0)
-LATTICE = np.stack(np.meshgrid(*[np.arange(2.0)] * 3, indexing='ij'),
-                   -1).reshape(-1, 3)   # simple cubic 2x2x2, N = 8
+LATTICE = np.stack(np.meshgrid(*[np.arange(2.0)] * 3, indexing='ij'), -1).reshape(
+  -1, 3
+)  # simple cubic 2x2x2, N = 8
 NOISE = 0.15
-TINY = dict(num_bins=4, embedding_size=16, num_heads=2, num_blocks=1,
-            num_frequencies=2, noise_scale=NOISE)
+TINY = dict(
+  num_bins=4, embedding_size=16, num_heads=2, num_blocks=1, num_frequencies=2, noise_scale=NOISE
+)
 
 
 def _count(**kwargs):
-  flow = nnx.eval_shape(lambda: SolidFlow(LATTICE, BOX, rngs=nnx.Rngs(0),
-                                          noise_scale=0.2, **kwargs))
+  flow = nnx.eval_shape(
+    lambda: SolidFlow(LATTICE, BOX, rngs=nnx.Rngs(0), noise_scale=0.2, **kwargs)
+  )
   return flow.num_params
 
 
 def test_parameter_counts_match_published_models():
-  tutorial = dict(num_layers=4, num_bins=16, embedding_size=32,
-                  num_frequencies=2, num_heads=2, num_blocks=2)
-  lj_32 = dict(num_layers=24, num_bins=16, embedding_size=256,
-               num_frequencies=8, num_heads=2, num_blocks=2)
+  tutorial = dict(
+    num_layers=4, num_bins=16, embedding_size=32, num_frequencies=2, num_heads=2, num_blocks=2
+  )
+  lj_32 = dict(
+    num_layers=24, num_bins=16, embedding_size=256, num_frequencies=8, num_heads=2, num_blocks=2
+  )
   assert _count(**tutorial) == 222_424
   assert _count(**lj_32) == 76_932_624
 
@@ -47,8 +52,7 @@ def test_base_single_particle_density_is_normalised_truncated_normal():
   line[:, 0, 0] = t
   log_q = np.asarray(base.log_prob(jnp.asarray(line, jnp.float32)))
   ref = stats.truncnorm(-h / NOISE, h / NOISE, scale=NOISE)
-  np.testing.assert_allclose(
-      log_q, ref.logpdf(t) + 2 * ref.logpdf(0.0), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(log_q, ref.logpdf(t) + 2 * ref.logpdf(0.0), rtol=1e-5, atol=1e-5)
   marginal = np.exp(log_q - 2 * ref.logpdf(0.0))
   assert abs(marginal.sum() * (2 * h / n) - 1.0) < 1e-5
   outside = np.array([[[h * 1.01, 0.0, 0.0]]], np.float32)
@@ -60,13 +64,11 @@ def test_base_samples_match_log_prob_and_support():
   base = LatticeBase(sites, BOX, NOISE)
   h = base.half_width
   assert h == pytest.approx(0.5 / math.sqrt(3))
-  z, log_q = jax.jit(base.sample_and_log_prob, static_argnums=1)(
-      jax.random.key(0), 256)
+  z, log_q = jax.jit(base.sample_and_log_prob, static_argnums=1)(jax.random.key(0), 256)
   np.testing.assert_allclose(base.log_prob(z), log_q, rtol=1e-5, atol=1e-4)
   # log_prob is invariant to relabelling particles and to periodic images.
   perm = np.random.default_rng(0).permutation(len(sites))
-  np.testing.assert_allclose(base.log_prob(z[:, perm] + BOX), log_q,
-                             rtol=1e-5, atol=1e-4)
+  np.testing.assert_allclose(base.log_prob(z[:, perm] + BOX), log_q, rtol=1e-5, atol=1e-4)
   # Two particles on one site: not a permutation of the sites.
   collided = z.at[:, 1].set(z[:, 0])
   assert np.all(np.isneginf(base.log_prob(collided)))
@@ -91,8 +93,7 @@ def _pair_energy(x):
   d = d - BOX * jnp.round(d / BOX)
   r2 = jnp.sum(d * d, axis=-1)
   n = x.shape[-2]
-  return 0.5 * jnp.sum(jnp.where(jnp.eye(n, dtype=bool), 0.0, jnp.exp(-r2)),
-                       axis=(-2, -1))
+  return 0.5 * jnp.sum(jnp.where(jnp.eye(n, dtype=bool), 0.0, jnp.exp(-r2)), axis=(-2, -1))
 
 
 @pytest.fixture(scope='module')
@@ -102,8 +103,12 @@ def trained_like_flow():
   params = nnx.state(flow, nnx.Param)
   leaves, treedef = jax.tree.flatten(params)
   keys = jax.random.split(jax.random.key(3), len(leaves))
-  nnx.update(flow, jax.tree.unflatten(treedef, [
-      p + 0.05 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)]))
+  nnx.update(
+    flow,
+    jax.tree.unflatten(
+      treedef, [p + 0.05 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)]
+    ),
+  )
   return flow
 
 
@@ -111,25 +116,26 @@ def trained_like_flow():
 def _sample_and_checks(flow, key, num_samples):
   x, log_q = flow.sample_and_log_prob(key, num_samples)
   shift = jnp.array([0.37, -1.21, 5.3])
-  return dict(x=x, log_q=log_q, log_prob=flow.log_prob(x),
-              log_prob_translated=flow.log_prob(x + shift),
-              energy=_pair_energy(x), energy_translated=_pair_energy(x + shift))
+  return dict(
+    x=x,
+    log_q=log_q,
+    log_prob=flow.log_prob(x),
+    log_prob_translated=flow.log_prob(x + shift),
+    energy=_pair_energy(x),
+    energy_translated=_pair_energy(x + shift),
+  )
 
 
-def test_model_log_prob_of_samples_and_translation_invariance(
-    trained_like_flow):
+def test_model_log_prob_of_samples_and_translation_invariance(trained_like_flow):
   out = _sample_and_checks(trained_like_flow, jax.random.key(1), 128)
   x = np.asarray(out['x'])
   assert x.shape == (128, 8, 3)
   np.testing.assert_array_equal(x[:, 0], np.broadcast_to(LATTICE[0], (128, 3)))
   assert np.all((x >= 0) & (x < BOX))
   assert np.all(np.isfinite(out['log_q']))
-  np.testing.assert_allclose(out['log_prob'], out['log_q'], rtol=1e-3,
-                             atol=1e-3)
-  np.testing.assert_allclose(out['log_prob_translated'], out['log_q'],
-                             rtol=1e-3, atol=1e-3)
-  np.testing.assert_allclose(out['energy_translated'], out['energy'],
-                             rtol=1e-5)
+  np.testing.assert_allclose(out['log_prob'], out['log_q'], rtol=1e-3, atol=1e-3)
+  np.testing.assert_allclose(out['log_prob_translated'], out['log_q'], rtol=1e-3, atol=1e-3)
+  np.testing.assert_allclose(out['energy_translated'], out['energy'], rtol=1e-5)
 
 
 def test_model_rejects_bad_input(trained_like_flow):
@@ -146,18 +152,16 @@ def test_model_rejects_bad_input(trained_like_flow):
 
 def test_convention_hand_computed():
   log_z_fixed, n, volume, wavelength = 3.5, 4, 8.0, 0.5
-  assert convention.log_z_published(log_z_fixed, volume) == pytest.approx(
-      3.5 + math.log(8.0))
+  assert convention.log_z_published(log_z_fixed, volume) == pytest.approx(3.5 + math.log(8.0))
   # (−(3.5 + ln 8) + ln 24)/4 + 3 ln 0.5
-  expected = (-(3.5 + 2.0794415416798357) + 3.1780538303479458) / 4 \
-      + 3 * -0.6931471805599453
-  assert convention.beta_f_per_particle(
-      log_z_fixed, n, volume, wavelength) == pytest.approx(expected, abs=1e-12)
+  expected = (-(3.5 + 2.0794415416798357) + 3.1780538303479458) / 4 + 3 * -0.6931471805599453
+  assert convention.beta_f_per_particle(log_z_fixed, n, volume, wavelength) == pytest.approx(
+    expected, abs=1e-12
+  )
   assert convention.beta_f_per_particle_all_space(
-      log_z_fixed, n, volume, wavelength, 2) == pytest.approx(
-          expected - math.log(2) / 4, abs=1e-12)
-  values = convention.beta_f_per_particle(np.array([3.5, 4.5]), n, volume,
-                                          wavelength)
+    log_z_fixed, n, volume, wavelength, 2
+  ) == pytest.approx(expected - math.log(2) / 4, abs=1e-12)
+  values = convention.beta_f_per_particle(np.array([3.5, 4.5]), n, volume, wavelength)
   assert values.dtype == np.float64
   np.testing.assert_allclose(np.diff(values), -0.25)
   with pytest.raises(ValueError, match='volume'):
@@ -172,9 +176,9 @@ def test_convention_hand_computed():
 @pytest.mark.parametrize('num_tokens', [5, 20])
 def test_attention_paths_agree_and_are_permutation_equivariant(monkeypatch, num_tokens):
   from flows import transformer
+
   with jax.enable_x64(True):
-    attention = transformer.SelfAttention(
-        8, 2, nnx.initializers.lecun_normal(), rngs=nnx.Rngs(3))
+    attention = transformer.SelfAttention(8, 2, nnx.initializers.lecun_normal(), rngs=nnx.Rngs(3))
     h = jax.random.normal(jax.random.key(1), (3, num_tokens, 8), jnp.float64)
     perm = jax.random.permutation(jax.random.key(2), num_tokens)
     outputs = []

@@ -15,14 +15,17 @@ def _perturbed(seed=0):
   params = nnx.state(module, nnx.Param)
   leaves, treedef = jax.tree.flatten(params)
   keys = jax.random.split(jax.random.key(seed + 1), len(leaves))
-  nnx.update(module, jax.tree.unflatten(
-      treedef, [p + 0.5 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)]))
+  nnx.update(
+    module,
+    jax.tree.unflatten(
+      treedef, [p + 0.5 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)]
+    ),
+  )
   return module
 
 
 def _points(num=32, seed=3):
-  return jax.random.uniform(jax.random.key(seed), (num, 4, 3), minval=LOWER,
-                            maxval=UPPER)
+  return jax.random.uniform(jax.random.key(seed), (num, 4, 3), minval=LOWER, maxval=UPPER)
 
 
 def test_particles_stay_on_their_rays_and_the_surface_is_fixed():
@@ -45,9 +48,11 @@ def test_commutes_with_the_symmetries_of_the_cube():
   module = _perturbed(seed=4)
   x = _points(seed=5)
   y, log_det = module.forward(x)
-  for transform in (lambda v: v[..., ::-1],                 # swap axes 0 and 2
-                    lambda v: v[..., [1, 2, 0]],            # cyclic axes
-                    lambda v: v.at[..., 1].set(2.0 - v[..., 1])):  # mirror y about c
+  for transform in (
+    lambda v: v[..., ::-1],  # swap axes 0 and 2
+    lambda v: v[..., [1, 2, 0]],  # cyclic axes
+    lambda v: v.at[..., 1].set(2.0 - v[..., 1]),
+  ):  # mirror y about c
     y_t, log_det_t = module.forward(transform(x))
     np.testing.assert_allclose(y_t, transform(y), atol=1e-5)
     np.testing.assert_allclose(log_det_t, log_det, rtol=1e-5, atol=1e-4)
@@ -64,6 +69,7 @@ def test_log_det_is_the_sum_of_per_particle_radial_terms():
   direction = (x - 1.0) / jnp.linalg.norm(x - 1.0, axis=-1, keepdims=True)
   r_of = lambda v: rho(module.forward(v)[0])
   slope = (r_of(x + eps * direction) - r_of(x - eps * direction)) / (
-      rho(x + eps * direction) - rho(x - eps * direction))
+    rho(x + eps * direction) - rho(x - eps * direction)
+  )
   expected = 2 * jnp.log(r_of(x) / rho(x)) + jnp.log(slope)
   np.testing.assert_allclose(log_det, expected[:, 0], atol=2e-3)

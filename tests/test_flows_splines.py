@@ -18,8 +18,12 @@ inverse = jax.jit(lambda y, raw: splines.inverse(y, raw, LOWER, UPPER))
 def distrax_forward_inverse(x, raw):
   """distrax's circular spline: (y, log_det) at x and (x', log_det') at y."""
   ref = distrax.RationalQuadraticSpline(
-      raw, range_min=LOWER, range_max=UPPER, boundary_slopes='circular',
-      min_bin_size=(UPPER - LOWER) * 1e-4)
+    raw,
+    range_min=LOWER,
+    range_max=UPPER,
+    boundary_slopes='circular',
+    min_bin_size=(UPPER - LOWER) * 1e-4,
+  )
   y, log_det = ref.forward_and_log_det(x)
   return y, log_det, *ref.inverse_and_log_det(y)
 
@@ -103,5 +107,6 @@ def test_circular_embedding_is_periodic():
   assert features.shape == (2, 12)
   shifted = embeddings.circular_features(x + (UPPER - LOWER), LOWER, UPPER, 3)
   np.testing.assert_allclose(shifted, features, atol=1e-5)
-  np.testing.assert_allclose(features[:, 0], jnp.cos(2 * jnp.pi * (x[:, 0] - LOWER)
-                                                     / (UPPER - LOWER)), atol=1e-6)
+  np.testing.assert_allclose(
+    features[:, 0], jnp.cos(2 * jnp.pi * (x[:, 0] - LOWER) / (UPPER - LOWER)), atol=1e-6
+  )

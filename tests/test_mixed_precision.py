@@ -17,14 +17,21 @@ from flax import nnx
 
 from experiments import evaluate, training
 from experiments.configs import monatomic_water
-from flows import SolidFlow, SplitCoupling
-from flows import transformer
+from flows import SolidFlow, SplitCoupling, transformer
 
 BOX = np.full(3, 2.0)
-LATTICE = np.stack(np.meshgrid(*[np.arange(2.0)] * 3, indexing='ij'),
-                   -1).reshape(-1, 3)   # simple cubic 2x2x2, N = 8
-SMALL = dict(num_layers=2, num_bins=4, embedding_size=32, num_heads=2,
-             num_blocks=1, num_frequencies=2, noise_scale=0.15)
+LATTICE = np.stack(np.meshgrid(*[np.arange(2.0)] * 3, indexing='ij'), -1).reshape(
+  -1, 3
+)  # simple cubic 2x2x2, N = 8
+SMALL = dict(
+  num_layers=2,
+  num_bins=4,
+  embedding_size=32,
+  num_heads=2,
+  num_blocks=1,
+  num_frequencies=2,
+  noise_scale=0.15,
+)
 
 
 def _bf16(a):
@@ -42,8 +49,7 @@ def test_bf16_matmul_value_and_gradients_are_those_of_the_rounded_operands():
   xr, wr, gr = _bf16(x), _bf16(w), _bf16(g)
   np.testing.assert_allclose(y, xr @ wr, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(dx, gr @ wr.T, rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(dw, np.einsum('btk,btn->kn', xr, gr),
-                             rtol=1e-5, atol=1e-4)
+  np.testing.assert_allclose(dw, np.einsum('btk,btn->kn', xr, gr), rtol=1e-5, atol=1e-4)
   # ... and they differ from the float32 product by bfloat16 rounding only.
   exact = np.asarray(x, np.float64) @ np.asarray(w, np.float64)
   assert 1e-4 < np.abs(y - exact).max() / np.abs(exact).max() < 2e-2
@@ -51,8 +57,9 @@ def test_bf16_matmul_value_and_gradients_are_those_of_the_rounded_operands():
 
 def test_unknown_compute_dtype_is_refused():
   with pytest.raises(ValueError, match="compute_dtype='float16'"):
-    transformer.Transformer(8, num_heads=2, num_blocks=1, use_layernorm=False,
-                            compute_dtype='float16', rngs=nnx.Rngs(0))
+    transformer.Transformer(
+      8, num_heads=2, num_blocks=1, use_layernorm=False, compute_dtype='float16', rngs=nnx.Rngs(0)
+    )
 
 
 def _randomised(module):
@@ -60,28 +67,48 @@ def _randomised(module):
   graphdef, params, rest = nnx.split(module, nnx.Param, ...)
   leaves, treedef = jax.tree.flatten(params)
   keys = jax.random.split(jax.random.key(1), len(leaves))
-  noisy = [p + 0.3 / np.sqrt(p.shape[-2] if p.ndim > 1 else 1.0) *
-           jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)]
+  noisy = [
+    p + 0.3 / np.sqrt(p.shape[-2] if p.ndim > 1 else 1.0) * jax.random.normal(k, p.shape)
+    for p, k in zip(leaves, keys)
+  ]
   return nnx.merge(graphdef, jax.tree.unflatten(treedef, noisy), rest)
 
 
 def test_bf16_coupling_is_an_exact_bijection():
-  coupling = SplitCoupling((1, 2), lower=-1.0, upper=1.0, num_bins=4,
-                           embedding_size=32, num_heads=2, num_blocks=1,
-                           num_frequencies=2, use_layernorm=False,
-                           compute_dtype='bfloat16', rngs=nnx.Rngs(0))
+  coupling = SplitCoupling(
+    (1, 2),
+    lower=-1.0,
+    upper=1.0,
+    num_bins=4,
+    embedding_size=32,
+    num_heads=2,
+    num_blocks=1,
+    num_frequencies=2,
+    use_layernorm=False,
+    compute_dtype='bfloat16',
+    rngs=nnx.Rngs(0),
+  )
   coupling = _randomised(coupling)
   x = jax.random.uniform(jax.random.key(2), (16, 7, 3), minval=-1.0, maxval=1.0)
   y, log_det = coupling.forward(x)
   # The same parameters with float32 products: bfloat16 really is in use.
   graphdef, state = nnx.split(coupling)
-  twin = SplitCoupling((1, 2), lower=-1.0, upper=1.0, num_bins=4,
-                       embedding_size=32, num_heads=2, num_blocks=1,
-                       num_frequencies=2, use_layernorm=False, rngs=nnx.Rngs(0))
+  twin = SplitCoupling(
+    (1, 2),
+    lower=-1.0,
+    upper=1.0,
+    num_bins=4,
+    embedding_size=32,
+    num_heads=2,
+    num_blocks=1,
+    num_frequencies=2,
+    use_layernorm=False,
+    rngs=nnx.Rngs(0),
+  )
   nnx.update(twin, state)
   assert 1e-5 < np.abs(twin.forward(x)[0] - y).max() < 0.1
   x_back, inv_log_det = coupling.inverse(y)
-  assert np.abs(log_det).max() > 0.1                       # far from identity
+  assert np.abs(log_det).max() > 0.1  # far from identity
   np.testing.assert_allclose(x_back, x, atol=2e-5)
   np.testing.assert_allclose(inv_log_det, -log_det, atol=1e-4)
   # The log-det is the autodiff one although the bfloat16 conditioner is only
@@ -90,8 +117,7 @@ def test_bf16_coupling_is_an_exact_bijection():
   # log-dets of the couplings add up.
   flat = lambda v: coupling.forward(v.reshape(x.shape[1:]))[0].reshape(-1)
   jacobians = jax.vmap(jax.jacrev(flat))(x[:3].reshape(3, -1))
-  np.testing.assert_allclose(log_det[:3], jnp.linalg.slogdet(jacobians)[1],
-                             atol=1e-4)
+  np.testing.assert_allclose(log_det[:3], jnp.linalg.slogdet(jacobians)[1], atol=1e-4)
 
 
 def test_runs_trained_in_bf16_are_evaluated_in_float32(tmp_path):
@@ -102,13 +128,11 @@ def test_runs_trained_in_bf16_are_evaluated_in_float32(tmp_path):
   loaded, setup, state = evaluate.load_run(str(tmp_path))
   assert loaded.model.compute_dtype == 'float32'
   x, log_q = setup.sample(state['params'], jax.random.key(5), 32)
-  np.testing.assert_allclose(setup.flow(state['params']).log_prob(x), log_q,
-                             atol=1e-4)
+  np.testing.assert_allclose(setup.flow(state['params']).log_prob(x), log_q, atol=1e-4)
 
 
 def test_bf16_flow_is_permutation_equivariant():
-  flow = _randomised(SolidFlow(LATTICE, BOX, compute_dtype='bfloat16',
-                               rngs=nnx.Rngs(0), **SMALL))
+  flow = _randomised(SolidFlow(LATTICE, BOX, compute_dtype='bfloat16', rngs=nnx.Rngs(0), **SMALL))
   z, _ = flow.base.sample_and_log_prob(jax.random.key(3), 8)
   perm = np.array([3, 0, 6, 1, 5, 2, 4])
   y, log_det = flow.forward(z)
@@ -124,8 +148,9 @@ def test_bf16_training_loss_and_gradient_match_float32():
     config.model.compute_dtype = dtype
     setup, state = training.build(config)
     loss_fn = training.make_loss_fn(setup, 64)
-    params = jax.tree.map(lambda p: p + 0.05 * jnp.sin(jnp.arange(p.size).reshape(p.shape)),
-                          state['params'])
+    params = jax.tree.map(
+      lambda p: p + 0.05 * jnp.sin(jnp.arange(p.size).reshape(p.shape)), state['params']
+    )
     results[dtype] = jax.jit(jax.value_and_grad(loss_fn))(params, jax.random.key(4))
   (loss32, grad32), (loss16, grad16) = results['float32'], results['bfloat16']
   assert np.isfinite(loss16)

@@ -15,11 +15,8 @@ import warnings
 import numpy as np
 import pytest
 
-from flows import convention
-from flows import estimators
-from scripts import observables
-from scripts import report
-from scripts import xyz
+from flows import convention, estimators
+from scripts import observables, report, xyz
 from systems import get_system
 
 SYSTEM = 'mw_cubic_8'
@@ -49,13 +46,15 @@ def _fake_samples(system, rng, n, sigma, translate):
   energy = num * U0_PER_PARTICLE + 0.5 * SPRING * np.sum(d**2, axis=(1, 2))
   dim = d[0].size
   log_q = -0.5 * np.sum(d**2, axis=(1, 2)) / SIGMA_Q**2 - dim * math.log(
-      math.sqrt(2 * math.pi) * SIGMA_Q)
+    math.sqrt(2 * math.pi) * SIGMA_Q
+  )
   return x, energy, log_q
 
 
 def exact_log_z(system):
-  return (-system.beta * system.num_particles * U0_PER_PARTICLE +
-          1.5 * (system.num_particles - 1) * math.log(2 * math.pi / (system.beta * SPRING)))
+  return -system.beta * system.num_particles * U0_PER_PARTICLE + 1.5 * (
+    system.num_particles - 1
+  ) * math.log(2 * math.pi / (system.beta * SPRING))
 
 
 def make_fake_run(workdir, num_samples=2000, num_md=1000, seed=0, steps=2000):
@@ -63,30 +62,70 @@ def make_fake_run(workdir, num_samples=2000, num_md=1000, seed=0, steps=2000):
   system = _system()
   rng = np.random.default_rng(seed)
   os.makedirs(workdir, exist_ok=True)
-  truth = convention.beta_f_per_particle(exact_log_z(system), system.num_particles,
-                                         system.volume, system.thermal_wavelength)
+  truth = convention.beta_f_per_particle(
+    exact_log_z(system), system.num_particles, system.volume, system.thermal_wavelength
+  )
   with open(os.path.join(workdir, 'metrics.jsonl'), 'w') as f:
     for step in range(100, steps + 1, 100):
       decay = math.exp(-step / 400)
-      f.write(json.dumps(dict(step=step, wall_time=0.05 * step, loss=-20 + 30 * decay +
-                              0.3 * rng.standard_normal(), grad_norm=1.0,
-                              num_skipped=0, steps_per_second=20.0)) + '\n')
+      f.write(
+        json.dumps(
+          dict(
+            step=step,
+            wall_time=0.05 * step,
+            loss=-20 + 30 * decay + 0.3 * rng.standard_normal(),
+            grad_norm=1.0,
+            num_skipped=0,
+            steps_per_second=20.0,
+          )
+        )
+        + '\n'
+      )
       if step % 500 == 0:
         err = 0.002 + 0.05 * decay
-        f.write(json.dumps(dict(step=step, wall_time=0.05 * step + 1, num_samples=1000,
-                                num_nonfinite=0, ess=0.9 - 0.85 * decay, log_z=0.0,
-                                log_z_stderr=8 * err, beta_f_per_particle=truth + 4 * err,
-                                beta_f_per_particle_stderr=err, mean_energy=-40.0,
-                                mean_energy_flow=-39.0)) + '\n')
+        f.write(
+          json.dumps(
+            dict(
+              step=step,
+              wall_time=0.05 * step + 1,
+              num_samples=1000,
+              num_nonfinite=0,
+              ess=0.9 - 0.85 * decay,
+              log_z=0.0,
+              log_z_stderr=8 * err,
+              beta_f_per_particle=truth + 4 * err,
+              beta_f_per_particle_stderr=err,
+              mean_energy=-40.0,
+              mean_energy_flow=-39.0,
+            )
+          )
+          + '\n'
+        )
   with open(os.path.join(workdir, 'config.json'), 'w') as f:
     json.dump(dict(system=SYSTEM, variant='cpu', seed=0), f)
   x, energy, log_q = _fake_samples(system, rng, num_samples, SIGMA_Q, translate=False)
   energy[0] = np.nan  # one non-finite sample to be dropped
-  np.savez(os.path.join(workdir, 'samples.npz'), positions=x, log_q=log_q,
-           energy=energy, beta=system.beta, box=system.box, system=SYSTEM)
+  np.savez(
+    os.path.join(workdir, 'samples.npz'),
+    positions=x,
+    log_q=log_q,
+    energy=energy,
+    beta=system.beta,
+    box=system.box,
+    system=SYSTEM,
+  )
   with open(os.path.join(workdir, 'eval.json'), 'w') as f:
-    json.dump(dict(system=SYSTEM, step=steps, beta_f_per_particle=truth,
-                   beta_f_per_particle_stderr=0.001, ess=0.8, num_samples=num_samples), f)
+    json.dump(
+      dict(
+        system=SYSTEM,
+        step=steps,
+        beta_f_per_particle=truth,
+        beta_f_per_particle_stderr=0.001,
+        ess=0.8,
+        num_samples=num_samples,
+      ),
+      f,
+    )
   md_sigma = 1 / math.sqrt(system.beta * SPRING)
   x, energy, log_q = _fake_samples(system, rng, num_md, md_sigma, translate=True)
   log_q[0] = -np.inf  # outside the flow's support: kept, and counted by LBAR
@@ -94,12 +133,21 @@ def make_fake_run(workdir, num_samples=2000, num_md=1000, seed=0, steps=2000):
   np.savez(md_path, positions=x, energy=energy, log_q=log_q)
   baseline_path = os.path.join(workdir, 'baseline.json')
   with open(baseline_path, 'w') as f:
-    json.dump(dict(system=SYSTEM, beta_f_per_particle=truth + 0.003,
-                   beta_f_per_particle_stderr=0.002, num_stages=16, samples_per_stage=4000,
-                   min_adjacent_overlap=0.3, statistical_inefficiency=2.0,
-                   wall_time_seconds=60.0,
-                   mean_energy=system.num_particles * U0_PER_PARTICLE +
-                   1.5 * (system.num_particles - 1) / system.beta), f)
+    json.dump(
+      dict(
+        system=SYSTEM,
+        beta_f_per_particle=truth + 0.003,
+        beta_f_per_particle_stderr=0.002,
+        num_stages=16,
+        samples_per_stage=4000,
+        min_adjacent_overlap=0.3,
+        statistical_inefficiency=2.0,
+        wall_time_seconds=60.0,
+        mean_energy=system.num_particles * U0_PER_PARTICLE
+        + 1.5 * (system.num_particles - 1) / system.beta,
+      ),
+      f,
+    )
   return md_path, baseline_path
 
 
@@ -123,10 +171,13 @@ def _cubic_lattice(basis, cells):
   return (grid + np.asarray(basis, float)).reshape(-1, 3), np.full(3, float(cells))
 
 
-@pytest.mark.parametrize('basis, cells, nn, neighbours', [
-    ([[0, 0, 0], [0, .5, .5], [.5, 0, .5], [.5, .5, 0]], 4, math.sqrt(0.5), 12),  # FCC
+@pytest.mark.parametrize(
+  'basis, cells, nn, neighbours',
+  [
+    ([[0, 0, 0], [0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]], 4, math.sqrt(0.5), 12),  # FCC
     ([[0, 0, 0]], 6, 1.0, 6),  # simple cubic
-])
+  ],
+)
 def test_rdf_lattice_first_shell(basis, cells, nn, neighbours):
   x, box = _cubic_lattice(basis, cells)
   edges, g = observables.radial_distribution(x[None], box, num_bins=64)
@@ -148,8 +199,7 @@ def test_density_about_a_point():
   np.testing.assert_allclose(g[4:], 1.0, atol=0.05)  # uniform: 1 within noise
   # Particles on a shell of radius 2.3 about the point (and its images).
   directions = rng.normal(size=(1, 50, 3))
-  shell = point + box * 3 + 2.3 * directions / np.linalg.norm(directions, axis=-1,
-                                                              keepdims=True)
+  shell = point + box * 3 + 2.3 * directions / np.linalg.norm(directions, axis=-1, keepdims=True)
   edges, g = observables.distribution_about_point(shell, box, point, num_bins=8)
   volume = 4 / 3 * np.pi * (edges[5] ** 3 - edges[4] ** 3)
   np.testing.assert_allclose(g, np.where(np.arange(8) == 4, np.prod(box) / volume, 0))
@@ -177,7 +227,7 @@ def parse_extxyz(path):
     lattice = np.array(info['Lattice'].split(), float).reshape(3, 3)
     assert np.count_nonzero(lattice - np.diag(np.diag(lattice))) == 0
     assert info['Properties'] == 'species:S:1:pos:R:3' and info['pbc'] == 'T T T'
-    atoms = [line.split() for line in lines[i + 2:i + 2 + count]]
+    atoms = [line.split() for line in lines[i + 2 : i + 2 + count]]
     species |= {a[0] for a in atoms}
     frames.append(np.array([a[1:] for a in atoms], float))
     boxes.append(np.diag(lattice))
@@ -203,8 +253,10 @@ def test_xyz_round_trip(tmp_path):
 def test_xyz_cli_and_bad_input(tmp_path):
   x = np.zeros((4, 2, 3))
   np.savez(tmp_path / 's.npz', positions=x, box=np.ones(3), energy=np.arange(4.0))
-  assert xyz.main([f'--samples={tmp_path / "s.npz"}', f'--out={tmp_path / "s.xyz"}',
-                   '--max_frames=3']) == 0
+  assert (
+    xyz.main([f'--samples={tmp_path / "s.npz"}', f'--out={tmp_path / "s.xyz"}', '--max_frames=3'])
+    == 0
+  )
   assert parse_extxyz(tmp_path / 's.xyz')[0].shape == (3, 2, 3)
   with pytest.raises(ValueError, match=r'energies must have shape \(4,\)'):
     xyz.write_extxyz(str(tmp_path / 'b.xyz'), x, np.ones(3), energies=np.zeros(3))
@@ -217,8 +269,17 @@ def test_xyz_cli_and_bad_input(tmp_path):
 def fake_report(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('run'))
   md_path, baseline_path = make_fake_run(workdir)
-  assert report.main([f'--workdir={workdir}', f'--baseline={baseline_path}',
-                      f'--md_samples={md_path}', '--rdf_frames=200']) == 0
+  assert (
+    report.main(
+      [
+        f'--workdir={workdir}',
+        f'--baseline={baseline_path}',
+        f'--md_samples={md_path}',
+        '--rdf_frames=200',
+      ]
+    )
+    == 0
+  )
   with open(os.path.join(workdir, 'report.json')) as f:
     return workdir, json.load(f)
 
@@ -226,8 +287,15 @@ def fake_report(tmp_path_factory):
 def test_report_writes_outputs(fake_report):
   workdir, result = fake_report
   names = {os.path.basename(p) for p in result['figures']}
-  assert names == {'loss.png', 'ess.png', 'free_energy.png', 'energy_histogram.png',
-                   'rdf.png', 'overlap.png', 'estimators.png'}
+  assert names == {
+    'loss.png',
+    'ess.png',
+    'free_energy.png',
+    'energy_histogram.png',
+    'rdf.png',
+    'overlap.png',
+    'estimators.png',
+  }
   for path in result['figures']:
     with open(os.path.join(workdir, path), 'rb') as f:
       assert f.read(8) == b'\x89PNG\r\n\x1a\n'
@@ -250,20 +318,27 @@ def test_report_values_match_direct_computation(fake_report):
   flow = rows['flow importance sampling']
   n = system.num_particles
   assert flow['log_z'] == direct.value
-  assert flow['beta_f_per_particle'] == pytest.approx(convention.beta_f_per_particle(
-      direct.value, n, system.volume, system.thermal_wavelength), abs=1e-12)
+  assert flow['beta_f_per_particle'] == pytest.approx(
+    convention.beta_f_per_particle(direct.value, n, system.volume, system.thermal_wavelength),
+    abs=1e-12,
+  )
   assert flow['stderr_delta'] == pytest.approx(direct.stderr_delta / n)
   assert flow['stderr_bootstrap'] == pytest.approx(direct.stderr_bootstrap / n)
   assert result['samples']['num_nonfinite'] == 1
   base = rows['Einstein crystal (MBAR)']
   assert flow['delta_to_baseline_sigma'] == pytest.approx(
-      (flow['beta_f_per_particle'] - base['beta_f_per_particle']) /
-      math.hypot(flow['stderr'], base['stderr']))
+    (flow['beta_f_per_particle'] - base['beta_f_per_particle'])
+    / math.hypot(flow['stderr'], base['stderr'])
+  )
   md = np.load(os.path.join(workdir, 'md.npz'))
   assert result['md_samples']['num_outside_support'] == 1
   assert result['md_samples']['num_samples'] == len(md['energy'])
-  lbar = estimators.lbar(data['log_q'][keep], -system.beta * data['energy'][keep],
-                         md['log_q'], -system.beta * md['energy'])
+  lbar = estimators.lbar(
+    data['log_q'][keep],
+    -system.beta * data['energy'][keep],
+    md['log_q'],
+    -system.beta * md['energy'],
+  )
   assert rows['LBAR (flow + reference)']['log_z'] == lbar.value
   # The fake model is exactly solvable: IS and LBAR recover ln Z within 4σ.
   for row in (flow, rows['LBAR (flow + reference)']):
@@ -277,7 +352,11 @@ def test_report_without_samples_uses_eval_json(tmp_path):
   (row,) = result['estimators']
   assert row['source'] == 'eval.json'
   assert {os.path.basename(p) for p in result['figures']} == {
-      'loss.png', 'ess.png', 'free_energy.png', 'estimators.png'}
+    'loss.png',
+    'ess.png',
+    'free_energy.png',
+    'estimators.png',
+  }
 
 
 def test_report_missing_metrics_is_a_clear_error(tmp_path):
@@ -288,7 +367,6 @@ def test_report_missing_metrics_is_a_clear_error(tmp_path):
 def test_report_rejects_baseline_of_another_system(tmp_path):
   _, baseline_path = make_fake_run(str(tmp_path), num_samples=50, num_md=10)
   with open(baseline_path, 'w') as f:
-    json.dump(dict(system='lj_32', beta_f_per_particle=1.0,
-                   beta_f_per_particle_stderr=0.1), f)
+    json.dump(dict(system='lj_32', beta_f_per_particle=1.0, beta_f_per_particle_stderr=0.1), f)
   with pytest.raises(ValueError, match="for system 'lj_32'"):
     report.write_report(str(tmp_path), baseline_path)

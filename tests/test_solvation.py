@@ -25,8 +25,9 @@ def test_energy_is_periodic_and_grows_with_radius():
   x = solvation.initial_positions(jax.random.PRNGKey(0), 2, 2.597)
   shifted = x.copy()
   shifted[:, 7] += solvation.BOX_EDGE * np.array([1.0, 0.0, -1.0])
-  np.testing.assert_allclose(solvation.energy(shifted, 2.597),
-                             solvation.energy(x, 2.597), rtol=1e-5)
+  np.testing.assert_allclose(
+    solvation.energy(shifted, 2.597), solvation.energy(x, 2.597), rtol=1e-5
+  )
   assert np.all(np.asarray(solvation.energy(x, 2.7)) >= np.asarray(solvation.energy(x, 2.597)))
 
 
@@ -46,10 +47,17 @@ def test_bad_input_raises():
     solvation.initial_positions(jax.random.PRNGKey(0), 1, 3.5)
 
 
-@pytest.mark.parametrize('module,variant', [(tfep_solvation, 'cpu'), (tfep_solvation, 'cpu_1e4'),
-                                            (tfep_solvation, 'paper'),
-                                            (tfep_solid, 'cpu'), (tfep_solid, 'cpu_1e4'),
-                                            (tfep_solid, 'paper')])
+@pytest.mark.parametrize(
+  'module,variant',
+  [
+    (tfep_solvation, 'cpu'),
+    (tfep_solvation, 'cpu_1e4'),
+    (tfep_solvation, 'paper'),
+    (tfep_solid, 'cpu'),
+    (tfep_solid, 'cpu_1e4'),
+    (tfep_solid, 'paper'),
+  ],
+)
 def test_configs_build_ladders(module, variant):
   config = module.get_config(variant)
   ladder = tfep.make_ladder(config)

@@ -9,10 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from systems import SYSTEM_NAMES, get_system, make_system
-from systems import lennard_jones
+from systems import SYSTEM_NAMES, get_system, lennard_jones, make_system, pair_terms
 from systems import monatomic_water as mw
-from systems import pair_terms
 
 BIG_BOX = np.array([20.0, 20.0, 20.0])
 
@@ -34,9 +32,15 @@ def _perturbed(system, scale, seed=0, compress=1.0):
   return jnp.asarray(compress * system.lattice + scale * noise)
 
 
-@pytest.mark.parametrize('name, expected', [
-    ('lj_32', -4.735996), ('lj_256', -6.303226), ('lj_500', -6.303226),
-    *[(n, -12.377985) for n in SYSTEM_NAMES if n.startswith('mw_')]])
+@pytest.mark.parametrize(
+  'name, expected',
+  [
+    ('lj_32', -4.735996),
+    ('lj_256', -6.303226),
+    ('lj_500', -6.303226),
+    *[(n, -12.377985) for n in SYSTEM_NAMES if n.startswith('mw_')],
+  ],
+)
 def test_perfect_lattice_energy_per_particle(name, expected):
   system = _system(name)
   x = jnp.asarray(system.lattice)
@@ -47,12 +51,15 @@ def test_perfect_lattice_energy_per_particle(name, expected):
 
 def test_lennard_jones_pair_by_hand():
   # Two particles 1.1 apart directly, and 1.3 apart across the boundary.
-  for x, r in [([[1.0, 1.0, 1.0], [2.1, 1.0, 1.0]], 1.1),
-               ([[0.2, 5.0, 5.0], [8.9, 5.0, 5.0]], 1.3)]:
+  for x, r in [
+    ([[1.0, 1.0, 1.0], [2.1, 1.0, 1.0]], 1.1),
+    ([[0.2, 5.0, 5.0], [8.9, 5.0, 5.0]], 1.3),
+  ]:
     shift = 4 * (2.7**-12 - 2.7**-6)
     expected = 4 * (r**-12 - r**-6) - shift
     np.testing.assert_allclose(
-        lennard_jones.energy(jnp.array(x), [10.0, 10.0, 10.0], 2.7), expected, rtol=1e-12)
+      lennard_jones.energy(jnp.array(x), [10.0, 10.0, 10.0], 2.7), expected, rtol=1e-12
+    )
   # Beyond the cutoff: zero.
   assert lennard_jones.energy(jnp.array([[0.0, 0, 0], [2.8, 0, 0]]), BIG_BOX, 2.7) == 0.0
 
@@ -71,15 +78,18 @@ def test_monatomic_water_three_particles_by_hand():
   cos0 = np.cos(np.deg2rad(109.47))
 
   def phi2(r):
-    return 7.049556277 * eps * (0.6022245584 * (sig / r)**4 - 1) * np.exp(sig / (r - a_sigma))
+    return 7.049556277 * eps * (0.6022245584 * (sig / r) ** 4 - 1) * np.exp(sig / (r - a_sigma))
 
   def g(r):
     return np.exp(1.2 * sig / (r - a_sigma))
 
   lam_eps = 23.15 * eps
-  expected = (2 * phi2(d) + phi2(d * np.sqrt(2))
-              + lam_eps * (0 - cos0)**2 * g(d)**2
-              + 2 * lam_eps * (np.sqrt(0.5) - cos0)**2 * g(d) * g(d * np.sqrt(2)))
+  expected = (
+    2 * phi2(d)
+    + phi2(d * np.sqrt(2))
+    + lam_eps * (0 - cos0) ** 2 * g(d) ** 2
+    + 2 * lam_eps * (np.sqrt(0.5) - cos0) ** 2 * g(d) * g(d * np.sqrt(2))
+  )
   np.testing.assert_allclose(mw.energy(x, BIG_BOX), expected, rtol=1e-12)
   np.testing.assert_allclose(mw.reference_energy(x, BIG_BOX), expected, rtol=1e-12)
 
@@ -93,9 +103,9 @@ def test_permutation_translation_and_box_shift_invariance(name):
   x = _perturbed(system, 0.05 * system.thermal_wavelength)
   rng = np.random.default_rng(1)
   moved = [
-      x[rng.permutation(system.num_particles)],
-      x + jnp.asarray(rng.normal(size=3) * system.box),
-      x + jnp.asarray(rng.integers(-3, 4, size=x.shape) * system.box),
+    x[rng.permutation(system.num_particles)],
+    x + jnp.asarray(rng.normal(size=3) * system.box),
+    x + jnp.asarray(rng.integers(-3, 4, size=x.shape) * system.box),
   ]
   for fn in (system.energy, system.training_energy):
     np.testing.assert_allclose(fn(jnp.stack(moved)), fn(x), rtol=1e-10)
@@ -114,9 +124,16 @@ def test_forces_match_central_finite_differences(name):
     np.testing.assert_allclose(jnp.sum(forces * directions, axis=(1, 2)), fd, rtol=1e-6)
 
 
-@pytest.mark.parametrize('name, scale, compress', [
-    ('mw_cubic_64', 0.2, 1.0), ('mw_cubic_64', 0.6, 1.0), ('mw_hex_64', 0.3, 1.0),
-    ('mw_cubic_64', 0.4, 0.85), ('mw_cubic_8', 0.3, 1.0)])
+@pytest.mark.parametrize(
+  'name, scale, compress',
+  [
+    ('mw_cubic_64', 0.2, 1.0),
+    ('mw_cubic_64', 0.6, 1.0),
+    ('mw_hex_64', 0.3, 1.0),
+    ('mw_cubic_64', 0.4, 0.85),
+    ('mw_cubic_8', 0.3, 1.0),
+  ],
+)
 def test_neighbour_list_matches_dense_reference(name, scale, compress):
   system = _system(name)
   box = compress * system.box
@@ -143,14 +160,23 @@ def test_neighbour_list_overflow_is_detected():
   # Non-strict keeps the 3 nearest of 4 neighbours: 3 of the 6 equal angles.
   pair = pair_terms.pair_sum(pair_terms.distances(x, system.box), mw.two_body, mw.CUTOFF)
   kept = mw.energy(x, system.box, capacity=3, strict=False) - pair
-  np.testing.assert_allclose(kept, 0.5 * (mw.reference_energy(x, system.box) - pair),
-                             rtol=1e-6, atol=1e-12)
+  np.testing.assert_allclose(
+    kept, 0.5 * (mw.reference_energy(x, system.box) - pair), rtol=1e-6, atol=1e-12
+  )
 
 
 def test_system_overflow_with_small_capacity():
-  system = make_system('tiny', 'monatomic_water', 'cubic_diamond', 64, 0.033567184,
-                       200.0, linearize_below=1.2, min_distance=0.01,
-                       neighbour_capacity=2)
+  system = make_system(
+    'tiny',
+    'monatomic_water',
+    'cubic_diamond',
+    64,
+    0.033567184,
+    200.0,
+    linearize_below=1.2,
+    min_distance=0.01,
+    neighbour_capacity=2,
+  )
   x = jnp.asarray(system.lattice)
   with pytest.raises(ValueError, match='capacity is 2'):
     system.energy(x)
@@ -171,26 +197,34 @@ def test_training_energy_equals_energy_above_threshold(name):
   np.testing.assert_allclose(system.training_energy(x), system.energy(x), rtol=1e-14)
 
 
-@pytest.mark.parametrize('potential, phi, cutoff, r0, dmin', [
+@pytest.mark.parametrize(
+  'potential, phi, cutoff, r0, dmin',
+  [
     ('lj', lambda r: 4 * (r**-12 - r**-6) - 4 * (2.7**-12 - 2.7**-6), 2.7, 0.8, 0.01),
-    ('mw', mw.two_body, mw.CUTOFF, 1.2, 0.01)])
+    ('mw', mw.two_body, mw.CUTOFF, 1.2, 0.01),
+  ],
+)
 def test_training_pair_energy_is_tangent_below_r0(potential, phi, cutoff, r0, dmin):
   linearization = pair_terms.Linearization(r0, dmin)
   if potential == 'lj':
+
     def energy(x):
       return lennard_jones.energy(x, BIG_BOX, cutoff, linearization=linearization)
+
     dphi0 = 4 * (-12 * r0**-13 + 6 * r0**-7)
   else:
+
     def energy(x):
       return mw.energy(x, BIG_BOX, linearization=linearization)
+
     dphi0 = (phi(r0 + 1e-6) - phi(r0 - 1e-6)) / 2e-6
   for r in (0.3, 0.7 * r0, r0 - 1e-3):
-    np.testing.assert_allclose(energy(_two_particles(r)), phi(r0) + (r - r0) * dphi0,
-                               rtol=1e-8)
+    np.testing.assert_allclose(energy(_two_particles(r)), phi(r0) + (r - r0) * dphi0, rtol=1e-8)
   # Above r0 the physical potential; below min_distance, clipped to it.
   np.testing.assert_allclose(energy(_two_particles(r0 + 0.1)), phi(r0 + 0.1), rtol=1e-12)
-  np.testing.assert_allclose(energy(_two_particles(dmin / 2)), energy(_two_particles(dmin)),
-                             rtol=1e-12)
+  np.testing.assert_allclose(
+    energy(_two_particles(dmin / 2)), energy(_two_particles(dmin)), rtol=1e-12
+  )
 
 
 @pytest.mark.parametrize('name', ['lj_256', 'mw_cubic_64'])

@@ -25,8 +25,9 @@ def test_wrap_and_minimum_image_by_hand():
   x = jnp.array([[-0.5, 7.0, 4.0], [2.0, -3.0, 1.5]])
   np.testing.assert_allclose(box_lib.wrap(x, box), [[1.5, 1.0, 0.0], [0.0, 0.0, 1.5]])
   dx = jnp.array([[1.5, -2.0, 9.0], [0.4, 1.4, -1.9]])
-  np.testing.assert_allclose(box_lib.minimum_image(dx, box),
-                             [[-0.5, 1.0, 1.0], [0.4, 1.4, -1.9]], atol=1e-6)
+  np.testing.assert_allclose(
+    box_lib.minimum_image(dx, box), [[-0.5, 1.0, 1.0], [0.4, 1.4, -1.9]], atol=1e-6
+  )
   assert box_lib.volume(box) == 24.0
 
 
@@ -38,11 +39,20 @@ def test_bad_box_is_rejected(bad):
     box_lib.minimum_image(jnp.zeros((2, 3)), bad)
 
 
-@pytest.mark.parametrize('name, n, cells, density', [
-    ('simple_cubic', 27, 3, 1.0), ('fcc', 32, 2, 1.28), ('fcc', 256, 4, 1.28),
-    ('fcc', 500, 5, 1.28), ('cubic_diamond', 8, 1, MW_DENSITY),
-    ('cubic_diamond', 512, 4, MW_DENSITY), ('hexagonal_ice', 64, 2, MW_DENSITY),
-    ('hexagonal_ice', 216, 3, MW_DENSITY), ('hexagonal_ice', 512, 4, MW_DENSITY)])
+@pytest.mark.parametrize(
+  'name, n, cells, density',
+  [
+    ('simple_cubic', 27, 3, 1.0),
+    ('fcc', 32, 2, 1.28),
+    ('fcc', 256, 4, 1.28),
+    ('fcc', 500, 5, 1.28),
+    ('cubic_diamond', 8, 1, MW_DENSITY),
+    ('cubic_diamond', 512, 4, MW_DENSITY),
+    ('hexagonal_ice', 64, 2, MW_DENSITY),
+    ('hexagonal_ice', 216, 3, MW_DENSITY),
+    ('hexagonal_ice', 512, 4, MW_DENSITY),
+  ],
+)
 def test_lattice_counts_density_and_placement(name, n, cells, density):
   lattice = lattices.make_lattice(name, n, density)
   assert lattice.positions.shape == (n, 3) and lattice.positions.dtype == np.float64
@@ -59,8 +69,12 @@ def test_lattice_counts_density_and_placement(name, n, cells, density):
 
 
 def test_sites_per_primitive_cell():
-  assert [lattices.UNIT_CELLS[k].sites_per_primitive_cell for k in lattices.LATTICE_NAMES] \
-      == [1, 1, 2, 4]
+  assert [lattices.UNIT_CELLS[k].sites_per_primitive_cell for k in lattices.LATTICE_NAMES] == [
+    1,
+    1,
+    2,
+    4,
+  ]
 
 
 def test_fcc_shells():
@@ -92,11 +106,14 @@ def test_simple_cubic_positions_by_hand():
   lattice = lattices.make_lattice('simple_cubic', 8, 1 / 8)
   np.testing.assert_allclose(lattice.box, [4.0, 4.0, 4.0])
   assert {tuple(p) for p in lattice.positions} == {
-      (i, j, k) for i in (0, 2) for j in (0, 2) for k in (0, 2)}
+    (i, j, k) for i in (0, 2) for j in (0, 2) for k in (0, 2)
+  }
 
 
-@pytest.mark.parametrize('name, n', [('fcc', 31), ('fcc', 64), ('cubic_diamond', 16),
-                                     ('hexagonal_ice', 8 * 5), ('simple_cubic', 0)])
+@pytest.mark.parametrize(
+  'name, n',
+  [('fcc', 31), ('fcc', 64), ('cubic_diamond', 16), ('hexagonal_ice', 8 * 5), ('simple_cubic', 0)],
+)
 def test_lattice_must_tile(name, n):
   with pytest.raises(ValueError, match=f'num_particles={n}'):
     lattices.make_lattice(name, n, 1.0)

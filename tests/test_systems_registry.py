@@ -7,13 +7,19 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from systems import SYSTEM_NAMES, System, get_system, make_system
-from systems import lennard_jones
+from systems import SYSTEM_NAMES, System, get_system, lennard_jones, make_system
 from systems import monatomic_water as mw
 
 SMALL = ('lj_32', 'mw_cubic_8')
-MW = dict(potential='monatomic_water', lattice_name='cubic_diamond', num_particles=64,
-          density=0.033567184, temperature=200.0, linearize_below=1.2, min_distance=0.01)
+MW = dict(
+  potential='monatomic_water',
+  lattice_name='cubic_diamond',
+  num_particles=64,
+  density=0.033567184,
+  temperature=200.0,
+  linearize_below=1.2,
+  min_distance=0.01,
+)
 
 
 def _get(name):
@@ -23,9 +29,18 @@ def _get(name):
 
 
 def test_names():
-  assert SYSTEM_NAMES == ('lj_32', 'lj_256', 'lj_500', 'mw_cubic_8', 'mw_cubic_64',
-                          'mw_cubic_216', 'mw_cubic_512', 'mw_hex_64', 'mw_hex_216',
-                          'mw_hex_512')
+  assert SYSTEM_NAMES == (
+    'lj_32',
+    'lj_256',
+    'lj_500',
+    'mw_cubic_8',
+    'mw_cubic_64',
+    'mw_cubic_216',
+    'mw_cubic_512',
+    'mw_hex_64',
+    'mw_hex_216',
+    'mw_hex_512',
+  )
 
 
 @pytest.mark.parametrize('name', SYSTEM_NAMES)
@@ -95,12 +110,21 @@ def test_wrong_shape(shape):
       fn(np.zeros(shape))
 
 
-@pytest.mark.parametrize('change, match', [
-    (dict(density=0.0), 'Density'), (dict(density=-1.0), 'Density'),
-    (dict(temperature=0.0), 'Temperature'), (dict(temperature=-5.0), 'Temperature'),
-    (dict(num_particles=60), 'num_particles=60'), (dict(potential='morse'), 'morse'),
-    (dict(cutoff=3.0), 'cutoff=3.0'), (dict(min_distance=2.0), 'min_distance'),
-    (dict(neighbour_capacity=0), 'capacity'), (dict(lattice_name='bcc'), 'bcc')])
+@pytest.mark.parametrize(
+  'change, match',
+  [
+    (dict(density=0.0), 'Density'),
+    (dict(density=-1.0), 'Density'),
+    (dict(temperature=0.0), 'Temperature'),
+    (dict(temperature=-5.0), 'Temperature'),
+    (dict(num_particles=60), 'num_particles=60'),
+    (dict(potential='morse'), 'morse'),
+    (dict(cutoff=3.0), 'cutoff=3.0'),
+    (dict(min_distance=2.0), 'min_distance'),
+    (dict(neighbour_capacity=0), 'capacity'),
+    (dict(lattice_name='bcc'), 'bcc'),
+  ],
+)
 def test_make_system_rejects_bad_input(change, match):
   with pytest.raises(ValueError, match=match):
     make_system('bad', **{**MW, **change})
@@ -113,14 +137,24 @@ def test_small_box_needs_allow_small_box():
   with pytest.warns(UserWarning):
     assert make_system('small', **small, allow_small_box=True).num_particles == 8
   with pytest.raises(ValueError, match='allow_small_box'):
-    make_system('lj', 'lennard_jones', 'fcc', 256, 1.28, 2.0, cutoff=3.0,
-                linearize_below=0.8, min_distance=0.01)
+    make_system(
+      'lj',
+      'lennard_jones',
+      'fcc',
+      256,
+      1.28,
+      2.0,
+      cutoff=3.0,
+      linearize_below=0.8,
+      min_distance=0.01,
+    )
 
 
 def test_lennard_jones_needs_a_cutoff():
   with pytest.raises(ValueError, match='cutoff'):
-    make_system('lj', 'lennard_jones', 'fcc', 256, 1.28, 2.0,
-                linearize_below=0.8, min_distance=0.01)
+    make_system(
+      'lj', 'lennard_jones', 'fcc', 256, 1.28, 2.0, linearize_below=0.8, min_distance=0.01
+    )
 
 
 @pytest.mark.parametrize('box', [[0.0, 5.0, 5.0], [5.0, -5.0, 5.0], [5.0, 5.0]])

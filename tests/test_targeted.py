@@ -31,21 +31,30 @@ class AffineMap:
 
 def gaussian(mean, std):
   """Unnormalised reduced potential |x − mean|²/(2 std²) of an isotropic Gaussian."""
-  return lambda x: jnp.sum((x - mean) ** 2, axis=(-2, -1)) / (2 * std ** 2)
+  return lambda x: jnp.sum((x - mean) ** 2, axis=(-2, -1)) / (2 * std**2)
 
 
 def periodic_potential(phase):
   """A smooth periodic reduced potential on [LOWER, UPPER)³."""
   k = 2 * jnp.pi / (UPPER - LOWER)
-  return lambda x: jnp.sum(jnp.cos(k * x + phase) + 0.5 * jnp.sin(2 * k * x),
-                           axis=(-2, -1))
+  return lambda x: jnp.sum(jnp.cos(k * x + phase) + 0.5 * jnp.sin(2 * k * x), axis=(-2, -1))
 
 
 def small_map(num_particles=3, num_layers=1, seed=0, sites=None, radial_bins=0):
   return targeted.TargetedMap(
-      num_particles, LOWER, UPPER, num_layers=num_layers, num_bins=4,
-      embedding_size=8, num_heads=2, num_blocks=1, num_frequencies=2,
-      radial_bins=radial_bins, sites=sites, rngs=nnx.Rngs(seed))
+    num_particles,
+    LOWER,
+    UPPER,
+    num_layers=num_layers,
+    num_bins=4,
+    embedding_size=8,
+    num_heads=2,
+    num_blocks=1,
+    num_frequencies=2,
+    radial_bins=radial_bins,
+    sites=sites,
+    rngs=nnx.Rngs(seed),
+  )
 
 
 SITES = np.array([[0.1, 0.2, 1.9], [1.5, -0.8, 0.3], [-0.9, 1.2, 0.7]])
@@ -68,16 +77,19 @@ def jitted(module, method):
 
 
 def box_samples(shape, seed=0):
-  return jax.random.uniform(jax.random.key(seed), shape + (3,),
-                            minval=LOWER, maxval=UPPER)
+  return jax.random.uniform(jax.random.key(seed), shape + (3,), minval=LOWER, maxval=UPPER)
 
 
 def test_identity_map_work_is_plain_work():
   u_a, u_b = periodic_potential(0.0), periodic_potential(1.0)
   x = box_samples((16, 3))
   bijector = small_map()
-  works = jax.jit(lambda x: (targeted.forward_work(bijector, x, u_a, u_b),
-                             targeted.reverse_work(bijector, x, u_a, u_b)))
+  works = jax.jit(
+    lambda x: (
+      targeted.forward_work(bijector, x, u_a, u_b),
+      targeted.reverse_work(bijector, x, u_a, u_b),
+    )
+  )
   work_forward, work_reverse = works(x)
   np.testing.assert_allclose(work_forward, u_b(x) - u_a(x), atol=1e-5)
   np.testing.assert_allclose(work_reverse, u_a(x) - u_b(x), atol=1e-5)
@@ -129,21 +141,20 @@ def test_targeted_map_round_trip_and_log_det(num_layers, radial_bins):
   x_back, log_det_inverse = jitted(bijector, 'inverse')(y)
   assert np.all((y >= LOWER) & (y < UPPER))
   # compare on the circle: x and x_back may differ by a period
-  np.testing.assert_allclose(np.cos(2 * np.pi * (x_back - x) / (UPPER - LOWER)), 1.0,
-                             atol=1e-5)
+  np.testing.assert_allclose(np.cos(2 * np.pi * (x_back - x) / (UPPER - LOWER)), 1.0, atol=1e-5)
   np.testing.assert_allclose(log_det_inverse, -log_det, rtol=1e-3, atol=1e-4)
   assert np.max(np.abs(log_det)) > 1e-2  # genuinely not the identity
 
   flat_forward = lambda v: forward(v.reshape(3, 3))[0].reshape(-1)
   jacobians = jax.jit(jax.vmap(jax.jacfwd(flat_forward)))(x.reshape(4, -1))
-  np.testing.assert_allclose(np.linalg.slogdet(np.asarray(jacobians, np.float64))[1],
-                             log_det, atol=2e-3)
+  np.testing.assert_allclose(
+    np.linalg.slogdet(np.asarray(jacobians, np.float64))[1], log_det, atol=2e-3
+  )
 
 
 @pytest.mark.parametrize('num_layers,radial_bins', MAP_KINDS)
 def test_targeted_map_is_periodic_and_permutation_equivariant(num_layers, radial_bins):
-  forward = jitted(perturb(small_map(num_layers=num_layers, radial_bins=radial_bins)),
-                   'forward')
+  forward = jitted(perturb(small_map(num_layers=num_layers, radial_bins=radial_bins)), 'forward')
   x = box_samples((2, 3), seed=4)
   y, log_det = forward(x)
   y_shift, log_det_shift = forward(x + (UPPER - LOWER) * jnp.array([1.0, -2.0, 0.0]))
@@ -155,13 +166,13 @@ def test_targeted_map_is_periodic_and_permutation_equivariant(num_layers, radial
   np.testing.assert_allclose(log_det_perm, log_det, atol=1e-4)
 
 
-@pytest.mark.parametrize('num_layers,sites,radial_bins',
-                         [(n, None, 4) for n in (0, 1, 2, 3)] +
-                         [(n, SITES, 0) for n in (1, 2, 3)])
+@pytest.mark.parametrize(
+  'num_layers,sites,radial_bins',
+  [(n, None, 4) for n in (0, 1, 2, 3)] + [(n, SITES, 0) for n in (1, 2, 3)],
+)
 def test_fresh_targeted_map_is_the_identity(num_layers, sites, radial_bins):
   x = box_samples((4, 3), seed=5)
-  y, log_det = small_map(num_layers=num_layers, sites=sites,
-                         radial_bins=radial_bins).forward(x)
+  y, log_det = small_map(num_layers=num_layers, sites=sites, radial_bins=radial_bins).forward(x)
   np.testing.assert_allclose(y, x, atol=1e-5)
   np.testing.assert_allclose(log_det, 0.0, atol=1e-5)
 
@@ -173,8 +184,7 @@ def test_site_centred_map_round_trip_translation_and_joint_permutation_equivaria
   permuted = perturb(small_map(num_layers=2, sites=SITES[perm]))
   y, log_det = jitted(bijector, 'forward')(x)
   x_back, log_det_inverse = jitted(bijector, 'inverse')(y)
-  np.testing.assert_allclose(np.cos(2 * np.pi * (x_back - x) / (UPPER - LOWER)), 1.0,
-                             atol=1e-5)
+  np.testing.assert_allclose(np.cos(2 * np.pi * (x_back - x) / (UPPER - LOWER)), 1.0, atol=1e-5)
   np.testing.assert_allclose(log_det_inverse, -log_det, rtol=1e-3, atol=1e-4)
   assert np.max(np.abs(log_det)) > 1e-2
   y_perm, log_det_perm = jitted(permuted, 'forward')(x[:, perm])
@@ -182,8 +192,9 @@ def test_site_centred_map_round_trip_translation_and_joint_permutation_equivaria
   np.testing.assert_allclose(log_det_perm, log_det, atol=1e-4)
   shift = jnp.array([0.37, -0.81, 1.23])
   y_shift, log_det_shift = jitted(bijector, 'forward')(x + shift)
-  np.testing.assert_allclose(np.cos(2 * np.pi * (y_shift - y - shift) / (UPPER - LOWER)),
-                             1.0, atol=1e-5)
+  np.testing.assert_allclose(
+    np.cos(2 * np.pi * (y_shift - y - shift) / (UPPER - LOWER)), 1.0, atol=1e-5
+  )
   np.testing.assert_allclose(log_det_shift, log_det, atol=1e-4)
   with pytest.raises(ValueError, match='sites has shape'):
     small_map(sites=SITES[:2])
@@ -199,6 +210,15 @@ def test_bad_input_raises():
   with pytest.raises(ValueError, match='num_layers=0 needs radial_bins'):
     small_map(num_layers=0, radial_bins=0)
   with pytest.raises(ValueError, match='upper'):
-    targeted.TargetedMap(2, 1.0, 1.0, num_layers=1, num_bins=4, embedding_size=8,
-                         num_heads=2, num_blocks=1, num_frequencies=2,
-                         rngs=nnx.Rngs(0))
+    targeted.TargetedMap(
+      2,
+      1.0,
+      1.0,
+      num_layers=1,
+      num_bins=4,
+      embedding_size=8,
+      num_heads=2,
+      num_blocks=1,
+      num_frequencies=2,
+      rngs=nnx.Rngs(0),
+    )

@@ -9,8 +9,7 @@ from flax import nnx
 from experiments import tfep
 from flows import targeted
 from flows.couplings import wrap
-from scripts import observables
-from scripts import tfep_report
+from scripts import observables, tfep_report
 
 
 def harmonic_ladder(num_chains, num_times, rho, seed=0):
@@ -21,10 +20,11 @@ def harmonic_ladder(num_chains, num_times, rho, seed=0):
   z = np.empty((len(kappa), num_times, num_chains))
   z[:, 0] = rng.standard_normal((len(kappa), num_chains))
   for t in range(1, num_times):
-    z[:, t] = rho * z[:, t - 1] + np.sqrt(1 - rho ** 2) * rng.standard_normal(
-        (len(kappa), num_chains))
-  x = z.reshape(len(kappa), -1) / np.sqrt(kappa)[:, None]      # (K, n)
-  reduced = 0.5 * kappa[:, None, None] * x[None] ** 2            # u[k, l, i]
+    z[:, t] = rho * z[:, t - 1] + np.sqrt(1 - rho**2) * rng.standard_normal(
+      (len(kappa), num_chains)
+    )
+  x = z.reshape(len(kappa), -1) / np.sqrt(kappa)[:, None]  # (K, n)
+  reduced = 0.5 * kappa[:, None, None] * x[None] ** 2  # u[k, l, i]
   return dict(reduced=reduced, x=x, kappa=kappa), 0.5 * np.log(kappa[-1] / kappa[0])
 
 
@@ -71,17 +71,21 @@ def test_table_uses_every_disjoint_block_and_agrees_with_the_exact_delta_f():
   x_a, y_b, u = data['x'][0, held], data['x'][-1, held], data['reduced']
   scale = 1.1 * np.sqrt(kappa[0] / kappa[-1])  # 10 % off the exact map x -> x √(κ_A/κ_B)
   works = dict(
-      step=0, plain_forward=u[-1, 0, held] - u[0, 0, held],
-      plain_reverse=u[0, -1, held] - u[-1, -1, held],
-      mapped_forward=0.5 * kappa[-1] * (scale * x_a) ** 2 - 0.5 * kappa[0] * x_a ** 2
-      - np.log(scale),
-      mapped_reverse=0.5 * kappa[0] * (y_b / scale) ** 2 - 0.5 * kappa[-1] * y_b ** 2
-      + np.log(scale))
+    step=0,
+    plain_forward=u[-1, 0, held] - u[0, 0, held],
+    plain_reverse=u[0, -1, held] - u[-1, -1, held],
+    mapped_forward=0.5 * kappa[-1] * (scale * x_a) ** 2 - 0.5 * kappa[0] * x_a**2 - np.log(scale),
+    mapped_reverse=0.5 * kappa[0] * (y_b / scale) ** 2 - 0.5 * kappa[-1] * y_b**2 + np.log(scale),
+  )
   data.update(parameters=kappa, acceptance=np.ones(4), statistical_inefficiency=np.ones(4))
-  config = ml_collections.ConfigDict(dict(
-      benchmark='harmonic', variant='test',
+  config = ml_collections.ConfigDict(
+    dict(
+      benchmark='harmonic',
+      variant='test',
       sampling=dict(num_chains=10, num_train=num_train),
-      eval=dict(sample_sizes=(1000, 3000), num_subsets=3)))
+      eval=dict(sample_sizes=(1000, 3000), num_subsets=3),
+    )
+  )
   table = tfep_report.make_table(config, data, works)
   assert [row['num_subsets'] for row in table['rows']] == [9, 3]  # 9000 held out
   for row in table['rows']:
@@ -112,16 +116,32 @@ class Translation:
 
 def test_structure_of_the_identity_and_of_a_translation():
   lower, upper, num_train, radius_b = -2.0, 2.0, 10, 1.2
-  ladder = tfep.Ladder(parameters=np.array([1.0, radius_b]), reduced=None,
-                       num_particles=6, lower=lower, upper=upper,
-                       initial_positions=None, solute=np.zeros(3))
+  ladder = tfep.Ladder(
+    parameters=np.array([1.0, radius_b]),
+    reduced=None,
+    num_particles=6,
+    lower=lower,
+    upper=upper,
+    initial_positions=None,
+    solute=np.zeros(3),
+  )
   samples = np.random.default_rng(3).uniform(lower, upper, (2, 40, 6, 3))
   data = dict(samples=samples.astype(np.float32))
-  config = ml_collections.ConfigDict(dict(sampling=dict(num_train=num_train),
-                                          eval=dict(batch_size=7)))
-  identity = targeted.TargetedMap(6, lower, upper, num_layers=1, num_bins=4,
-                                  embedding_size=8, num_heads=2, num_blocks=1,
-                                  num_frequencies=2, rngs=nnx.Rngs(0))
+  config = ml_collections.ConfigDict(
+    dict(sampling=dict(num_train=num_train), eval=dict(batch_size=7))
+  )
+  identity = targeted.TargetedMap(
+    6,
+    lower,
+    upper,
+    num_layers=1,
+    num_bins=4,
+    embedding_size=8,
+    num_heads=2,
+    num_blocks=1,
+    num_frequencies=2,
+    rngs=nnx.Rngs(0),
+  )
   result = tfep_report.structure(config, ladder, data, identity, num_bins=8)
   assert result['num_frames'] == 30
   for kind in ('pair', 'solute'):
@@ -134,16 +154,18 @@ def test_structure_of_the_identity_and_of_a_translation():
   # A translation keeps all pair distances and moves the particles relative to
   # the solute: by +shift for M(A), by −shift for M⁻¹(B).
   shift = np.array([1.3, -0.4, 0.7])
-  moved = tfep_report.structure(config, ladder, data, Translation(shift, lower, upper),
-                                num_bins=8)
+  moved = tfep_report.structure(config, ladder, data, Translation(shift, lower, upper), num_bins=8)
   np.testing.assert_allclose(moved['pair']['M(A)'], moved['pair']['A'], atol=1e-9)
   np.testing.assert_allclose(moved['pair']['M⁻¹(B)'], moved['pair']['B'], atol=1e-9)
   box = np.full(3, upper - lower)
   for name, x, sign in (('M(A)', samples[0], 1), ('M⁻¹(B)', samples[1], -1)):
     _, expected = observables.distribution_about_point(
-        x[num_train:] + sign * shift, box, np.zeros(3), num_bins=8)
+      x[num_train:] + sign * shift, box, np.zeros(3), num_bins=8
+    )
     np.testing.assert_allclose(moved['solute'][name], expected, atol=1e-9)
   assert not np.allclose(moved['solute']['M(A)'], moved['solute']['A'])
   without_solute = tfep.Ladder(**{**ladder.__dict__, 'solute': None})
   assert set(tfep_report.structure(config, without_solute, data, identity)) == {
-      'num_frames', 'pair'}
+    'num_frames',
+    'pair',
+  }

@@ -49,8 +49,14 @@ def test_loss_is_finite_and_decreases(tmp_path):
   for row in rows:
     assert {'step', 'wall_time', 'loss', 'grad_norm'} <= set(row)
   evals = [r for r in read_metrics(tmp_path) if 'ess' in r]
-  assert evals and {'ess', 'beta_f_per_particle', 'beta_f_per_particle_stderr',
-                    'mean_energy', 'wall_time', 'step'} <= set(evals[-1])
+  assert evals and {
+    'ess',
+    'beta_f_per_particle',
+    'beta_f_per_particle_stderr',
+    'mean_energy',
+    'wall_time',
+    'step',
+  } <= set(evals[-1])
 
 
 def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
@@ -60,17 +66,20 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
   training.train(config, straight)
 
   killed = str(tmp_path / 'killed')
-  cmd = [sys.executable, '-m', 'experiments.train',
-         '--config=experiments/configs/monatomic_water.py:mw_cubic_8,tiny',
-         f'--workdir={killed}', f'--config.train.num_steps={num_steps}',
-         '--config.train.checkpoint_every_steps=5']
-  proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL)
+  cmd = [
+    sys.executable,
+    '-m',
+    'experiments.train',
+    '--config=experiments/configs/monatomic_water.py:mw_cubic_8,tiny',
+    f'--workdir={killed}',
+    f'--config.train.num_steps={num_steps}',
+    '--config.train.checkpoint_every_steps=5',
+  ]
+  proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   ckpt_dir = os.path.join(killed, 'checkpoints')
   deadline = time.time() + 120
   while time.time() < deadline:
-    steps = ([int(d) for d in os.listdir(ckpt_dir) if d.isdigit()]
-             if os.path.isdir(ckpt_dir) else [])
+    steps = [int(d) for d in os.listdir(ckpt_dir) if d.isdigit()] if os.path.isdir(ckpt_dir) else []
     if [s for s in steps if s >= 10]:
       break
     time.sleep(0.01)
@@ -127,7 +136,6 @@ def test_nonfinite_loss_never_reaches_parameters(tmp_path, monkeypatch):
     np.testing.assert_array_equal(x, np.asarray(y))
 
 
-
 def test_moving_average_of_parameters_is_exact_and_skips_nothing():
   config = tiny_config()
   setup, state = training.build(config)
@@ -141,11 +149,10 @@ def test_moving_average_of_parameters_is_exact_and_skips_nothing():
   for a, b, c, e in zip(*map(jax.tree.leaves, (p0, p1, p2, state['ema_params']))):
     expected = decay * (decay * a + (1 - decay) * b) + (1 - decay) * c
     np.testing.assert_allclose(np.asarray(e), expected, rtol=1e-6, atol=1e-7)
-  assert any(not np.array_equal(a, c) for a, c in zip(jax.tree.leaves(p0),
-                                                      jax.tree.leaves(p2)))
+  assert any(not np.array_equal(a, c) for a, c in zip(jax.tree.leaves(p0), jax.tree.leaves(p2)))
 
 
-SHARDED_SCRIPT = r'''
+SHARDED_SCRIPT = r"""
 import jax, numpy as np
 from experiments import training
 from experiments.configs import monatomic_water
@@ -168,15 +175,19 @@ gdiff = max(float(np.max(np.abs(a - b))) for a, b in
             zip(jax.tree.leaves(g1), jax.tree.leaves(g2)))
 print('LOSSDIFF', abs(l1 - l2) / abs(l1), abs(s1 - s2) / abs(s1))
 print('GRADDIFF', gdiff / scale)
-'''
-
+"""
 
 
 def test_sharded_step_equals_single_device_step():
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2',
-             JAX_PLATFORMS='cpu')
-  out = subprocess.run([sys.executable, '-c', SHARDED_SCRIPT], cwd=ROOT, env=env,
-                       capture_output=True, text=True, timeout=300)
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2', JAX_PLATFORMS='cpu')
+  out = subprocess.run(
+    [sys.executable, '-c', SHARDED_SCRIPT],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert out.returncode == 0, out.stderr[-3000:]
   loss_diffs = [float(v) for v in out.stdout.split('LOSSDIFF')[1].split()[:2]]
   grad_diff = float(out.stdout.split('GRADDIFF')[1].split()[0])

@@ -15,9 +15,12 @@ import ml_collections
 PAPER_COMPUTE_DTYPE = 'bfloat16'
 
 
-def parse_arg(arg: str, systems: tuple[str, ...],
-              variants: Mapping[str, Callable[[str], dict]],
-              default_variant: str) -> tuple[str, str]:
+def parse_arg(
+  arg: str,
+  systems: tuple[str, ...],
+  variants: Mapping[str, Callable[[str], dict]],
+  default_variant: str,
+) -> tuple[str, str]:
   """Splits `<system>[,<variant>]` and checks both names.
 
   Raises:
@@ -25,14 +28,15 @@ def parse_arg(arg: str, systems: tuple[str, ...],
   """
   parts = [p.strip() for p in (arg or '').split(',') if p.strip()]
   if not parts or len(parts) > 2:
-    raise ValueError(f'Config argument {arg!r} must be "<system>[,<variant>]"; '
-                     f'systems: {", ".join(systems)}; variants: '
-                     f'{", ".join(variants)}.')
+    raise ValueError(
+      f'Config argument {arg!r} must be "<system>[,<variant>]"; '
+      f'systems: {", ".join(systems)}; variants: '
+      f'{", ".join(variants)}.'
+    )
   system = parts[0]
   variant = parts[1] if len(parts) == 2 else default_variant
   if system not in systems:
-    raise ValueError(f'Unknown system {system!r} for this config; known: '
-                     f'{", ".join(systems)}.')
+    raise ValueError(f'Unknown system {system!r} for this config; known: {", ".join(systems)}.')
   if variant not in variants:
     raise ValueError(f'Unknown variant {variant!r}; known: {", ".join(variants)}.')
   return system, variant
@@ -43,8 +47,9 @@ def num_particles(system: str) -> int:
   return int(system.rsplit('_', 1)[1])
 
 
-def make_config(system: str, variant: str, *, model: dict, train: dict,
-                evaluation: dict) -> ml_collections.ConfigDict:
+def make_config(
+  system: str, variant: str, *, model: dict, train: dict, evaluation: dict
+) -> ml_collections.ConfigDict:
   """Builds the full config; every key is documented here once.
 
   Args:
@@ -55,47 +60,53 @@ def make_config(system: str, variant: str, *, model: dict, train: dict,
     evaluation: overrides of the eval section below.
   """
   config = ml_collections.ConfigDict()
-  config.system = system          # named system (systems.get_system)
-  config.variant = variant        # which variant of this config file
-  config.seed = 42                # seeds parameters, sampling and evaluation
+  config.system = system  # named system (systems.get_system)
+  config.variant = variant  # which variant of this config file
+  config.seed = 42  # seeds parameters, sampling and evaluation
 
-  config.model = ml_collections.ConfigDict(dict(
-      num_layers=24,         # flow layers; each = shift + 2 spline couplings
-      num_bins=16,           # bins of each circular rational-quadratic spline
-      embedding_size=256,    # transformer width
-      num_heads=2,           # attention heads
-      num_blocks=2,          # transformer blocks per conditioner
-      num_frequencies=8,     # circular Fourier frequencies of the embedding
-      noise_scale=0.2,       # std of the base noise about lattice sites (length)
-      use_layernorm=False,   # layer norm in the transformer (published: off)
-      remat=True,            # rematerialise each layer (less memory; faster on CPU)
+  config.model = ml_collections.ConfigDict(
+    dict(
+      num_layers=24,  # flow layers; each = shift + 2 spline couplings
+      num_bins=16,  # bins of each circular rational-quadratic spline
+      embedding_size=256,  # transformer width
+      num_heads=2,  # attention heads
+      num_blocks=2,  # transformer blocks per conditioner
+      num_frequencies=8,  # circular Fourier frequencies of the embedding
+      noise_scale=0.2,  # std of the base noise about lattice sites (length)
+      use_layernorm=False,  # layer norm in the transformer (published: off)
+      remat=True,  # rematerialise each layer (less memory; faster on CPU)
       compute_dtype='float32',  # transformer matmuls: 'float32' or 'bfloat16' (mixed precision)
-  ))
+    )
+  )
   config.model.update(model)
 
-  config.train = ml_collections.ConfigDict(dict(
-      batch_size=128,                # samples per step (sharded over devices)
-      num_steps=1_000_000,           # total optimiser steps
-      learning_rate=7e-5,            # Adam learning rate
+  config.train = ml_collections.ConfigDict(
+    dict(
+      batch_size=128,  # samples per step (sharded over devices)
+      num_steps=1_000_000,  # total optimiser steps
+      learning_rate=7e-5,  # Adam learning rate
       lr_decay_steps=(250_000, 500_000),  # steps at which lr is multiplied ...
-      lr_decay_factor=0.1,           # ... by this factor
-      lr_warmup_steps=0,             # linear warm-up from 0 (0: none)
-      adam_b2=0.999,                 # Adam second-moment decay
-      max_gradient_norm=1e4,         # global-norm gradient clipping
-      ema_decay=0.0,                 # evaluations use an EMA of the parameters (0: none)
+      lr_decay_factor=0.1,  # ... by this factor
+      lr_warmup_steps=0,  # linear warm-up from 0 (0: none)
+      adam_b2=0.999,  # Adam second-moment decay
+      max_gradient_norm=1e4,  # global-norm gradient clipping
+      ema_decay=0.0,  # evaluations use an EMA of the parameters (0: none)
       max_consecutive_nonfinite=20,  # stop after this many skipped steps in a row
-      log_every_steps=50,            # training metrics row every this many steps
+      log_every_steps=50,  # training metrics row every this many steps
       checkpoint_every_seconds=300.0,  # checkpoint period (and at the end)
-      checkpoint_every_steps=0,      # also every this many steps (0: off)
-      max_checkpoints_to_keep=3,     # older checkpoints are deleted
-  ))
+      checkpoint_every_steps=0,  # also every this many steps (0: off)
+      max_checkpoints_to_keep=3,  # older checkpoints are deleted
+    )
+  )
   config.train.update(train)
 
-  config.eval = ml_collections.ConfigDict(dict(
-      every_steps=5000,              # evaluate every this many steps (and at end)
-      num_samples=16384,             # fresh flow samples per evaluation
-      batch_size=4096,               # samples per compiled evaluation call
-      stop_at_stderr=0.0,            # stop once βF/N stderr <= this (0: never)
-  ))
+  config.eval = ml_collections.ConfigDict(
+    dict(
+      every_steps=5000,  # evaluate every this many steps (and at end)
+      num_samples=16384,  # fresh flow samples per evaluation
+      batch_size=4096,  # samples per compiled evaluation call
+      stop_at_stderr=0.0,  # stop once βF/N stderr <= this (0: never)
+    )
+  )
   config.eval.update(evaluation)
   return config

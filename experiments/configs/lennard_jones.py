@@ -33,20 +33,30 @@ _CPU_NOISE_SCALE = 0.04
 
 
 def _paper(system: str) -> dict:
-  return dict(model=dict(num_frequencies=_PAPER_FREQUENCIES[common.num_particles(system)],
-                         noise_scale=_NOISE_SCALE,
-                         compute_dtype=common.PAPER_COMPUTE_DTYPE),
-              train={}, evaluation={})
+  return dict(
+    model=dict(
+      num_frequencies=_PAPER_FREQUENCIES[common.num_particles(system)],
+      noise_scale=_NOISE_SCALE,
+      compute_dtype=common.PAPER_COMPUTE_DTYPE,
+    ),
+    train={},
+    evaluation={},
+  )
 
 
 def _cpu(system: str) -> dict:
   del system
   return dict(
-      model=dict(num_layers=4, embedding_size=32, num_frequencies=8,
-                 noise_scale=_CPU_NOISE_SCALE),
-      train=dict(num_steps=4000, learning_rate=1e-3, lr_decay_steps=(),
-                 ema_decay=0.99, checkpoint_every_seconds=60.0),
-      evaluation=dict(every_steps=500, num_samples=8192, batch_size=2048))
+    model=dict(num_layers=4, embedding_size=32, num_frequencies=8, noise_scale=_CPU_NOISE_SCALE),
+    train=dict(
+      num_steps=4000,
+      learning_rate=1e-3,
+      lr_decay_steps=(),
+      ema_decay=0.99,
+      checkpoint_every_seconds=60.0,
+    ),
+    evaluation=dict(every_steps=500, num_samples=8192, batch_size=2048),
+  )
 
 
 VARIANTS = {'paper': _paper, 'cpu': _cpu}

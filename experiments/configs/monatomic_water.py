@@ -17,48 +17,71 @@ runs). Any key can be overridden, e.g.
 
 from experiments.configs import common
 
-SYSTEMS = ('mw_cubic_8', 'mw_cubic_64', 'mw_cubic_216', 'mw_cubic_512',
-           'mw_hex_64', 'mw_hex_216', 'mw_hex_512')
+SYSTEMS = (
+  'mw_cubic_8',
+  'mw_cubic_64',
+  'mw_cubic_216',
+  'mw_cubic_512',
+  'mw_hex_64',
+  'mw_hex_216',
+  'mw_hex_512',
+)
 
 # Fourier frequencies of the conditioner embedding at paper scale, per N.
 _PAPER_FREQUENCIES = {8: 8, 64: 8, 216: 16, 512: 24}
 
 
 def _paper(system: str) -> dict:
-  return dict(model=dict(num_frequencies=_PAPER_FREQUENCIES[common.num_particles(system)],
-                         compute_dtype=common.PAPER_COMPUTE_DTYPE),
-              train={}, evaluation={})
+  return dict(
+    model=dict(
+      num_frequencies=_PAPER_FREQUENCIES[common.num_particles(system)],
+      compute_dtype=common.PAPER_COMPUTE_DTYPE,
+    ),
+    train={},
+    evaluation={},
+  )
 
 
 def _cpu(system: str) -> dict:
   del system
   return dict(
-      model=dict(num_layers=4, embedding_size=32, num_frequencies=2),
-      train=dict(num_steps=2000, learning_rate=1e-3,
-                 lr_decay_steps=(1000, 1500), lr_decay_factor=0.3,
-                 ema_decay=0.99, log_every_steps=50,
-                 checkpoint_every_seconds=60.0),
-      evaluation=dict(every_steps=250, num_samples=16384, batch_size=8192))
+    model=dict(num_layers=4, embedding_size=32, num_frequencies=2),
+    train=dict(
+      num_steps=2000,
+      learning_rate=1e-3,
+      lr_decay_steps=(1000, 1500),
+      lr_decay_factor=0.3,
+      ema_decay=0.99,
+      log_every_steps=50,
+      checkpoint_every_seconds=60.0,
+    ),
+    evaluation=dict(every_steps=250, num_samples=16384, batch_size=8192),
+  )
 
 
 def _tutorial(system: str) -> dict:
   del system
   return dict(
-      model=dict(num_layers=4, embedding_size=32, num_frequencies=2,
-                 num_bins=16),
-      train=dict(num_steps=2000, learning_rate=1e-3, lr_decay_steps=()),
-      evaluation=dict(every_steps=500))
+    model=dict(num_layers=4, embedding_size=32, num_frequencies=2, num_bins=16),
+    train=dict(num_steps=2000, learning_rate=1e-3, lr_decay_steps=()),
+    evaluation=dict(every_steps=500),
+  )
 
 
 def _tiny(system: str) -> dict:
   del system
   return dict(
-      model=dict(num_layers=1, embedding_size=8, num_frequencies=1, num_bins=4,
-                 num_blocks=1),
-      train=dict(batch_size=16, num_steps=20, learning_rate=1e-3,
-                 lr_decay_steps=(), log_every_steps=5,
-                 checkpoint_every_seconds=1e9),
-      evaluation=dict(every_steps=10_000, num_samples=64, batch_size=64))
+    model=dict(num_layers=1, embedding_size=8, num_frequencies=1, num_bins=4, num_blocks=1),
+    train=dict(
+      batch_size=16,
+      num_steps=20,
+      learning_rate=1e-3,
+      lr_decay_steps=(),
+      log_every_steps=5,
+      checkpoint_every_seconds=1e9,
+    ),
+    evaluation=dict(every_steps=10_000, num_samples=64, batch_size=64),
+  )
 
 
 VARIANTS = {'paper': _paper, 'cpu': _cpu, 'tutorial': _tutorial, 'tiny': _tiny}

@@ -29,14 +29,17 @@ _SAMPLING = dict(step_size=0.005)
 
 
 def _cpu() -> dict:
-  return dict(states=_STATES, sampling=dict(_SAMPLING, burn_in=500, thin=5),
-              model=dict(num_layers=2, centre_on_sites=True),
-              train=dict(batch_size=32),
-              # 200 held-out subsets: the MBAR reference over 6 × 202,000
-              # samples is then ≥ 5× more precise than the table's spreads
-              # (with 70 subsets it was 3.3×), and the variance ratio's 90 %
-              # interval spans −21 %/+26 %. About 6 minutes on two CPU cores.
-              evaluation=dict(num_subsets=200))
+  return dict(
+    states=_STATES,
+    sampling=dict(_SAMPLING, burn_in=500, thin=5),
+    model=dict(num_layers=2, centre_on_sites=True),
+    train=dict(batch_size=32),
+    # 200 held-out subsets: the MBAR reference over 6 × 202,000
+    # samples is then ≥ 5× more precise than the table's spreads
+    # (with 70 subsets it was 3.3×), and the variance ratio's 90 %
+    # interval spans −21 %/+26 %. About 6 minutes on two CPU cores.
+    evaluation=dict(num_subsets=200),
+  )
 
 
 def _cpu_1e4() -> dict:
@@ -50,8 +53,11 @@ def _cpu_1e4() -> dict:
 
 def _paper() -> dict:
   paper = tfep_solvation.VARIANTS['paper']()
-  paper.update(states=_STATES, sampling=dict(paper['sampling'], **_SAMPLING),
-               model=dict(paper['model'], centre_on_sites=True, radial_bins=0))
+  paper.update(
+    states=_STATES,
+    sampling=dict(paper['sampling'], **_SAMPLING),
+    model=dict(paper['model'], centre_on_sites=True, radial_bins=0),
+  )
   return paper
 
 

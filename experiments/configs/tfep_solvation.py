@@ -37,76 +37,96 @@ R_A = 2.597
 R_B = 2.75
 
 
-def make_config(benchmark: str, variant: str, *, states: dict, sampling: dict,
-                model: dict, train: dict, evaluation: dict) -> ml_collections.ConfigDict:
+def make_config(
+  benchmark: str,
+  variant: str,
+  *,
+  states: dict,
+  sampling: dict,
+  model: dict,
+  train: dict,
+  evaluation: dict,
+) -> ml_collections.ConfigDict:
   """The full TFEP config; each section's defaults are overridden by its dict."""
   config = ml_collections.ConfigDict()
   config.benchmark = benchmark  # 'solvation' or 'lj_32' (experiments.tfep.make_ladder)
-  config.variant = variant      # variant name, for the record
-  config.seed = 0               # seeds sampling, parameters and minibatches
+  config.variant = variant  # variant name, for the record
+  config.seed = 0  # seeds sampling, parameters and minibatches
 
-  config.states = ml_collections.ConfigDict(dict(
-      lambda_a=R_A,      # λ of state A (solute radius in σ, or β in 1/ε)
-      lambda_b=R_B,      # λ of state B
-      num_states=6,      # states on the linear λ ladder A..B, ends included (MBAR)
-  ))
+  config.states = ml_collections.ConfigDict(
+    dict(
+      lambda_a=R_A,  # λ of state A (solute radius in σ, or β in 1/ε)
+      lambda_b=R_B,  # λ of state B
+      num_states=6,  # states on the linear λ ladder A..B, ends included (MBAR)
+    )
+  )
   config.states.update(states)
 
-  config.sampling = ml_collections.ConfigDict(dict(
-      num_chains=50,     # HMC chains per state
-      num_train=2000,    # samples of A and of B for training (rest held out)
-      burn_in=300,       # HMC steps of equilibration with step-size adaptation
-      thin=4,            # HMC steps between stored samples
-      num_leapfrog=3,    # leapfrog steps per HMC proposal
-      step_size=0.01,    # initial leapfrog step (σ), adapted during burn-in
-  ))
+  config.sampling = ml_collections.ConfigDict(
+    dict(
+      num_chains=50,  # HMC chains per state
+      num_train=2000,  # samples of A and of B for training (rest held out)
+      burn_in=300,  # HMC steps of equilibration with step-size adaptation
+      thin=4,  # HMC steps between stored samples
+      num_leapfrog=3,  # leapfrog steps per HMC proposal
+      step_size=0.01,  # initial leapfrog step (σ), adapted during burn-in
+    )
+  )
   config.sampling.update(sampling)
 
-  config.model = ml_collections.ConfigDict(dict(
-      num_layers=1,          # coupling layers (each: 2 spline couplings + shift); 0: radial only
-      num_bins=8,            # bins of each circular rational-quadratic spline
-      embedding_size=32,     # transformer width
-      num_heads=2,           # attention heads
-      num_blocks=1,          # transformer blocks per conditioner
-      num_frequencies=4,     # circular Fourier frequencies of the embedding
-      use_layernorm=False,   # layer norm in the transformer
+  config.model = ml_collections.ConfigDict(
+    dict(
+      num_layers=1,  # coupling layers (each: 2 spline couplings + shift); 0: radial only
+      num_bins=8,  # bins of each circular rational-quadratic spline
+      embedding_size=32,  # transformer width
+      num_heads=2,  # attention heads
+      num_blocks=1,  # transformer blocks per conditioner
+      num_frequencies=4,  # circular Fourier frequencies of the embedding
+      use_layernorm=False,  # layer norm in the transformer
       centre_on_sites=False,  # act on displacements from lattice sites (solids only)
-      radial_bins=0,         # bins of a RadialSpline before each layer (0: none)
-  ))
+      radial_bins=0,  # bins of a RadialSpline before each layer (0: none)
+    )
+  )
   config.model.update(model)
 
-  config.train = ml_collections.ConfigDict(dict(
-      loss='lbar',                   # 'lbar' (two-sided) or 'lfep' (one-sided)
-      batch_size=16,                 # A (and B) samples per step
-      num_steps=1000,                # optimiser steps
-      learning_rate=5e-4,            # Adam learning rate
-      lr_decay_steps=(),             # steps at which the lr is multiplied ...
-      lr_decay_factor=0.1,           # ... by this factor
-      lr_warmup_steps=0,             # linear warm-up from 0 (0: none)
-      adam_b2=0.999,                 # Adam second-moment decay
-      max_gradient_norm=100.0,       # global-norm gradient clipping
-      log_every_steps=50,            # metrics row every this many steps
+  config.train = ml_collections.ConfigDict(
+    dict(
+      loss='lbar',  # 'lbar' (two-sided) or 'lfep' (one-sided)
+      batch_size=16,  # A (and B) samples per step
+      num_steps=1000,  # optimiser steps
+      learning_rate=5e-4,  # Adam learning rate
+      lr_decay_steps=(),  # steps at which the lr is multiplied ...
+      lr_decay_factor=0.1,  # ... by this factor
+      lr_warmup_steps=0,  # linear warm-up from 0 (0: none)
+      adam_b2=0.999,  # Adam second-moment decay
+      max_gradient_norm=100.0,  # global-norm gradient clipping
+      log_every_steps=50,  # metrics row every this many steps
       checkpoint_every_seconds=120.0,  # checkpoint period (and at the end)
-      max_checkpoints_to_keep=2,     # older checkpoints are deleted
-  ))
+      max_checkpoints_to_keep=2,  # older checkpoints are deleted
+    )
+  )
   config.train.update(train)
 
-  config.eval = ml_collections.ConfigDict(dict(
+  config.eval = ml_collections.ConfigDict(
+    dict(
       sample_sizes=(1000,),  # samples per state of each estimate
-      num_subsets=5,         # disjoint held-out subsets of the largest size (smaller
-                             # sizes use every disjoint block the held-out samples hold)
-      batch_size=500,        # configurations per compiled energy/map call
-  ))
+      num_subsets=5,  # disjoint held-out subsets of the largest size (smaller
+      # sizes use every disjoint block the held-out samples hold)
+      batch_size=500,  # configurations per compiled energy/map call
+    )
+  )
   config.eval.update(evaluation)
   return config
 
 
 def _cpu() -> dict:
-  return dict(states={},
-              sampling=dict(num_train=20_000, num_leapfrog=20, thin=1, burn_in=500),
-              model=dict(radial_bins=8),
-              train=dict(batch_size=32, num_steps=2000, learning_rate=1e-3),
-              evaluation=dict(num_subsets=25))
+  return dict(
+    states={},
+    sampling=dict(num_train=20_000, num_leapfrog=20, thin=1, burn_in=500),
+    model=dict(radial_bins=8),
+    train=dict(batch_size=32, num_steps=2000, learning_rate=1e-3),
+    evaluation=dict(num_subsets=25),
+  )
 
 
 def _cpu_1e4() -> dict:
@@ -116,15 +136,21 @@ def _cpu_1e4() -> dict:
 
 def _paper() -> dict:
   return dict(
-      states=dict(num_states=8),
-      sampling=dict(num_chains=500, num_train=100_000, burn_in=1000, thin=10,
-                    num_leapfrog=5),
-      model=dict(num_layers=8, num_bins=16, embedding_size=128,
-                 num_frequencies=8, num_blocks=2, radial_bins=16),
-      train=dict(batch_size=256, num_steps=50_000, learning_rate=1e-4,
-                 lr_decay_steps=(25_000, 40_000), lr_warmup_steps=1000,
-                 checkpoint_every_seconds=600.0),
-      evaluation=dict(sample_sizes=(1000, 10_000, 100_000), batch_size=2000))
+    states=dict(num_states=8),
+    sampling=dict(num_chains=500, num_train=100_000, burn_in=1000, thin=10, num_leapfrog=5),
+    model=dict(
+      num_layers=8, num_bins=16, embedding_size=128, num_frequencies=8, num_blocks=2, radial_bins=16
+    ),
+    train=dict(
+      batch_size=256,
+      num_steps=50_000,
+      learning_rate=1e-4,
+      lr_decay_steps=(25_000, 40_000),
+      lr_warmup_steps=1000,
+      checkpoint_every_seconds=600.0,
+    ),
+    evaluation=dict(sample_sizes=(1000, 10_000, 100_000), batch_size=2000),
+  )
 
 
 VARIANTS = {'cpu': _cpu, 'cpu_1e4': _cpu_1e4, 'paper': _paper}
