@@ -1,12 +1,15 @@
-"""Circular monotone rational-quadratic splines (Durkan et al. 2019), elementwise.
+"""Monotone rational-quadratic splines (Durkan et al. 2019), elementwise.
 
 A spline with K bins maps [lower, upper] onto itself, fixing both ends, and is
 parametrised by 3K+1 unconstrained numbers per element, laid out as
 [K width logits, K height logits, K+1 slope parameters]. Boundary slopes are
-circular: the slope at `upper` is tied to the slope at `lower` (the last slope
-parameter is unused), so the map is C¹ on the circle [lower, upper). All-zero
-parameters give exactly the identity. Values outside [lower, upper] pass
-through unchanged with log-derivative 0.
+either circular (default): the slope at `upper` is tied to the slope at
+`lower` (the last slope parameter is unused), so the map is C¹ on the circle
+[lower, upper); or identity: both boundary slopes are 1 (the first and last
+slope parameters are unused), so the map with its identity tails outside
+[lower, upper] is a C¹ bijection of the real line. All-zero parameters give
+exactly the identity. Values outside [lower, upper] pass through unchanged
+with log-derivative 0.
 
 Every function is a pure function of arrays, vectorised over leading axes
 without Python loops, and safe under jit/vmap/grad.
@@ -46,16 +49,23 @@ def _knot_positions(logits: jnp.ndarray, lower: float, upper: float) -> jnp.ndar
   return jnp.concatenate([lower * pad, inner, upper * pad], axis=-1)
 
 
-def knots(raw: jnp.ndarray, lower: float, upper: float):
+BOUNDARY_SLOPES = ('circular', 'identity')
+
+
+def knots(raw: jnp.ndarray, lower: float, upper: float, boundary_slopes: str = 'circular'):
   """Spline knots from raw parameters.
 
   Args:
     raw: (..., 3K+1) unconstrained parameters.
     lower, upper: the range (scalars, length units).
+    boundary_slopes: 'circular' (slopes[..., K] == slopes[..., 0]) or
+      'identity' (slopes[..., 0] == slopes[..., K] == 1).
 
   Returns:
-    x_knots, y_knots, slopes: each (..., K+1); slopes[..., K] == slopes[..., 0].
+    x_knots, y_knots, slopes: each (..., K+1).
   """
+  if boundary_slopes not in BOUNDARY_SLOPES:
+    raise ValueError(f'boundary_slopes={boundary_slopes!r}; expected one of {BOUNDARY_SLOPES}.')
   num_bins = _bin_num(raw)
   if not upper > lower:
     raise ValueError(f'upper={upper} must be greater than lower={lower}.')
@@ -64,6 +74,9 @@ def knots(raw: jnp.ndarray, lower: float, upper: float):
   offset = math.log(math.expm1(1.0 - MIN_SLOPE))  # softplus(offset) + MIN = 1
   slopes = _softplus(raw[..., 2 * num_bins : 3 * num_bins] + offset)
   slopes = slopes + MIN_SLOPE
+  if boundary_slopes == 'identity':
+    one = jnp.ones_like(slopes[..., :1])
+    return x_knots, y_knots, jnp.concatenate([one, slopes[..., 1:], one], axis=-1)
   slopes = jnp.concatenate([slopes, slopes[..., :1]], axis=-1)
   return x_knots, y_knots, slopes
 
@@ -107,18 +120,21 @@ def _unit_clamp(t):
   return jnp.where(t < 0, 0.0, jnp.where(t > 1, 1.0, t))
 
 
-def forward(x: jnp.ndarray, raw: jnp.ndarray, lower: float, upper: float):
+def forward(
+  x: jnp.ndarray, raw: jnp.ndarray, lower: float, upper: float, boundary_slopes: str = 'circular'
+):
   """Applies the spline elementwise.
 
   Args:
     x: (...) inputs.
     raw: (..., 3K+1) parameters for each element of x.
     lower, upper: the range.
+    boundary_slopes: 'circular' or 'identity' (see `knots`).
 
   Returns:
     y: (...) outputs; log_det: (...) log |dy/dx|.
   """
-  xk, yk, dk = knots(raw, lower, upper)
+  xk, yk, dk = knots(raw, lower, upper, boundary_slopes)
   inside = _in_range(x, lower, upper)
   x_safe = jnp.where(inside, x, lower)  # keeps the unused branch finite
   x0, x1, y0, y1, d0, d1 = _select_bin(x_safe, xk, xk, yk, dk)
@@ -131,18 +147,21 @@ def forward(x: jnp.ndarray, raw: jnp.ndarray, lower: float, upper: float):
   return jnp.where(inside, y, x), jnp.where(inside, log_det, 0.0)
 
 
-def inverse(y: jnp.ndarray, raw: jnp.ndarray, lower: float, upper: float):
+def inverse(
+  y: jnp.ndarray, raw: jnp.ndarray, lower: float, upper: float, boundary_slopes: str = 'circular'
+):
   """Inverts the spline elementwise.
 
   Args:
     y: (...) outputs of `forward`.
     raw: (..., 3K+1) parameters, as given to `forward`.
     lower, upper: the range.
+    boundary_slopes: 'circular' or 'identity' (see `knots`).
 
   Returns:
     x: (...) inputs; log_det: (...) log |dx/dy| = −log |dy/dx| at x.
   """
-  xk, yk, dk = knots(raw, lower, upper)
+  xk, yk, dk = knots(raw, lower, upper, boundary_slopes)
   inside = _in_range(y, lower, upper)
   y_safe = jnp.where(inside, y, lower)
   y0, y1, x0, x1, d0, d1 = _select_bin(y_safe, yk, yk, xk, dk)

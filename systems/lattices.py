@@ -47,12 +47,17 @@ LATTICE_NAMES = tuple(UNIT_CELLS)
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Lattice:
-  """Sites (N, 3) float64 in a box (3,), plus the counting convention s."""
+  """Sites (N, 3) float64 in a box (3,), plus the counting convention s.
+
+  basis_index: (N,) int, the index of each site's basis atom in the
+  conventional cell (sites of one index are translates of each other).
+  """
 
   name: str
   positions: np.ndarray
   box: np.ndarray
   sites_per_primitive_cell: int
+  basis_index: np.ndarray
 
 
 def make_lattice(name: str, num_particles: int, density: float) -> Lattice:
@@ -87,4 +92,5 @@ def make_lattice(name: str, num_particles: int, density: float) -> Lattice:
   fractional = (grid + (cell.basis - cell.basis[0])[None]).reshape(-1, 3)
   box = n * cell_edges
   positions = np.mod(fractional * cell_edges, box)
-  return Lattice(name, positions, box, cell.sites_per_primitive_cell)
+  basis_index = np.tile(np.arange(sites_per_cell), n**3)
+  return Lattice(name, positions, box, cell.sites_per_primitive_cell, basis_index)

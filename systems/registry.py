@@ -51,6 +51,7 @@ class System:
   energy_unit: str  # 'kcal/mol' or 'epsilon'
   thermal_wavelength: float  # Λ, length unit
   sites_per_primitive_cell: int  # s of the free-energy counting convention
+  basis_index: np.ndarray  # (N,) basis atom of each site in the conventional cell
   linearization: pair_terms.Linearization
   neighbour_capacity: int  # mW neighbour-list capacity K
 
@@ -172,6 +173,7 @@ def make_system(
     energy_unit=units.energy_unit,
     thermal_wavelength=float(thermal_wavelength or units.length_scale),
     sites_per_primitive_cell=lattice.sites_per_primitive_cell,
+    basis_index=lattice.basis_index,
     linearization=pair_terms.Linearization(linearize_below, min_distance),
     neighbour_capacity=neighbour_list.capacity_for(num_particles, neighbour_capacity),
   )
