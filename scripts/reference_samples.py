@@ -17,7 +17,6 @@ LBAR, energy histograms and g(r).
 import argparse
 import json
 import time
-import warnings
 
 import jax
 import jax.numpy as jnp
@@ -65,9 +64,7 @@ def main(argv=None) -> dict:
   args = parser.parse_args(argv)
 
   start = time.time()
-  with warnings.catch_warnings():
-    warnings.simplefilter('ignore', UserWarning)  # small-box minimum-image notice
-    system = get_system(args.system)
+  system = get_system(args.system)
   x0 = jnp.broadcast_to(
     jnp.asarray(system.lattice, jnp.float32), (args.chains, system.num_particles, 3)
   )

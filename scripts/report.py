@@ -19,7 +19,6 @@ import json
 import math
 import os
 import sys
-import warnings
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -763,9 +762,7 @@ def write_report(
   config = read_json(os.path.join(workdir, 'config.json'), 'config.json of the run')
   if 'system' not in config:
     raise ValueError(f'config.json in {workdir!r} has no "system" key.')
-  with warnings.catch_warnings():
-    warnings.simplefilter('ignore', UserWarning)  # small-box minimum-image notice
-    system = get_system(config['system'])
+  system = get_system(config['system'])
   baseline = None if baseline_path is None else read_json(baseline_path, '--baseline')
   if baseline is not None:
     if missing := {'beta_f_per_particle', 'beta_f_per_particle_stderr'} - set(baseline):

@@ -10,7 +10,6 @@ import json
 import math
 import os
 import shlex
-import warnings
 
 import numpy as np
 import pytest
@@ -21,12 +20,6 @@ from systems import get_system
 
 SYSTEM = 'mw_cubic_8'
 SPRING, U0_PER_PARTICLE, SIGMA_Q = 30.0, -6.0, 0.11  # kcal/mol/Å², kcal/mol, Å
-
-
-def _system():
-  with warnings.catch_warnings():
-    warnings.simplefilter('ignore', UserWarning)
-    return get_system(SYSTEM)
 
 
 def _relative(x, system):
@@ -59,7 +52,7 @@ def exact_log_z(system):
 
 def make_fake_run(workdir, num_samples=2000, num_md=1000, seed=0, steps=2000):
   """Writes metrics.jsonl, config.json, eval.json, samples.npz; returns (md.npz, baseline.json)."""
-  system = _system()
+  system = get_system(SYSTEM)
   rng = np.random.default_rng(seed)
   os.makedirs(workdir, exist_ok=True)
   truth = convention.beta_f_per_particle(
@@ -310,7 +303,7 @@ def test_report_writes_outputs(fake_report):
 
 def test_report_values_match_direct_computation(fake_report):
   workdir, result = fake_report
-  system = _system()
+  system = get_system(SYSTEM)
   data = np.load(os.path.join(workdir, 'samples.npz'))
   keep = np.isfinite(data['energy'])
   direct = estimators.importance_sampling(-system.beta * data['energy'][keep] - data['log_q'][keep])
