@@ -62,6 +62,7 @@ __all__ = [
   'weighted_reasons',
   'two_state_reasons',
   'mbar_reasons',
+  'unreliable_note',
   'ess_fraction',
   'importance_sampling',
   'fep_forward',
@@ -196,6 +197,11 @@ def two_state_reasons(overlap: float, num_infinite, num_samples) -> tuple[str, .
         f"state's support; at most {MAX_INFINITE_WORK_FRACTION:.0%} allowed)"
       )
   return tuple(reasons)
+
+
+def unreliable_note(reasons) -> str:
+  """'' when ``reasons`` is empty, else 'UNRELIABLE: ' and the reasons joined by '; '."""
+  return f'UNRELIABLE: {"; ".join(reasons)}' if reasons else ''
 
 
 def mbar_reasons(adjacent_overlap) -> tuple[str, ...]:
