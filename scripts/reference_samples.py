@@ -1,6 +1,6 @@
 """Reference (HMC) samples of a solid's Boltzmann distribution, for the report and LBAR.
 
-  python -m scripts.reference_samples --system=mw_cubic_8 --out=W/md_samples.npz \
+  python -m scripts.reference_samples --system=mw_cubic_8 --out=W/hmc_samples.npz \
     [--workdir=W] [--chains=16 --steps=4000 --burn_in=1000 --thin=20 --seed=0]
 
 Runs `systems.sampler` (HMC, centre of mass fixed, chains started on the
@@ -10,7 +10,7 @@ name, β and box, and the per-chain acceptance and statistical inefficiency of
 the energy. With --workdir (a training run) it also stores log_q (m,), the
 density of the run's evaluated parameters at each sample: the flow's density
 is translation invariant (particle 0 is its origin), so fixing the centre of
-mass loses nothing. That file is what `scripts.report --md_samples` needs for
+mass loses nothing. That file is what `scripts.report --hmc_samples` needs for
 LBAR, energy histograms and g(r).
 """
 
