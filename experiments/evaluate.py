@@ -5,9 +5,10 @@
 
 Samples the parameters that training evaluates (their moving average when
 train.ema_decay > 0). Writes `<workdir>/eval.json` (ESS, ln Z, βF/N ± stderr,
-⟨U⟩); with --samples_out also an .npz of positions (n, N, 3), log q (n,),
-energies (n,) and the system's β, box and name, for the estimators and the
-report.
+⟨U⟩, and whether the estimate is reliable, with the reasons if not; see
+experiments.evaluation.summarize); with --samples_out also an .npz of
+positions (n, N, 3), log q (n,), energies (n,) and the system's β, box and
+name, for the estimators and the report.
 """
 
 import json
@@ -87,6 +88,7 @@ def main(argv):
       system=config.system,
     )
   print(json.dumps(result, indent=2))
+  print(evaluation.result_lines(result, config.system))
 
 
 if __name__ == '__main__':

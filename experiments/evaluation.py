@@ -49,7 +49,7 @@ def draw_samples(
 
 
 def summarize(samples: dict, system: System) -> dict:
-  """Free-energy and energy estimates from flow samples.
+  """Free-energy and energy estimates from flow samples, judged for reliability.
 
   Args:
     samples: `log_q` (n,) and `energy` (n,) in the system's energy unit.
@@ -59,11 +59,31 @@ def summarize(samples: dict, system: System) -> dict:
     JSON-ready dict: `ess` (fraction), `log_z` and `log_z_stderr` (ln Z_fixed),
     `beta_f_per_particle` and `beta_f_per_particle_stderr` (project
     convention), `mean_energy` (reweighted to the target, the estimate of ⟨U⟩),
-    `mean_energy_flow` (under q), `num_samples`, `num_nonfinite`.
+    `mean_energy_flow` (under q), `num_samples` (finite ones, used),
+    `num_nonfinite` (left out), `reliable` and `unreliable_reasons` (list of
+    str; see flows.estimators). With fewer than two finite samples every
+    estimate is NaN and the reason says how many samples were non-finite and
+    the likely cause.
   """
   log_q, energy = samples['log_q'], samples['energy']
   finite = np.isfinite(log_q) & np.isfinite(energy)
   num_nonfinite = int(np.size(finite) - finite.sum())
+  if finite.sum() < 2:
+    reason = _no_finite_samples_reason(log_q, energy)
+    warnings.warn(reason, stacklevel=2)
+    return dict(
+      num_samples=int(finite.sum()),
+      num_nonfinite=num_nonfinite,
+      ess=float('nan'),
+      log_z=float('nan'),
+      log_z_stderr=float('nan'),
+      beta_f_per_particle=float('nan'),
+      beta_f_per_particle_stderr=float('nan'),
+      mean_energy=float('nan'),
+      mean_energy_flow=float('nan'),
+      reliable=False,
+      unreliable_reasons=[reason],
+    )
   if num_nonfinite:
     warnings.warn(
       f'{num_nonfinite} of {finite.size} evaluation samples had a '
@@ -79,7 +99,7 @@ def summarize(samples: dict, system: System) -> dict:
   return dict(
     num_samples=int(finite.sum()),
     num_nonfinite=num_nonfinite,
-    ess=float(estimators.ess_fraction(log_w)),
+    ess=float(estimate.ess),
     log_z=float(estimate.value),
     log_z_stderr=float(estimate.stderr),
     beta_f_per_particle=float(
@@ -88,4 +108,39 @@ def summarize(samples: dict, system: System) -> dict:
     beta_f_per_particle_stderr=float(estimate.stderr / n),
     mean_energy=float(np.sum(weights * energy)),
     mean_energy_flow=float(np.mean(energy)),
+    reliable=estimate.reliable,
+    unreliable_reasons=list(estimate.reasons),
+  )
+
+
+def result_lines(row: dict, name: str) -> str:
+  """A `summarize` row for a person: βF/N ± stderr, ESS, ⟨U⟩, the step (and wall
+  time, if the row has them) on one line, then 'UNRELIABLE: <reasons>' on a
+  second line if the estimate was judged unreliable."""
+  when = [f'step {row["step"]}'] if 'step' in row else []
+  if 'wall_time' in row:
+    when.append(f'{row["wall_time"]:.0f} s')
+  line = (
+    f'{name}: βF/N = {row["beta_f_per_particle"]:.5f} ± {row["beta_f_per_particle_stderr"]:.5f}, '
+    f'ESS = {row["ess"]:.3g}, ⟨U⟩ = {row["mean_energy"]:.3f}'
+    + (f' ({", ".join(when)})' if when else '')
+  )
+  note = estimators.unreliable_note(row['unreliable_reasons'])
+  return f'{line}\n{note}' if note else line
+
+
+def _no_finite_samples_reason(log_q: np.ndarray, energy: np.ndarray) -> str:
+  """Why no estimate is possible: the non-finite counts and their likely causes."""
+  bad_energy, bad_log_q = ~np.isfinite(energy), ~np.isfinite(log_q)
+  causes = []
+  if np.any(energy == np.inf):
+    causes.append('overlapping particles (infinite energy)')
+  if np.any(np.isnan(energy) | bad_log_q):
+    causes.append('a diverged flow (NaN positions or energies, or a non-finite log q)')
+  bad = bad_energy | bad_log_q
+  return (
+    f'{int(bad.sum())} of {bad.size} evaluation samples have a non-finite energy '
+    f'({int(bad_energy.sum())}) or log-probability ({int(bad_log_q.sum())}), leaving '
+    f'{int(bad.size - bad.sum())} finite: too few for an estimate (need 2)'
+    + (f'; likely cause: {" or ".join(causes)}.' if causes else '.')
   )

@@ -28,16 +28,11 @@ def main(argv):
 
   if _MULTIHOST.value:
     jax.distributed.initialize()
-  from experiments import training
+  from experiments import evaluation, training
 
   result = training.train(_CONFIG.value, _WORKDIR.value, start_time=_START)
   if jax.process_index() == 0:
-    print(
-      f'{_CONFIG.value.system}: βF/N = {result["beta_f_per_particle"]:.5f} '
-      f'± {result["beta_f_per_particle_stderr"]:.5f}, ESS = '
-      f'{result["ess"]:.3f}, ⟨U⟩ = {result["mean_energy"]:.3f} '
-      f'(step {result["step"]}, {result["wall_time"]:.0f} s)'
-    )
+    print(evaluation.result_lines(result, _CONFIG.value.system))
 
 
 if __name__ == '__main__':

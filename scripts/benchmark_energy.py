@@ -13,7 +13,6 @@ import argparse
 import json
 import statistics
 import time
-import warnings
 
 import jax
 import jax.numpy as jnp
@@ -86,9 +85,7 @@ def main() -> None:
     f'{"system":14s} {"N":>4s} {"method":15s} {"batch":>5s} {"median s":>10s} {"configs/s":>11s}'
   )
   for name in args.systems.split(','):
-    with warnings.catch_warnings():
-      warnings.simplefilter('ignore')
-      system = get_system(name)
+    system = get_system(name)
     methods = METHODS if system.potential == 'monatomic_water' else METHODS[:1]
     for method in methods:
       batch = args.batch

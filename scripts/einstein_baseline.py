@@ -13,7 +13,6 @@ import argparse
 import json
 import sys
 import time
-import warnings
 
 import jax
 import jax.numpy as jnp
@@ -66,9 +65,7 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
 
   start, cpu_start = time.time(), time.process_time()
-  with warnings.catch_warnings():
-    warnings.simplefilter('ignore', UserWarning)  # small-box minimum-image notice
-    system = get_system(args.system)
+  system = get_system(args.system)
   settings = {
     **_defaults(system.num_particles),
     **{k: v for k, v in vars(args).items() if v is not None},

@@ -1,9 +1,7 @@
-"""Prints every named system: N, box, β and the perfect-lattice energy per particle.
+"""Prints every named system: N, box, β, the perfect-lattice energy per particle, and its notes.
 
 python -m scripts.list_systems
 """
-
-import warnings
 
 import jax
 import numpy as np
@@ -15,8 +13,8 @@ def main() -> None:
   print(
     f'{"name":14s} {"N":>4s} {"lattice":14s} {"box":>26s} {"beta":>9s} {"E/N (float64)":>14s} unit'
   )
-  with warnings.catch_warnings(record=True) as caught, jax.enable_x64(True):
-    warnings.simplefilter('always')
+  notes = []
+  with jax.enable_x64(True):
     for name in SYSTEM_NAMES:
       s = get_system(name)
       e = float(s.energy(np.asarray(s.lattice))) / s.num_particles
@@ -25,8 +23,9 @@ def main() -> None:
         f'{name:14s} {s.num_particles:4d} {s.lattice_name:14s} {box:>26s} '
         f'{s.beta:9.5f} {e:14.6f} {s.energy_unit}'
       )
-  for w in caught:
-    print(f'note: {w.message}')
+      notes += [f'note ({name}): {note}' for note in s.notes]
+  for note in notes:
+    print(note)
 
 
 if __name__ == '__main__':

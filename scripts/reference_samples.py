@@ -1,6 +1,6 @@
 """Reference (HMC) samples of a solid's Boltzmann distribution, for the report and LBAR.
 
-  python -m scripts.reference_samples --system=mw_cubic_8 --out=W/md_samples.npz \
+  python -m scripts.reference_samples --system=mw_cubic_8 --out=W/hmc_samples.npz \
     [--workdir=W] [--chains=16 --steps=4000 --burn_in=1000 --thin=20 --seed=0]
 
 Runs `systems.sampler` (HMC, centre of mass fixed, chains started on the
@@ -10,14 +10,13 @@ name, β and box, and the per-chain acceptance and statistical inefficiency of
 the energy. With --workdir (a training run) it also stores log_q (m,), the
 density of the run's evaluated parameters at each sample: the flow's density
 is translation invariant (particle 0 is its origin), so fixing the centre of
-mass loses nothing. That file is what `scripts.report --md_samples` needs for
+mass loses nothing. That file is what `scripts.report --hmc_samples` needs for
 LBAR, energy histograms and g(r).
 """
 
 import argparse
 import json
 import time
-import warnings
 
 import jax
 import jax.numpy as jnp
@@ -65,9 +64,7 @@ def main(argv=None) -> dict:
   args = parser.parse_args(argv)
 
   start = time.time()
-  with warnings.catch_warnings():
-    warnings.simplefilter('ignore', UserWarning)  # small-box minimum-image notice
-    system = get_system(args.system)
+  system = get_system(args.system)
   x0 = jnp.broadcast_to(
     jnp.asarray(system.lattice, jnp.float32), (args.chains, system.num_particles, 3)
   )

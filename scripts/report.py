@@ -1,13 +1,19 @@
 r"""Report of a training run: figures, βF/N from every available estimator, an XYZ excerpt.
 
-  python -m scripts.report --workdir=W [--baseline=F.json] [--md_samples=M.npz]
+  python -m scripts.report --workdir=W [--baseline=F.json] [--hmc_samples=M.npz]
 
 Reads W/metrics.jsonl and W/config.json, and if present W/eval.json and
 W/samples.npz (from `experiments.evaluate --samples_out`); --baseline is the
-JSON of `scripts.einstein_baseline`, --md_samples an .npz of reference samples
-of the target with positions (m, N, 3), energy (m,) and optionally log_q (m,),
-the flow's log-density on them (which enables LBAR). Writes W/report.json,
-W/report.md, PNG figures in W/figures/ and, with samples, W/samples.xyz.
+JSON of `scripts.einstein_baseline`, --hmc_samples an .npz of HMC samples of
+the target (`scripts.reference_samples`) with positions (m, N, 3), energy (m,)
+and optionally log_q (m,), the flow's log-density on them (which enables
+LBAR). Writes W/report.json, W/report.md, PNG figures in W/figures/ and, with
+samples, W/samples.xyz.
+
+Every estimate is judged by `flows.estimators` (too few effective samples, too
+little overlap, too many infinite works): rows carry `reliable` and
+`unreliable_reasons`, and unreliable ones are marked UNRELIABLE in the table,
+the figure and the printed lines.
 
 Free energies are βF/N in kT per particle in the convention of
 `flows.convention`; ln Z is ln Z_fixed (particle 0 pinned), in nats.
@@ -19,7 +25,6 @@ import json
 import math
 import os
 import sys
-import warnings
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -32,7 +37,7 @@ from systems import System, get_system
 _LENGTH_UNIT = {'lennard_jones': 'σ', 'monatomic_water': 'Å'}
 _SPECIES = {'lennard_jones': 'Ar', 'monatomic_water': 'O'}
 _MAX_SCATTER = 4000  # points per source in the overlap scatter
-_FLOW, _REWEIGHTED, _MD, _BASELINE = 'C0', 'C1', 'C2', 'C3'
+_FLOW, _REWEIGHTED, _HMC, _BASELINE, _UNRELIABLE = 'C0', 'C1', 'C2', 'C3', 'C7'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,12 +180,15 @@ def read_samples(
 # --- estimates ---------------------------------------------------------------
 
 
-def _row(estimator: str, source: str, value: float, stderr: float, **details) -> dict:
+def _row(estimator: str, source: str, value: float, stderr: float, reasons, **details) -> dict:
+  """A table row; `reasons` (str sequence): why the estimate is unreliable, empty if not."""
   return dict(
     estimator=estimator,
     source=source,
     beta_f_per_particle=float(value),
     stderr=float(stderr),
+    reliable=not reasons,
+    unreliable_reasons=list(reasons),
     **details,
   )
 
@@ -205,6 +213,17 @@ def importance_weights(samples: Samples, system: System) -> np.ndarray:
   return weights / weights.sum()
 
 
+def evaluation_reasons(record: dict) -> list[str]:
+  """Why an evaluation row's (eval.json or metrics.jsonl) estimate is unreliable.
+
+  Rows written before evaluations were judged lack `unreliable_reasons`; they
+  are judged here from their ESS and sample count.
+  """
+  if 'unreliable_reasons' in record:
+    return list(record['unreliable_reasons'])
+  return list(estimators.weighted_reasons(record['ess'], record['num_samples']))
+
+
 def importance_sampling_row(flow: Samples, system: System, source: str) -> dict:
   """βF/N by importance sampling of flow samples, delta and bootstrap stderr."""
   estimate = estimators.importance_sampling(log_weights(flow, system))
@@ -214,6 +233,7 @@ def importance_sampling_row(flow: Samples, system: System, source: str) -> dict:
     source,
     _to_beta_f(estimate.value, system),
     estimate.stderr / n,
+    estimate.reasons,
     stderr_delta=estimate.stderr_delta / n,
     stderr_bootstrap=estimate.stderr_bootstrap / n,
     log_z=estimate.value,
@@ -223,18 +243,21 @@ def importance_sampling_row(flow: Samples, system: System, source: str) -> dict:
   )
 
 
-def lbar_row(flow: Samples, md: Samples, system: System, source: str) -> dict:
-  """βF/N by LBAR between flow samples and reference samples carrying log q."""
+def lbar_row(flow: Samples, hmc: Samples, system: System, source: str) -> dict:
+  """βF/N by LBAR between flow samples and HMC samples carrying log q."""
   beta = system.beta
-  estimate = estimators.lbar(flow.log_q, -beta * flow.energy, md.log_q, -beta * md.energy)
+  estimate = estimators.lbar(flow.log_q, -beta * flow.energy, hmc.log_q, -beta * hmc.energy)
   return _row(
     'LBAR (flow + reference)',
     source,
     _to_beta_f(estimate.value, system),
     estimate.stderr / system.num_particles,
+    estimate.reasons,
     log_z=estimate.value,
     log_z_stderr=estimate.stderr,
     num_samples=list(estimate.num_samples),
+    overlap=estimate.overlap,
+    num_infinite=list(estimate.num_infinite),
   )
 
 
@@ -245,11 +268,17 @@ def baseline_row(baseline: dict, source: str) -> dict:
     for k in ('num_stages', 'samples_per_stage', 'min_adjacent_overlap', 'wall_time_seconds')
     if k in baseline
   }
+  reasons = (
+    estimators.mbar_reasons(baseline['min_adjacent_overlap'])
+    if 'min_adjacent_overlap' in baseline
+    else ()
+  )
   return _row(
     'Einstein crystal (MBAR)',
     source,
     baseline['beta_f_per_particle'],
     baseline['beta_f_per_particle_stderr'],
+    reasons,
     **details,
   )
 
@@ -351,10 +380,12 @@ def plot_ess(evaluation: list[dict], figures_dir: str) -> str:
 
 
 def plot_free_energy(evaluation: list[dict], baseline: dict | None, figures_dir: str) -> str:
-  """βF/N ± stderr of the periodic evaluations vs step and vs wall time."""
+  """βF/N ± stderr of the periodic evaluations vs step and vs wall time; the
+  unreliable ones (`evaluation_reasons`) as open grey circles."""
   fig, axes = _figure(2)
   value = np.array([r['beta_f_per_particle'] for r in evaluation], float)
   err = np.array([r['beta_f_per_particle_stderr'] for r in evaluation], float)
+  unreliable = np.array([bool(evaluation_reasons(r)) for r in evaluation])
   steps = [r['step'] for r in evaluation]
   band = (
     ()
@@ -368,6 +399,16 @@ def plot_free_energy(evaluation: list[dict], baseline: dict | None, figures_dir:
   for ax, (label, x) in zip(axes, abscissae):
     ax.fill_between(x, value - err, value + err, color=_FLOW, alpha=0.3, lw=0)
     ax.plot(x, value, 'o-', color=_FLOW, ms=3, label='flow importance sampling ± σ')
+    if unreliable.any():
+      ax.plot(
+        np.asarray(x)[unreliable],
+        value[unreliable],
+        'o',
+        color=_UNRELIABLE,
+        mfc='white',
+        ms=5,
+        label='UNRELIABLE',
+      )
     _baseline_band(ax, baseline)
     _clip_early(ax, steps, value, err, include=band)
     ax.set(xlabel=label, ylabel='βF/N  (kT per particle)')
@@ -378,7 +419,7 @@ def plot_free_energy(evaluation: list[dict], baseline: dict | None, figures_dir:
 
 
 def plot_energy_histograms(
-  system: System, flow: Samples | None, md: Samples | None, baseline: dict | None, figures_dir: str
+  system: System, flow: Samples | None, hmc: Samples | None, baseline: dict | None, figures_dir: str
 ) -> str:
   """Histograms of U/N: flow samples, reweighted flow samples, reference samples."""
   n = system.num_particles
@@ -394,8 +435,8 @@ def plot_energy_histograms(
         _REWEIGHTED,
       ),
     ]
-  if md is not None:
-    series.append(('reference samples of p', md.energy / n, None, _MD))
+  if hmc is not None:
+    series.append(('HMC samples of p', hmc.energy / n, None, _HMC))
   fig, (ax,) = _figure()
   bins = np.linspace(*_central_range(*(s[1] for s in series)), 61)
   for label, energy, weights, colour in series:
@@ -432,12 +473,12 @@ def plot_energy_histograms(
 
 
 def plot_rdf(
-  system: System, flow: Samples | None, md: Samples | None, max_frames: int, figures_dir: str
+  system: System, flow: Samples | None, hmc: Samples | None, max_frames: int, figures_dir: str
 ) -> str:
   """g(r) of flow and reference samples up to half the shortest box edge."""
   fig, (ax,) = _figure()
   for label, samples, colour, width in (
-    ('reference samples of p', md, _MD, 2.5),
+    ('HMC samples of p', hmc, _HMC, 2.5),
     ('flow q', flow, _FLOW, 1.2),
   ):
     if samples is None:
@@ -465,7 +506,7 @@ def _spread(values: np.ndarray) -> np.ndarray:
 
 
 def plot_overlap(
-  system: System, flow: Samples, md: Samples | None, log_z: dict, figures_dir: str
+  system: System, flow: Samples, hmc: Samples | None, log_z: dict, figures_dir: str
 ) -> str:
   """ln q vs −βU − ln Ẑ (a perfect flow lies on the diagonal) and works βU + ln q.
 
@@ -476,8 +517,8 @@ def plot_overlap(
   beta = system.beta
   shift_label, shift = next(iter(log_z.items()))
   sources = [('flow q', flow, _FLOW)]
-  if md is not None and md.log_q is not None:
-    sources.append(('reference samples of p', md, _MD))
+  if hmc is not None and hmc.log_q is not None:
+    sources.append(('HMC samples of p', hmc, _HMC))
   inside = {label: np.isfinite(s.log_q) for label, s, _ in sources}  # ln q = −∞ off the plot
   points = {
     label: (-beta * s.energy[inside[label]] - shift, s.log_q[inside[label]])
@@ -530,18 +571,22 @@ def plot_overlap(
 
 
 def plot_estimators(rows: list[dict], baseline: dict | None, figures_dir: str) -> str:
-  """βF/N ± stderr of every estimator side by side."""
+  """βF/N ± stderr of every estimator side by side; unreliable ones grey, open and labelled."""
   fig, (ax,) = _figure()
-  labels = [f'{r["estimator"]}\n[{r["source"]}]' for r in rows]
+  labels = [
+    f'{r["estimator"]}\n[{r["source"]}]' + ('' if r['reliable'] else '\nUNRELIABLE') for r in rows
+  ]
   y = np.arange(len(rows))[::-1]
-  ax.errorbar(
-    [r['beta_f_per_particle'] for r in rows],
-    y,
-    xerr=[r['stderr'] for r in rows],
-    fmt='o',
-    color=_FLOW,
-    capsize=4,
-  )
+  for r, height in zip(rows, y):
+    ax.errorbar(
+      r['beta_f_per_particle'],
+      height,
+      xerr=r['stderr'],
+      fmt='o',
+      color=_FLOW if r['reliable'] else _UNRELIABLE,
+      mfc=None if r['reliable'] else 'none',
+      capsize=4,
+    )
   if baseline is not None:
     value, err = baseline['beta_f_per_particle'], baseline['beta_f_per_particle_stderr']
     ax.axvspan(value - err, value + err, color=_BASELINE, alpha=0.2, lw=0)
@@ -602,8 +647,8 @@ def markdown(report: dict) -> str:
   lines += [
     '## βF/N (kT per particle)',
     '',
-    '| estimator | source | βF/N ± σ | details | Δ to baseline |',
-    '|---|---|---|---|---|',
+    '| estimator | source | βF/N ± σ | details | Δ to baseline | judgement |',
+    '|---|---|---|---|---|---|',
   ]
   for r in report['estimators']:
     details = []
@@ -617,13 +662,20 @@ def markdown(report: dict) -> str:
       details.append(f'{r["num_stages"]} stages')
     if 'min_adjacent_overlap' in r:
       details.append(f'min overlap {r["min_adjacent_overlap"]:.3f}')
+    if 'overlap' in r:
+      details.append(f'overlap {r["overlap"]:.3g}')
     delta = (
       f'{r["delta_to_baseline"]:+.2g} ({r["delta_to_baseline_sigma"]:+.2f} σ)'
       if 'delta_to_baseline' in r
       else '—'
     )
     value = _format(r['beta_f_per_particle'], r['stderr'])
-    lines.append(f'| {r["estimator"]} | {r["source"]} | {value} | {"; ".join(details)} | {delta} |')
+    note = estimators.unreliable_note(r['unreliable_reasons'])
+    judgement = f'**{note}**' if note else 'reliable'
+    lines.append(
+      f'| {r["estimator"]} | {r["source"]} | {value} | {"; ".join(details)} | {delta} '
+      f'| {judgement} |'
+    )
   lines.append('')
   if report['energies']:
     lines += [f'## Mean energy per particle ({s["energy_unit"]})', '']
@@ -653,11 +705,11 @@ def _training_summary(training: list[dict], evaluation: list[dict]) -> dict:
 def collect_estimates(
   system: System,
   flow: Samples | None,
-  md: Samples | None,
+  hmc: Samples | None,
   final_eval: dict | None,
   evaluation: list[dict],
   baseline: dict | None,
-  md_path: str | None,
+  hmc_path: str | None,
   baseline_path: str | None,
 ) -> tuple[list[dict], dict, list[str]]:
   """βF/N rows of every available estimator, mean U/N by source, and notes.
@@ -687,29 +739,35 @@ def collect_estimates(
         source,
         record['beta_f_per_particle'],
         record['beta_f_per_particle_stderr'],
+        evaluation_reasons(record),
         ess=record['ess'],
         num_samples=record['num_samples'],
       )
     )
-  if md is not None:
-    energies['reference samples of p'] = float(np.mean(md.energy)) / n
-    if flow is not None and md.log_q is not None:
-      rows.append(lbar_row(flow, md, system, f'samples.npz + {os.path.basename(md_path)}'))
+  if hmc is not None:
+    energies['HMC samples of p'] = float(np.mean(hmc.energy)) / n
+    if flow is not None and hmc.log_q is not None:
+      rows.append(lbar_row(flow, hmc, system, f'samples.npz + {os.path.basename(hmc_path)}'))
       notes.append(
         'LBAR stderr assumes independent reference samples; correlated '
-        'MD/MCMC samples make it optimistic.'
+        'HMC samples make it optimistic.'
       )
-      if md.num_outside_support:
+      if hmc.num_outside_support:
         notes.append(
-          f'{md.num_outside_support} reference samples lie outside the '
+          f'{hmc.num_outside_support} reference samples lie outside the '
           "flow's support (ln q = −∞); LBAR counts them (infinite reverse work)."
         )
     else:
-      notes.append('No LBAR: it needs samples.npz and log_q in --md_samples.')
+      notes.append('No LBAR: it needs samples.npz and log_q in --hmc_samples.')
   if baseline is not None:
     rows = with_baseline_sigma(rows, baseline_row(baseline, os.path.basename(baseline_path)))
     if 'mean_energy' in baseline:
       energies['Einstein baseline'] = baseline['mean_energy'] / n
+  if not all(r['reliable'] for r in rows):
+    notes.append(
+      "UNRELIABLE rows failed flows.estimators' checks "
+      f'({estimators.RELIABILITY_RULES}): their error bars mean nothing.'
+    )
   return rows, energies, notes
 
 
@@ -718,7 +776,7 @@ def draw_figures(
   training: list[dict],
   evaluation: list[dict],
   flow: Samples | None,
-  md: Samples | None,
+  hmc: Samples | None,
   baseline: dict | None,
   rows: list[dict],
   rdf_frames: int,
@@ -734,15 +792,17 @@ def draw_figures(
       plot_ess(evaluation, figures_dir),
       plot_free_energy(evaluation, baseline, figures_dir),
     ]
-  if flow is not None or md is not None:
+  if flow is not None or hmc is not None:
     figures += [
-      plot_energy_histograms(system, flow, md, baseline, figures_dir),
-      plot_rdf(system, flow, md, rdf_frames, figures_dir),
+      plot_energy_histograms(system, flow, hmc, baseline, figures_dir),
+      plot_rdf(system, flow, hmc, rdf_frames, figures_dir),
     ]
   if flow is not None:
-    best_first = sorted((r for r in rows if 'log_z' in r), key=lambda r: r['log_z_stderr'])
+    best_first = sorted(
+      (r for r in rows if 'log_z' in r), key=lambda r: (not r['reliable'], r['log_z_stderr'])
+    )
     log_z = {r['estimator']: r['log_z'] for r in best_first}
-    figures.append(plot_overlap(system, flow, md, log_z, figures_dir))
+    figures.append(plot_overlap(system, flow, hmc, log_z, figures_dir))
   if rows:
     figures.append(plot_estimators(rows, baseline, figures_dir))
   return figures
@@ -751,7 +811,7 @@ def draw_figures(
 def write_report(
   workdir: str,
   baseline_path: str | None = None,
-  md_path: str | None = None,
+  hmc_path: str | None = None,
   rdf_frames: int = 2000,
   xyz_frames: int = 10,
 ) -> dict:
@@ -763,9 +823,7 @@ def write_report(
   config = read_json(os.path.join(workdir, 'config.json'), 'config.json of the run')
   if 'system' not in config:
     raise ValueError(f'config.json in {workdir!r} has no "system" key.')
-  with warnings.catch_warnings():
-    warnings.simplefilter('ignore', UserWarning)  # small-box minimum-image notice
-    system = get_system(config['system'])
+  system = get_system(config['system'])
   baseline = None if baseline_path is None else read_json(baseline_path, '--baseline')
   if baseline is not None:
     if missing := {'beta_f_per_particle', 'beta_f_per_particle_stderr'} - set(baseline):
@@ -783,21 +841,21 @@ def write_report(
     if os.path.isfile(samples_path)
     else None
   )
-  md = (
+  hmc = (
     None
-    if md_path is None
-    else read_samples(md_path, system, '--md_samples', False, outside_support_ok=True)
+    if hmc_path is None
+    else read_samples(hmc_path, system, '--hmc_samples', False, outside_support_ok=True)
   )
 
   rows, energies, notes = collect_estimates(
-    system, flow, md, final_eval, evaluation, baseline, md_path, baseline_path
+    system, flow, hmc, final_eval, evaluation, baseline, hmc_path, baseline_path
   )
   figures = draw_figures(
     system,
     training,
     evaluation,
     flow,
-    md,
+    hmc,
     baseline,
     rows,
     rdf_frames,
@@ -842,14 +900,14 @@ def write_report(
       num_nonfinite=flow.num_nonfinite,
       ess=estimators.ess_fraction(log_weights(flow, system)),
     ),
-    md_samples=None
-    if md is None
+    hmc_samples=None
+    if hmc is None
     else dict(
-      path=md_path,
-      num_samples=len(md.energy),
-      num_nonfinite=md.num_nonfinite,
-      num_outside_support=md.num_outside_support,
-      has_log_q=md.log_q is not None,
+      path=hmc_path,
+      num_samples=len(hmc.energy),
+      num_nonfinite=hmc.num_nonfinite,
+      num_outside_support=hmc.num_outside_support,
+      has_log_q=hmc.log_q is not None,
     ),
     figures=[os.path.relpath(p, workdir) for p in figures],
     xyz=None if xyz_path is None else os.path.relpath(xyz_path, workdir),
@@ -866,7 +924,7 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--workdir', required=True, help='training run directory')
   parser.add_argument('--baseline', help='JSON of scripts.einstein_baseline')
-  parser.add_argument('--md_samples', help='.npz of reference samples of the target')
+  parser.add_argument('--hmc_samples', help='.npz of reference samples of the target')
   parser.add_argument('--rdf_frames', type=int, default=2000, help='frames per source for g(r)')
   parser.add_argument(
     '--xyz_frames', type=int, default=10, help='leading flow samples written to samples.xyz'
@@ -876,12 +934,13 @@ def main(argv=None) -> int:
     if getattr(args, name) < 1:
       parser.error(f'--{name}={getattr(args, name)} must be a positive integer.')
   report = write_report(
-    args.workdir, args.baseline, args.md_samples, args.rdf_frames, args.xyz_frames
+    args.workdir, args.baseline, args.hmc_samples, args.rdf_frames, args.xyz_frames
   )
   for r in report['estimators']:
+    note = estimators.unreliable_note(r['unreliable_reasons'])
     print(
       f'{r["estimator"]:28s} βF/N = {_format(r["beta_f_per_particle"], r["stderr"])}'
-      f'  [{r["source"]}]'
+      f'  [{r["source"]}]' + (f'  {note}' if note else '')
     )
   print(f'Wrote {os.path.join(args.workdir, "report.md")} and {len(report["figures"])} figures.')
   return 0

@@ -13,7 +13,10 @@ as many disjoint blocks of n as they hold (`eval.num_subsets` at the largest
 n, more at smaller n); each method's mean ± std is over the blocks. The
 reference is MBAR over all samples of all ladder states; its error comes from
 MBAR on groups of independent chains (pymbar's own error, which takes the
-samples as independent, is printed beside it).
+samples as independent, is printed beside it). Every subset's estimate is
+judged by `flows.estimators` (effective samples, overlap, infinite works);
+each method reports the fraction of its subsets judged reliable, and the
+table marks methods for which that is below 100 %.
 """
 
 import argparse
@@ -33,7 +36,11 @@ STRUCTURE_SETS = ('A', 'B', 'M(A)', 'M⁻¹(B)')  # held-out samples, then mappe
 
 
 def subset_estimates(works: dict, reduced: np.ndarray, num_train: int, n: int, j: int) -> dict:
-  """The five estimates (value, stderr) on held-out block j of size n."""
+  """The five estimates (value, stderr, reasons) on held-out block j of size n.
+
+  `reasons` (tuple of str) says why flows.estimators judged the estimate
+  unreliable, empty if it did not.
+  """
   block = slice(j * n, (j + 1) * n)
   u = reduced[:, :, num_train:][:, :, block]  # (K, K, n)
   num_states = u.shape[0]
@@ -44,8 +51,8 @@ def subset_estimates(works: dict, reduced: np.ndarray, num_train: int, n: int, j
     LFEP=targeted.estimate(works['mapped_forward'][block]),
     LBAR=targeted.estimate(works['mapped_forward'][block], works['mapped_reverse'][block]),
   )
-  results = {k: (e.value, e.stderr) for k, e in results.items()}
-  results['MBAR'] = (float(staged.delta_f[-1]), float(staged.stderr[-1]))
+  results = {k: (e.value, e.stderr, e.reasons) for k, e in results.items()}
+  results['MBAR'] = (float(staged.delta_f[-1]), float(staged.stderr[-1]), staged.reasons)
   results['FEP_ess'] = estimators.ess_fraction(-works['plain_forward'][block])
   results['LFEP_ess'] = estimators.ess_fraction(-works['mapped_forward'][block])
   return results
@@ -81,6 +88,8 @@ def reference(data: dict, num_chains: int, num_groups: int = 10) -> dict:
     pymbar_stderr=float(result.stderr[-1]),
     num_groups=groups,
     min_adjacent_overlap=result.min_adjacent_overlap,
+    reliable=result.reliable,
+    unreliable_reasons=list(result.reasons),
     samples_per_state=int(n),
   )
 
@@ -101,7 +110,9 @@ def variance_ratio_interval(ratio: float, num_subsets: int, level: float = 0.9) 
 
 
 def make_table(config, data: dict, works: dict) -> dict:
-  """Per sample size: per method mean, std over subsets, mean reported stderr."""
+  """Per sample size: per method mean, std over subsets, mean reported stderr,
+  the fraction of subsets judged reliable and the first reason given for one
+  that was not (None if all were reliable)."""
   ref = reference(data, config.sampling.num_chains)
   rows = []
   num_held = data['reduced'].shape[-1] - config.sampling.num_train
@@ -119,12 +130,15 @@ def make_table(config, data: dict, works: dict) -> dict:
     row = dict(num_samples=n, num_subsets=len(per_subset))
     for method in METHODS:
       values = np.array([s[method][0] for s in per_subset])
+      reasons = [s[method][2] for s in per_subset]
       row[method] = dict(
         mean=float(values.mean()),
         std=float(values.std(ddof=1)),
         mean_stderr=float(np.mean([s[method][1] for s in per_subset])),
         values=values.tolist(),
         deviation_in_std=float((values.mean() - ref['value']) / max(values.std(ddof=1), 1e-12)),
+        reliable_fraction=float(np.mean([not r for r in reasons])),
+        example_unreliable_reason=next(('; '.join(r) for r in reasons if r), None),
       )
     for key in ('FEP_ess', 'LFEP_ess'):
       row[key] = float(np.mean([s[key] for s in per_subset]))
@@ -191,6 +205,16 @@ def structure(
   return result
 
 
+def _percent(fraction: float) -> str:
+  return f'{100 * fraction:.0f} %'
+
+
+def _reliability_mark(stats: dict) -> str:
+  """'' if every subset's estimate was judged reliable, else ' (x % reliable)'."""
+  fraction = stats['reliable_fraction']
+  return '' if fraction == 1.0 else f' ({_percent(fraction)} reliable)'
+
+
 def markdown(table: dict) -> str:
   ref = table['reference']
   smallest = min(row[m]['std'] for row in table['rows'] for m in METHODS)
@@ -204,6 +228,7 @@ def markdown(table: dict) -> str:
     f'(error from {ref["num_groups"]} groups of independent chains; pymbar, '
     f'taking samples as independent, says {ref["pymbar_stderr"]:.4f}; '
     f'min adjacent overlap {ref["min_adjacent_overlap"]:.3f}).',
+    *([estimators.unreliable_note(ref['unreliable_reasons'])] if not ref['reliable'] else []),
     f'The smallest spread in the table is {smallest / ref["stderr"]:.1f}× the reference error.',
     '',
     '| n per state | subsets | ' + ' | '.join(METHODS) + ' | ESS FEP | ESS LFEP | '
@@ -211,7 +236,9 @@ def markdown(table: dict) -> str:
     '|---|---|' + '---|' * (len(METHODS) + 3),
   ]
   for row in table['rows']:
-    cells = [f'{row[m]["mean"]:.3f} ± {row[m]["std"]:.3f}' for m in METHODS]
+    cells = [
+      f'{row[m]["mean"]:.3f} ± {row[m]["std"]:.3f}{_reliability_mark(row[m])}' for m in METHODS
+    ]
     lines.append(
       f'| {row["num_samples"]} | {row["num_subsets"]} | '
       + ' | '.join(cells)
@@ -227,9 +254,23 @@ def markdown(table: dict) -> str:
     "as independent normal estimates and BAR's and LBAR's spreads as "
     'independent, though both come from the same samples and adjacent '
     'subsets are adjacent stretches of the same chains. '
-    '(mean − reference)/std per method:',
+    '"(x % reliable)": only that share of the subsets\' estimates passed '
+    f"flows.estimators' checks ({estimators.RELIABILITY_RULES}), so the error "
+    'bars of the others mean nothing. Reliable subsets per method, and a reason '
+    'given for an unreliable one:',
     '',
   ]
+  for row in table['rows']:
+    lines.append(
+      f'- n = {row["num_samples"]}: '
+      + ', '.join(f'{m} {_percent(row[m]["reliable_fraction"])}' for m in METHODS)
+      + ''.join(
+        f'; {m}: {row[m]["example_unreliable_reason"]}'
+        for m in METHODS
+        if row[m]['example_unreliable_reason']
+      )
+    )
+  lines += ['', '(mean − reference)/std per method:', '']
   for row in table['rows']:
     lines.append(
       f'- n = {row["num_samples"]}: '
@@ -267,7 +308,9 @@ def plot(table: dict, path: str) -> None:
     mean = np.array([row[method]['mean'] for row in table['rows']])
     std = np.array([row[method]['std'] for row in table['rows']])
     x = sizes * (1 + 0.04 * (i - 2))  # dodge
-    ax.errorbar(x, mean, yerr=std, marker='o', capsize=3, label=method)
+    reliable = min(row[method]['reliable_fraction'] for row in table['rows'])
+    label = method + ('' if reliable == 1.0 else f' (≥ {_percent(reliable)} of subsets reliable)')
+    ax.errorbar(x, mean, yerr=std, marker='o', capsize=3, label=label)
     ax.fill_between(x, mean - std, mean + std, alpha=0.15)
   ax.set_xscale('log')
   ax.set_xticks(sizes, [f'{n:,}' for n in sizes])  # the sizes only, not log minor ticks

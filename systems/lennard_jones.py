@@ -63,9 +63,11 @@ _physical_energy.defvjp(_energy_and_gradient, _physical_energy_bwd)  # residual:
 @functools.partial(jax.jit, static_argnames=('box', 'cutoff', 'epsilon', 'sigma', 'linearization'))
 def _energy(x, box, cutoff, epsilon, sigma, linearization):
   if linearization is None:
-    return _physical_energy(x, box, cutoff, epsilon, sigma)
-  phi = functools.partial(potential, cutoff=cutoff, epsilon=epsilon, sigma=sigma)
-  return pair_terms.pair_energy(x, jnp.asarray(box, x.dtype), linearization(phi), cutoff)
+    total = _physical_energy(x, box, cutoff, epsilon, sigma)
+  else:
+    phi = functools.partial(potential, cutoff=cutoff, epsilon=epsilon, sigma=sigma)
+    total = pair_terms.pair_energy(x, jnp.asarray(box, x.dtype), linearization(phi), cutoff)
+  return jnp.where(pair_terms.finite_configurations(x), total, jnp.nan)
 
 
 def energy(
@@ -78,6 +80,8 @@ def energy(
   linearization: pair_terms.Linearization | None = None,
 ) -> jnp.ndarray:
   """Total energy (...) of positions x (..., N, 3) with minimum-image pairs.
+
+  NaN for a configuration with a non-finite coordinate.
 
   Args:
     x: positions (..., N, 3).

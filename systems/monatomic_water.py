@@ -67,14 +67,22 @@ def _pair_term(r, linearization):
 
 @functools.partial(jax.jit, static_argnames=('capacity', 'linearization'))
 def _energy_and_count(x, box, capacity, linearization):
-  """Neighbour-list energy (...) and the largest neighbour count (...)."""
+  """Neighbour-list energy (...) and the largest neighbour count (...).
+
+  A configuration with a non-finite coordinate gets energy NaN and count 0:
+  its distances mean nothing, so it never counts as an overflow.
+  """
   dx = box_lib.pairwise_displacements(x, box)
   r = pair_terms.safe_norm(dx)
   nbrs = neighbour_list.build(r, CUTOFF, capacity)
   dx_nbrs = jnp.take_along_axis(dx, nbrs.indices[..., None], axis=-2)
   r_nbrs = jnp.take_along_axis(r, nbrs.indices, axis=-1)
   three = jnp.sum(triplet_sum(dx_nbrs, r_nbrs, nbrs.mask), axis=-1)
-  return _pair_term(r, linearization) + three, jnp.max(nbrs.count, axis=-1)
+  finite = pair_terms.finite_configurations(x)
+  return (
+    jnp.where(finite, _pair_term(r, linearization) + three, jnp.nan),
+    jnp.where(finite, jnp.max(nbrs.count, axis=-1), 0),
+  )
 
 
 def energy(
@@ -88,21 +96,24 @@ def energy(
   """mW energy (...) of positions x (..., N, 3) with a neighbour-list three-body term.
 
   The three-body term uses each particle's K = min(N - 1, capacity) nearest
-  neighbours within aσ, costing O(N K^2) instead of O(N^3).
+  neighbours within aσ, costing O(N K^2) instead of O(N^3); the pair term and
+  the list itself come from the full (..., N, N) distance matrix, O(N^2).
+  NaN for a configuration with a non-finite coordinate, which is never
+  reported as an overflow.
 
   Args:
     x: positions (..., N, 3), Å.
     box: edge lengths (3,), Å.
     capacity: neighbour-list capacity.
     linearization: if given, the training form of the two-body term.
-    strict: on neighbour-list overflow, raise ValueError when called eagerly
-      and give NaN energies (and gradients) when traced (jit/vmap/grad). If
-      False, keep the K nearest neighbours (an approximation only for
-      overflowing configurations).
+    strict: on neighbour-list overflow of a finite configuration, raise
+      ValueError when called eagerly and give NaN energies (and gradients)
+      when traced (jit/vmap/grad). If False, keep the K nearest neighbours
+      (an approximation only for overflowing configurations).
 
   Raises:
-    ValueError: if strict, not traced, and some particle has more than K
-      neighbours within aσ.
+    ValueError: if strict, not traced, and some particle of a finite
+      configuration has more than K neighbours within aσ.
   """
   x = pair_terms.as_positions(x)
   capacity = neighbour_list.capacity_for(x.shape[-2], capacity)
@@ -124,6 +135,7 @@ def reference_energy(
   """mW energy (...) of x (..., N, 3) summing all N^3 triplets (dense reference).
 
   Loops over central particles with `lax.map`, so memory is O(N^2) per config.
+  NaN for a configuration with a non-finite coordinate.
   """
   x = pair_terms.as_positions(x)
   return _reference_energy(x, box_lib.as_array(box, x.dtype), linearization)
@@ -139,4 +151,5 @@ def _reference_energy(x, box, linearization):
     return triplet_sum(dx, pair_terms.safe_norm(dx), not_self[i])
 
   three = jnp.sum(jax.lax.map(central, jnp.arange(n)), axis=0)
-  return _pair_term(pair_terms.distances(x, box), linearization) + three
+  total = _pair_term(pair_terms.distances(x, box), linearization) + three
+  return jnp.where(pair_terms.finite_configurations(x), total, jnp.nan)

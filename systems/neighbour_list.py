@@ -2,7 +2,10 @@
 
 Each particle keeps the K nearest other particles within a cutoff (minimum
 image), chosen with `jax.lax.top_k` over masked distances, so the list is
-rebuilt from scratch at every call and works under jit, vmap and grad.
+rebuilt from scratch at every call and works under jit, vmap and grad. The
+build reads the full (..., N, N) distance matrix: O(N²) time and memory per
+configuration (no cell list); what the list saves is the three-body term,
+O(N·K²) instead of O(N³).
 """
 
 from typing import NamedTuple

@@ -31,6 +31,14 @@ def as_positions(x) -> jnp.ndarray:
   return x
 
 
+def finite_configurations(x: jnp.ndarray) -> jnp.ndarray:
+  """(...) True where every coordinate of positions x (..., N, 3) is finite (no NaN, no ±inf).
+
+  Energies are NaN where this is False (see `systems.System`).
+  """
+  return jnp.all(jnp.isfinite(x), axis=(-2, -1))
+
+
 def safe_norm(dx: jnp.ndarray) -> jnp.ndarray:
   """|dx| over the last axis, with a zero (not NaN) gradient at dx = 0."""
   r2 = jnp.sum(dx * dx, axis=-1)

@@ -5,7 +5,6 @@ monatomic water in Å, kcal/mol and K.
 """
 
 import dataclasses
-import warnings
 
 import jax.numpy as jnp
 import numpy as np
@@ -38,6 +37,11 @@ class System:
   (..., N, 3) in the length unit and return (...) in `energy_unit`, in the
   dtype of the input; they are pure jax (jit/vmap/grad) and periodic in every
   coordinate.
+
+  Non-finite input: the energy (physical and training alike, eager or traced)
+  of a configuration with any NaN or ±inf coordinate is NaN, and only that
+  configuration's; such a configuration is never reported as an mW
+  neighbour-list overflow. The same holds for every energy in `systems`.
   """
 
   name: str
@@ -54,6 +58,7 @@ class System:
   basis_index: np.ndarray  # (N,) basis atom of each site in the conventional cell
   linearization: pair_terms.Linearization
   neighbour_capacity: int  # mW neighbour-list capacity K
+  notes: tuple[str, ...] = ()  # what a user should know of its settings (scripts.list_systems)
 
   @property
   def num_particles(self) -> int:
@@ -86,7 +91,8 @@ class System:
   def energy(self, x) -> jnp.ndarray:
     """Physical energy (...) of x (..., N, 3).
 
-    mW: NaN under tracing (ValueError when eager) if the neighbour list overflows.
+    mW: NaN under tracing (ValueError when eager) if the neighbour list of a
+    finite configuration overflows.
     """
     return self._energy(x, None, strict=True)
 
@@ -128,7 +134,8 @@ def make_system(
     thermal_wavelength: Λ; defaults to σ of the potential.
     neighbour_capacity: mW neighbour-list capacity (capped at N - 1).
     allow_small_box: allow a box edge shorter than twice the cutoff (the
-      minimum-image convention then drops farther images); warns.
+      minimum-image convention then drops farther images); the System's
+      `notes` say so.
 
   Raises:
     ValueError: for any bad argument, naming it and what was expected.
@@ -152,15 +159,15 @@ def make_system(
   units = _UNITS[potential]
   lattice = lattices.make_lattice(lattice_name, num_particles, density)
   shortest = float(np.min(lattice.box))
+  notes = ()
   if shortest < 2 * cutoff:
-    message = (
-      f'System {name!r}: box edge {shortest:.4f} is shorter than twice the '
-      f'cutoff {cutoff:.4f}; energies use the minimum-image convention '
-      f'(one image per pair), as the published reference values do.'
+    notes = (
+      f'Box edge {shortest:.4f} is shorter than twice the cutoff {cutoff:.4f}: '
+      f'energies use the minimum-image convention (one image per pair), as the '
+      f'published reference values do.',
     )
     if not allow_small_box:
-      raise ValueError(message + ' Pass allow_small_box=True to accept this.')
-    warnings.warn(message, stacklevel=2)
+      raise ValueError(f'System {name!r}: {notes[0]} Pass allow_small_box=True to accept this.')
   return System(
     name=name,
     potential=potential,
@@ -176,6 +183,7 @@ def make_system(
     basis_index=lattice.basis_index,
     linearization=pair_terms.Linearization(linearize_below, min_distance),
     neighbour_capacity=neighbour_list.capacity_for(num_particles, neighbour_capacity),
+    notes=notes,
   )
 
 

@@ -9,7 +9,9 @@ of edge 6.290 σ, at k_B T / ε = 3.2155. Reduced units (ε = σ = k_B = 1).
   2^{1/6} R (its minimum) and shifted, so purely repulsive.
 
 Positions are those of the solvent only, (..., 125, 3), any real values
-(energies are periodic); the box is [−L/2, L/2)³ with the solute at its centre.
+(energies are periodic; a configuration with a NaN or infinite coordinate has
+energy NaN, as in `systems.System`); the box is [−L/2, L/2)³ with the solute
+at its centre.
 """
 
 import jax
@@ -42,7 +44,8 @@ def solute_energy(x, radius) -> jnp.ndarray:
   cutoff = WCA_CUTOFF_FACTOR * radius
   r = pair_terms.safe_norm(box_lib.minimum_image(x, BOX))
   phi = lambda s: lennard_jones.potential(s, cutoff, sigma=radius)
-  return jnp.sum(pair_terms.where_safe(r < cutoff, phi, r, cutoff), axis=-1)
+  total = jnp.sum(pair_terms.where_safe(r < cutoff, phi, r, cutoff), axis=-1)
+  return jnp.where(pair_terms.finite_configurations(x), total, jnp.nan)
 
 
 def solvent_energy(x) -> jnp.ndarray:

@@ -272,6 +272,109 @@ def test_bar_error_bars_are_calibrated():
   assert 0.89 < coverage < 0.99, coverage
 
 
+# --- reliability ------------------------------------------------------------
+
+
+def test_importance_sampling_is_judged_unreliable_where_its_error_bar_fails():
+  """q = N(0, 1), p~ = N(m, 1) (Z = 1): ln w = m z − m²/2, true ESS e^{−m²}, n = 1000.
+
+  m = 1 (about 370 effective samples): judged reliable, 2σ covers ~95 %.
+  m = 3 (a dozen effective samples by the samples' own ESS, one in truth):
+  judged unreliable, and the 2σ interval covers the truth only ~60 % of the time.
+  """
+  rng = np.random.default_rng(20)
+  for m, reliable, coverage_range in ((1.0, True, (0.9, 1.0)), (3.0, False, (0.0, 0.8))):
+    log_w = m * rng.standard_normal((REPEATS, 1000)) - 0.5 * m * m
+    results = [est.importance_sampling(row, num_bootstrap=0) for row in log_w]
+    _, coverage = calibration([r.value for r in results], [r.stderr for r in results], 0.0)
+    assert coverage_range[0] < coverage < coverage_range[1], (m, coverage)
+    judged = np.mean([r.reliable for r in results])
+    assert (judged == 1.0) if reliable else (judged < 0.05), (m, judged)
+  (reason,) = results[0].reasons
+  assert 'effective samples of 1000' in reason and 'need >= 100' in reason
+  # The FEP directions are importance sampling and are judged alike.
+  assert est.fep_forward(-log_w[0]).reasons == results[0].reasons
+
+
+def test_weighted_rule_threshold_is_n_times_ess():
+  assert est.weighted_reasons(0.1, 1000) == ()
+  (reason,) = est.weighted_reasons(2e-4, 16384)
+  assert reason.startswith('ESS 0.0002 (3.28 effective samples of 16384')
+
+
+def test_bar_overlap_is_pymbars_two_state_overlap():
+  rng = np.random.default_rng(21)
+  x = np.concatenate(
+    [sample(rng, (700,), 0.0, 1.0), sample(rng, (400,), np.array([2.0, 0.0, 0.0]), 1.25)]
+  )
+  u_kn = np.stack([U_A(x), harmonic(np.array([2.0, 0.0, 0.0]), 1.25, 0.4)[0](x)])
+  bennett = est.bar(u_kn[1, :700] - u_kn[0, :700], u_kn[0, 700:] - u_kn[1, 700:])
+  matrix = est.mbar(u_kn, [700, 400]).overlap
+  assert bennett.overlap == pytest.approx(min(matrix[0, 1], matrix[1, 0]), rel=1e-6)
+  # Identical states: 1/2 for equal counts, else the smaller share min(n) / (n_F + n_R).
+  assert est.bar(np.zeros(40), np.zeros(40)).overlap == pytest.approx(0.5)
+  assert est.bar(np.zeros(50), np.zeros(30)).overlap == pytest.approx(30 / 80)
+
+
+def test_bar_is_judged_unreliable_where_its_error_bar_fails():
+  """A = N(0, 1), B = N(d, 0.3²) in 1-D, ΔF = ln(1/0.3).
+
+  d = 1.5 with 100 samples per state (overlap ~0.15): reliable, 2σ covers ~95 %.
+  d = 4 with 20 per state (overlap ~1e-7): unreliable, and the 2σ interval
+  covers the truth in ~10 % of the repeats: the error bar means nothing.
+  """
+  rng = np.random.default_rng(22)
+  width, truth = 0.3, np.log(1 / 0.3)
+  for d, n, reliable, coverage_range in ((1.5, 100, True, (0.9, 1.0)), (4.0, 20, False, (0, 0.3))):
+    x_a = rng.standard_normal((REPEATS, n))
+    x_b = d + width * rng.standard_normal((REPEATS, n))
+    x = np.stack([x_a, x_b])
+    works_ab = 0.5 * ((x - d) / width) ** 2 - 0.5 * x**2  # u_B − u_A on both samples
+    results = [est.bar(f, -r) for f, r in zip(*works_ab)]
+    _, coverage = calibration([r.value for r in results], [r.stderr for r in results], truth)
+    assert coverage_range[0] < coverage < coverage_range[1], (d, coverage)
+    judged = np.mean([r.reliable for r in results])
+    assert (judged == 1.0) if reliable else (judged < 0.05), (d, judged)
+  assert 'overlap' in results[0].reasons[0] and 'need >= 0.03' in results[0].reasons[0]
+
+
+def test_bar_and_lbar_are_unreliable_with_more_than_one_percent_infinite_works():
+  """Finite works lost as +inf (a numerical failure of a map or flow) bias ΔF by
+  about ln(1 − φ) for a fraction φ lost: within the error bar at the allowed 1 %
+  with 2000 samples per state, 9σ off at 10 %."""
+  w_f, w_r = works(np.random.default_rng(23), 2000, 2000)
+  exact = est.bar(w_f, w_r)
+  assert exact.reasons == ()
+  shifts = {}
+  for num_inf, reliable in ((200, False), (20, True), (21, False)):  # 1 % of 2000 allowed
+    result = est.bar(w_f, np.concatenate([w_r[num_inf:], np.full(num_inf, np.inf)]))
+    assert result.num_infinite == (0, num_inf) and result.reliable == reliable
+    shifts[num_inf] = result.value - exact.value
+    assert shifts[num_inf] == pytest.approx(np.log(1 - num_inf / 2000), rel=0.1)
+  assert abs(shifts[20]) < exact.stderr < abs(shifts[200]) / 5
+  assert result.reasons == (
+    "21 of 2000 reverse works infinite (samples outside the other state's support; "
+    'at most 1% allowed)',
+  )
+  # The real LBAR failure: 2512 of 3200 target samples outside the flow's support.
+  log_q_on_p = np.where(np.arange(3200) < 2512, -np.inf, 0.0)
+  lbar = est.lbar(np.zeros(100), np.zeros(100), log_q_on_p, np.zeros(3200))
+  assert not lbar.reliable and '2512 of 3200 reverse works infinite' in lbar.reasons[-1]
+
+
+def test_mbar_is_unreliable_when_an_adjacent_pair_barely_overlaps():
+  rng = np.random.default_rng(24)
+  x = np.concatenate([rng.normal(0.0, 1.0, 300), rng.normal(1.0, 1.0, 300), rng.normal(7, 1, 300)])
+  u_kn = np.stack([0.5 * (x - c) ** 2 for c in (0.0, 1.0, 7.0)])
+  result = est.mbar(u_kn, [300, 300, 300])
+  assert not result.reliable
+  assert result.reasons == (
+    f'smallest adjacent-pair overlap {result.min_adjacent_overlap:.2g} (need >= 0.03)',
+  )
+  assert result.adjacent_pair_overlap[0] > 0.03 > result.adjacent_pair_overlap[1]
+  assert est.mbar(u_kn[:2, :600], [300, 300]).reliable
+
+
 # --- pymbar cross-check and import hygiene -----------------------------------
 
 

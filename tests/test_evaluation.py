@@ -1,5 +1,6 @@
 """Evaluation on a case with a known answer, and the config files' errors."""
 
+import json
 import math
 
 import jax
@@ -9,6 +10,7 @@ import pytest
 from experiments import evaluation, training
 from experiments.configs import lennard_jones, monatomic_water
 from flows import convention
+from systems import get_system
 
 
 def test_flow_targeting_its_own_density_has_unit_ess_and_exact_log_z():
@@ -50,6 +52,45 @@ def test_flow_targeting_its_own_density_has_unit_ess_and_exact_log_z():
   )
   energies = samples['energy']
   assert row['mean_energy_flow'] == pytest.approx(np.mean(energies))
+
+
+def _samples_with_log_weights(system, log_w):
+  """log q = 0 and the energies that give importance log-weights `log_w`."""
+  return dict(log_q=np.zeros_like(log_w), energy=-log_w / system.beta)
+
+
+def test_summarize_judges_the_estimate_and_says_why_it_is_unreliable():
+  system = get_system('lj_32')
+  z = np.random.default_rng(0).standard_normal(16384)
+  good = evaluation.summarize(_samples_with_log_weights(system, 0.5 * z), system)
+  assert good['reliable'] and good['unreliable_reasons'] == []
+  assert 'UNRELIABLE' not in evaluation.result_lines(good, 'lj_32')
+  bad = evaluation.summarize(_samples_with_log_weights(system, 4.0 * z), system)
+  assert bad['ess'] * bad['num_samples'] < 100
+  assert not bad['reliable']
+  (reason,) = bad['unreliable_reasons']
+  assert 'effective samples of 16384' in reason
+  assert np.isfinite(bad['beta_f_per_particle'])  # the estimate is kept, and judged
+  lines = evaluation.result_lines(dict(bad, step=7), 'lj_32').splitlines()
+  assert lines[0].startswith('lj_32: βF/N = ') and '(step 7)' in lines[0]
+  assert lines[1] == f'UNRELIABLE: {reason}'
+  json.dumps(bad)  # JSON-ready
+
+
+def test_summarize_of_only_non_finite_samples_says_so_instead_of_failing():
+  system = get_system('lj_32')
+  samples = dict(
+    log_q=np.array([0.0, np.nan, 0.0, -1.0]),
+    energy=np.array([np.inf, 1.0, np.nan, np.inf]),
+  )
+  with pytest.warns(UserWarning, match='4 of 4 evaluation samples'):
+    row = evaluation.summarize(samples, system)
+  assert (row['num_samples'], row['num_nonfinite'], row['reliable']) == (0, 4, False)
+  assert np.isnan(row['beta_f_per_particle']) and np.isnan(row['ess'])
+  (reason,) = row['unreliable_reasons']
+  assert 'non-finite energy (3) or log-probability (1)' in reason
+  assert 'overlapping particles' in reason and 'diverged flow' in reason
+  assert 'UNRELIABLE: 4 of 4' in evaluation.result_lines(row, 'lj_32')
 
 
 def test_draw_samples_rejects_bad_sizes():

@@ -12,7 +12,7 @@ SHORT = ['--chains=2', '--steps=20', '--burn_in=10', '--thin=5']
 
 
 def test_samples_energies_and_centre_of_mass(tmp_path):
-  out = tmp_path / 'md.npz'
+  out = tmp_path / 'hmc.npz'
   summary = reference_samples.main(['--system=mw_cubic_8', f'--out={out}', *SHORT])
   system = get_system('mw_cubic_8')
   with np.load(out) as data:
@@ -31,7 +31,7 @@ def test_log_q_of_a_training_run_is_translation_invariant(tmp_path):
   config = monatomic_water.get_config('mw_cubic_8,tiny')
   config.train.num_steps = 5
   training.train(config, str(tmp_path / 'run'))
-  out = tmp_path / 'md.npz'
+  out = tmp_path / 'hmc.npz'
   reference_samples.main(
     ['--system=mw_cubic_8', f'--out={out}', f'--workdir={tmp_path / "run"}', *SHORT]
   )

@@ -10,7 +10,6 @@ import json
 import math
 import os
 import shlex
-import warnings
 
 import numpy as np
 import pytest
@@ -21,12 +20,6 @@ from systems import get_system
 
 SYSTEM = 'mw_cubic_8'
 SPRING, U0_PER_PARTICLE, SIGMA_Q = 30.0, -6.0, 0.11  # kcal/mol/Å², kcal/mol, Å
-
-
-def _system():
-  with warnings.catch_warnings():
-    warnings.simplefilter('ignore', UserWarning)
-    return get_system(SYSTEM)
 
 
 def _relative(x, system):
@@ -57,9 +50,9 @@ def exact_log_z(system):
   ) * math.log(2 * math.pi / (system.beta * SPRING))
 
 
-def make_fake_run(workdir, num_samples=2000, num_md=1000, seed=0, steps=2000):
-  """Writes metrics.jsonl, config.json, eval.json, samples.npz; returns (md.npz, baseline.json)."""
-  system = _system()
+def make_fake_run(workdir, num_samples=2000, num_hmc=1000, seed=0, steps=2000):
+  """Writes metrics.jsonl, config.json, eval.json, samples.npz; returns (hmc.npz, baseline.json)."""
+  system = get_system(SYSTEM)
   rng = np.random.default_rng(seed)
   os.makedirs(workdir, exist_ok=True)
   truth = convention.beta_f_per_particle(
@@ -126,11 +119,11 @@ def make_fake_run(workdir, num_samples=2000, num_md=1000, seed=0, steps=2000):
       ),
       f,
     )
-  md_sigma = 1 / math.sqrt(system.beta * SPRING)
-  x, energy, log_q = _fake_samples(system, rng, num_md, md_sigma, translate=True)
+  hmc_sigma = 1 / math.sqrt(system.beta * SPRING)
+  x, energy, log_q = _fake_samples(system, rng, num_hmc, hmc_sigma, translate=True)
   log_q[0] = -np.inf  # outside the flow's support: kept, and counted by LBAR
-  md_path = os.path.join(workdir, 'md.npz')
-  np.savez(md_path, positions=x, energy=energy, log_q=log_q)
+  hmc_path = os.path.join(workdir, 'hmc.npz')
+  np.savez(hmc_path, positions=x, energy=energy, log_q=log_q)
   baseline_path = os.path.join(workdir, 'baseline.json')
   with open(baseline_path, 'w') as f:
     json.dump(
@@ -148,7 +141,7 @@ def make_fake_run(workdir, num_samples=2000, num_md=1000, seed=0, steps=2000):
       ),
       f,
     )
-  return md_path, baseline_path
+  return hmc_path, baseline_path
 
 
 # --- g(r) --------------------------------------------------------------------
@@ -268,13 +261,13 @@ def test_xyz_cli_and_bad_input(tmp_path):
 @pytest.fixture(scope='module')
 def fake_report(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('run'))
-  md_path, baseline_path = make_fake_run(workdir)
+  hmc_path, baseline_path = make_fake_run(workdir)
   assert (
     report.main(
       [
         f'--workdir={workdir}',
         f'--baseline={baseline_path}',
-        f'--md_samples={md_path}',
+        f'--hmc_samples={hmc_path}',
         '--rdf_frames=200',
       ]
     )
@@ -310,7 +303,7 @@ def test_report_writes_outputs(fake_report):
 
 def test_report_values_match_direct_computation(fake_report):
   workdir, result = fake_report
-  system = _system()
+  system = get_system(SYSTEM)
   data = np.load(os.path.join(workdir, 'samples.npz'))
   keep = np.isfinite(data['energy'])
   direct = estimators.importance_sampling(-system.beta * data['energy'][keep] - data['log_q'][keep])
@@ -330,19 +323,61 @@ def test_report_values_match_direct_computation(fake_report):
     (flow['beta_f_per_particle'] - base['beta_f_per_particle'])
     / math.hypot(flow['stderr'], base['stderr'])
   )
-  md = np.load(os.path.join(workdir, 'md.npz'))
-  assert result['md_samples']['num_outside_support'] == 1
-  assert result['md_samples']['num_samples'] == len(md['energy'])
+  hmc = np.load(os.path.join(workdir, 'hmc.npz'))
+  assert result['hmc_samples']['num_outside_support'] == 1
+  assert result['hmc_samples']['num_samples'] == len(hmc['energy'])
   lbar = estimators.lbar(
     data['log_q'][keep],
     -system.beta * data['energy'][keep],
-    md['log_q'],
-    -system.beta * md['energy'],
+    hmc['log_q'],
+    -system.beta * hmc['energy'],
   )
   assert rows['LBAR (flow + reference)']['log_z'] == lbar.value
   # The fake model is exactly solvable: IS and LBAR recover ln Z within 4σ.
   for row in (flow, rows['LBAR (flow + reference)']):
     assert abs(row['log_z'] - exact_log_z(system)) < 4 * row['log_z_stderr'], row
+
+
+def test_report_judges_every_estimate_reliable_on_the_good_fake_run(fake_report):
+  workdir, result = fake_report
+  for row in result['estimators']:
+    assert row['reliable'] and row['unreliable_reasons'] == [], row
+  assert 'UNRELIABLE' not in open(os.path.join(workdir, 'report.md')).read()
+
+
+def test_report_marks_unreliable_estimates_everywhere(tmp_path, capsys):
+  # 50 flow samples (49 finite) cannot make 100 effective samples; 100 of the
+  # 1000 HMC samples outside the flow's support are 10 % infinite reverse works.
+  hmc_path, _ = make_fake_run(str(tmp_path), num_samples=50)
+  with np.load(hmc_path) as data:
+    hmc = dict(data)
+  hmc['log_q'][:100] = -np.inf
+  np.savez(hmc_path, **hmc)
+  with open(tmp_path / 'metrics.jsonl', 'a') as f:  # an early-training-like evaluation
+    row = dict(step=2100, wall_time=110.0, num_samples=1000, ess=0.01)
+    f.write(json.dumps(dict(row, beta_f_per_particle=-8.5, beta_f_per_particle_stderr=0.1)) + '\n')
+  assert report.main([f'--workdir={tmp_path}', f'--hmc_samples={hmc_path}', '--rdf_frames=20']) == 0
+  printed = capsys.readouterr().out
+  with open(tmp_path / 'report.json') as f:
+    rows = {r['estimator']: r for r in json.load(f)['estimators']}
+  flow, lbar = rows['flow importance sampling'], rows['LBAR (flow + reference)']
+  assert not flow['reliable'] and 'effective samples of 49' in flow['unreliable_reasons'][0]
+  assert not lbar['reliable'] and lbar['num_infinite'] == [0, 100]
+  assert any('100 of 1000 reverse works infinite' in r for r in lbar['unreliable_reasons'])
+  assert report.evaluation_reasons(row) == [
+    'ESS 0.01 (10 effective samples of 1000; need >= 100)'
+  ]  # drawn as an UNRELIABLE point in free_energy.png
+  text = open(tmp_path / 'report.md').read()
+  for row in (flow, lbar):
+    note = 'UNRELIABLE: ' + '; '.join(row['unreliable_reasons'])
+    assert f'**{note}**' in text and note in printed
+
+
+def test_report_judges_eval_json_rows_written_before_the_judgement(tmp_path):
+  make_fake_run(str(tmp_path), num_samples=50)  # eval.json: ESS 0.8 of 50, no judgement keys
+  os.remove(tmp_path / 'samples.npz')
+  (row,) = report.write_report(str(tmp_path))['estimators']
+  assert row['unreliable_reasons'] == ['ESS 0.8 (40 effective samples of 50; need >= 100)']
 
 
 def test_report_without_samples_uses_eval_json(tmp_path):
@@ -365,7 +400,7 @@ def test_report_missing_metrics_is_a_clear_error(tmp_path):
 
 
 def test_report_rejects_baseline_of_another_system(tmp_path):
-  _, baseline_path = make_fake_run(str(tmp_path), num_samples=50, num_md=10)
+  _, baseline_path = make_fake_run(str(tmp_path), num_samples=50, num_hmc=10)
   with open(baseline_path, 'w') as f:
     json.dump(dict(system='lj_32', beta_f_per_particle=1.0, beta_f_per_particle_stderr=0.1), f)
   with pytest.raises(ValueError, match="for system 'lj_32'"):

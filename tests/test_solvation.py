@@ -38,6 +38,19 @@ def test_initial_positions_lie_outside_the_solute():
   assert np.all(np.isfinite(np.asarray(solvation.energy(x, 2.75))))
 
 
+def test_non_finite_coordinates_give_nan_energies():
+  x = solvation.initial_positions(jax.random.PRNGKey(2), 4, 2.6)
+  for row, bad in zip(x[1:], (np.nan, np.inf, -np.inf)):
+    row[5, 0] = bad
+  finite = np.asarray(solvation.energy(x[:1], 2.6))
+  for fn in (solvation.energy, solvation.solute_energy):
+    for call in (fn, jax.jit(fn)):
+      e = np.asarray(call(x, 2.6))
+      assert np.isnan(e[1:]).all(), (fn.__name__, e)
+  assert np.isnan(np.asarray(solvation.solvent_energy(x))[1:]).all()
+  np.testing.assert_allclose(np.asarray(solvation.energy(x, 2.6))[:1], finite, rtol=1e-5)
+
+
 def test_bad_input_raises():
   with pytest.raises(ValueError, match='radius'):
     solvation.solute_energy(jnp.zeros((5, 3)), -1.0)

@@ -2,8 +2,6 @@
 symmetries, forces, the neighbour list against the dense sum, and the training
 linearisation."""
 
-from contextlib import nullcontext
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,11 +17,6 @@ BIG_BOX = np.array([20.0, 20.0, 20.0])
 def _float64():
   with jax.enable_x64(True):
     yield
-
-
-def _system(name):
-  with pytest.warns(UserWarning) if name in ('lj_32', 'mw_cubic_8') else nullcontext():
-    return get_system(name)
 
 
 def _perturbed(system, scale, seed=0, compress=1.0):
@@ -42,7 +35,7 @@ def _perturbed(system, scale, seed=0, compress=1.0):
   ],
 )
 def test_perfect_lattice_energy_per_particle(name, expected):
-  system = _system(name)
+  system = get_system(name)
   x = jnp.asarray(system.lattice)
   assert x.dtype == jnp.float64
   for fn in (system.energy, system.training_energy):
@@ -99,7 +92,7 @@ SYMMETRY_SYSTEMS = ['lj_32', 'mw_cubic_64', 'mw_hex_64']
 
 @pytest.mark.parametrize('name', SYMMETRY_SYSTEMS)
 def test_permutation_translation_and_box_shift_invariance(name):
-  system = _system(name)
+  system = get_system(name)
   x = _perturbed(system, 0.05 * system.thermal_wavelength)
   rng = np.random.default_rng(1)
   moved = [
@@ -113,7 +106,7 @@ def test_permutation_translation_and_box_shift_invariance(name):
 
 @pytest.mark.parametrize('name', ['lj_32', 'mw_cubic_64'])
 def test_forces_match_central_finite_differences(name):
-  system = _system(name)
+  system = get_system(name)
   x = _perturbed(system, 0.05 * system.thermal_wavelength, seed=2)
   rng = np.random.default_rng(3)
   h = 1e-5 * system.thermal_wavelength
@@ -135,7 +128,7 @@ def test_forces_match_central_finite_differences(name):
   ],
 )
 def test_neighbour_list_matches_dense_reference(name, scale, compress):
-  system = _system(name)
+  system = get_system(name)
   box = compress * system.box
   x = _perturbed(system, scale, seed=4, compress=compress)
   e_nl, g_nl = jax.value_and_grad(lambda y: mw.energy(y, box))(x)
@@ -145,7 +138,7 @@ def test_neighbour_list_matches_dense_reference(name, scale, compress):
 
 
 def test_neighbour_list_overflow_is_detected():
-  system = _system('mw_cubic_64')
+  system = get_system('mw_cubic_64')
   x = jnp.asarray(system.lattice)  # every particle has exactly 4 neighbours
   with pytest.raises(ValueError, match='4 neighbours.*capacity is 3'):
     mw.energy(x, system.box, capacity=3)
@@ -190,7 +183,7 @@ def _two_particles(r):
 
 @pytest.mark.parametrize('name', ['lj_256', 'mw_cubic_64'])
 def test_training_energy_equals_energy_above_threshold(name):
-  system = _system(name)
+  system = get_system(name)
   x = _perturbed(system, 0.05 * system.thermal_wavelength, seed=5)
   r = pair_terms.distances(x, system.box)
   assert np.min(r + jnp.eye(system.num_particles) * 99) > system.linearization.linearize_below
@@ -230,7 +223,7 @@ def test_training_pair_energy_is_tangent_below_r0(potential, phi, cutoff, r0, dm
 @pytest.mark.parametrize('name', ['lj_256', 'mw_cubic_64'])
 @pytest.mark.parametrize('dtype', [jnp.float32, jnp.float64])
 def test_training_energy_finite_for_coincident_particles(name, dtype):
-  system = _system(name)
+  system = get_system(name)
   x = jnp.asarray(system.lattice, dtype=dtype)
   x = x.at[1].set(x[0]).at[2].set(x[0] + 1e-7)
   e, g = jax.value_and_grad(system.training_energy)(x)

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from scripts import list_systems
 from systems import SYSTEM_NAMES, System, get_system, lennard_jones, make_system
 from systems import monatomic_water as mw
 
@@ -20,12 +21,6 @@ MW = dict(
   linearize_below=1.2,
   min_distance=0.01,
 )
-
-
-def _get(name):
-  with warnings.catch_warnings():
-    warnings.simplefilter('ignore')
-    return get_system(name)
 
 
 def test_names():
@@ -45,7 +40,7 @@ def test_names():
 
 @pytest.mark.parametrize('name', SYSTEM_NAMES)
 def test_attributes(name):
-  s = _get(name)
+  s = get_system(name)
   n = int(name.rsplit('_', 1)[1])
   assert isinstance(s, System) and s.name == name and s.num_particles == n
   assert s.lattice.shape == (n, 3) and s.lattice.dtype == np.float64
@@ -68,18 +63,65 @@ def test_attributes(name):
     assert s.neighbour_capacity == min(n - 1, 24)
 
 
-def test_small_boxes_warn_and_others_do_not():
-  for name in SMALL:
-    with pytest.warns(UserWarning, match='shorter than twice the cutoff'):
-      get_system(name)
+def test_small_boxes_are_noted_once_not_warned_on_every_call():
   with warnings.catch_warnings():
     warnings.simplefilter('error')
-    get_system('lj_256')
-    get_system('mw_hex_64')
+    systems = {name: get_system(name) for name in SYSTEM_NAMES}
+  for name, s in systems.items():
+    if name in SMALL:
+      (note,) = s.notes
+      assert 'shorter than twice the cutoff' in note and 'minimum-image' in note
+    else:
+      assert s.notes == ()
+
+
+def test_list_systems_shows_the_notes(monkeypatch, capsys):
+  monkeypatch.setattr(list_systems, 'SYSTEM_NAMES', ('lj_32', 'lj_256'))
+  list_systems.main()
+  out = capsys.readouterr().out
+  assert out.count('note (lj_32): Box edge') == 1 and 'note (lj_256)' not in out
+
+
+LATTICE_ENERGY_PER_PARTICLE = {'lj_32': -4.735996, 'lj_256': -6.303226, 'lj_500': -6.303226}
+
+
+def _lattice_and_non_finite(system):
+  """(4, N, 3) float32: the lattice, then with one coordinate NaN, +inf and -inf."""
+  batch = np.stack([np.asarray(system.lattice, np.float32)] * 4)
+  for row, bad in zip(batch[1:], (np.nan, np.inf, -np.inf)):
+    row[1, 2] = bad
+  return batch
+
+
+@pytest.mark.parametrize('name', SYSTEM_NAMES)
+def test_non_finite_coordinates_give_nan_energy_and_leave_finite_ones_alone(name):
+  s = get_system(name)
+  expected = LATTICE_ENERGY_PER_PARTICLE.get(name, -12.377985) * s.num_particles
+  for fn in (s.energy, s.training_energy):
+    e = np.asarray(fn(_lattice_and_non_finite(s)))
+    assert np.isnan(e[1:]).all(), (fn.__name__, e)
+    assert e[0] == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize('name', ['lj_32', 'mw_cubic_64'])
+def test_non_finite_energy_is_nan_when_traced_and_alone_never_an_overflow(name):
+  s = get_system(name)
+  batch = _lattice_and_non_finite(s)
+  for fn in (s.energy, s.training_energy):
+    e = np.asarray(jax.jit(jax.vmap(fn))(batch))
+    assert np.isnan(e[1:]).all() and np.isfinite(e[0]), (fn.__name__, e)
+  for x in batch[1:]:  # eager, one configuration: NaN, not an mW neighbour-list overflow
+    assert np.isnan(s.energy(x))
+
+
+def test_a_non_finite_sample_leaves_the_others_training_gradients_alone():
+  s = get_system('lj_32')
+  e, g = jax.vmap(jax.value_and_grad(s.training_energy))(_lattice_and_non_finite(s))
+  assert np.isnan(e[1:]).all() and np.isfinite(g[0]).all()
 
 
 def test_float32_by_default_and_batched_jit_vmap_grad():
-  s = _get('mw_cubic_64')
+  s = get_system('mw_cubic_64')
   x = np.stack([s.lattice, s.lattice + 0.1]).reshape(2, 1, 64, 3)
   e = s.energy(x)
   assert e.shape == (2, 1) and e.dtype == jnp.float32
@@ -88,11 +130,11 @@ def test_float32_by_default_and_batched_jit_vmap_grad():
   g = jax.grad(lambda y: jnp.sum(s.energy(y)))(x)
   assert g.shape == x.shape and g.dtype == jnp.float32
   np.testing.assert_allclose(g, 0.0, atol=1e-3)  # perfect lattice: no forces
-  assert _get('lj_32').energy(np.zeros((32, 3), dtype=np.int32)).dtype == jnp.float32
+  assert get_system('lj_32').energy(np.zeros((32, 3), dtype=np.int32)).dtype == jnp.float32
 
 
 def test_float64_when_enabled():
-  s = _get('lj_32')
+  s = get_system('lj_32')
   with jax.enable_x64(True):
     assert s.energy(jnp.asarray(s.lattice)).dtype == jnp.float64
 
@@ -104,7 +146,7 @@ def test_unknown_system():
 
 @pytest.mark.parametrize('shape', [(63, 3), (64, 2), (2, 64, 4), (64,)])
 def test_wrong_shape(shape):
-  s = _get('mw_cubic_64')
+  s = get_system('mw_cubic_64')
   for fn in (s.energy, s.training_energy):
     with pytest.raises(ValueError, match='shape'):
       fn(np.zeros(shape))
@@ -134,8 +176,10 @@ def test_small_box_needs_allow_small_box():
   small = {**MW, 'num_particles': 8}
   with pytest.raises(ValueError, match='allow_small_box'):
     make_system('small', **small)
-  with pytest.warns(UserWarning):
-    assert make_system('small', **small, allow_small_box=True).num_particles == 8
+  with warnings.catch_warnings():
+    warnings.simplefilter('error')
+    allowed = make_system('small', **small, allow_small_box=True)
+  assert allowed.num_particles == 8 and 'minimum-image' in allowed.notes[0]
   with pytest.raises(ValueError, match='allow_small_box'):
     make_system(
       'lj',

@@ -1,5 +1,7 @@
 """The TFEP report: its MBAR reference (error from independent chains), table, structure."""
 
+import re
+
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -64,12 +66,14 @@ def test_variance_ratio_interval_has_its_coverage():
   assert 0.87 < covered / 2000 < 0.93
 
 
-def test_table_uses_every_disjoint_block_and_agrees_with_the_exact_delta_f():
+def harmonic_table_inputs():
+  """(config, data, works, exact ΔF) of the harmonic ladder with held-out works:
+  plain ones, and mapped ones 10 % off the exact map x -> x √(κ_A/κ_B)."""
   data, exact = harmonic_ladder(num_chains=10, num_times=1000, rho=0.0, seed=2)
   num_train = 1000
   kappa, held = data['kappa'], slice(num_train, None)
   x_a, y_b, u = data['x'][0, held], data['x'][-1, held], data['reduced']
-  scale = 1.1 * np.sqrt(kappa[0] / kappa[-1])  # 10 % off the exact map x -> x √(κ_A/κ_B)
+  scale = 1.1 * np.sqrt(kappa[0] / kappa[-1])
   works = dict(
     step=0,
     plain_forward=u[-1, 0, held] - u[0, 0, held],
@@ -86,6 +90,11 @@ def test_table_uses_every_disjoint_block_and_agrees_with_the_exact_delta_f():
       eval=dict(sample_sizes=(1000, 3000), num_subsets=3),
     )
   )
+  return config, data, works, exact
+
+
+def test_table_uses_every_disjoint_block_and_agrees_with_the_exact_delta_f():
+  config, data, works, exact = harmonic_table_inputs()
   table = tfep_report.make_table(config, data, works)
   assert [row['num_subsets'] for row in table['rows']] == [9, 3]  # 9000 held out
   for row in table['rows']:
@@ -96,9 +105,35 @@ def test_table_uses_every_disjoint_block_and_agrees_with_the_exact_delta_f():
   assert table['rows'][0]['BAR_over_LBAR_variance'] > 10
   assert abs(table['reference']['value'] - exact) < 4 * table['reference']['stderr']
 
+  assert all(
+    row[m]['reliable_fraction'] == 1.0 for row in table['rows'] for m in tfep_report.METHODS
+  )
+  assert table['reference']['reliable']
+  assert not re.search(r'\(\d+ % reliable\)', tfep_report.markdown(table))
+
   config.eval.sample_sizes = (6000,)
   with pytest.raises(ValueError, match='n = 6000'):
     tfep_report.make_table(config, data, works)
+
+
+def test_table_reports_the_share_of_subsets_judged_reliable():
+  config, data, works, _ = harmonic_table_inputs()
+  config.eval.sample_sizes = (1000,)
+  # 2 % of the mapped reverse works lost as +inf in the first 3 of 9 subsets
+  # (a failing map), and forward works of a state B far wider than A (weights
+  # e^{1.5 x²}, infinite variance): a sample or two carry each FEP subset.
+  works['mapped_reverse'][np.arange(3)[:, None] * 1000 + np.arange(20)] = np.inf
+  works['plain_forward'] = -works['plain_forward']
+  table = tfep_report.make_table(config, data, works)
+  (row,) = table['rows']
+  assert row['LBAR']['reliable_fraction'] == pytest.approx(6 / 9)
+  assert row['LBAR']['example_unreliable_reason'].startswith('20 of 1000 reverse works infinite')
+  assert row['FEP']['reliable_fraction'] == 0.0
+  assert 'effective samples of 1000' in row['FEP']['example_unreliable_reason']
+  assert row['BAR']['reliable_fraction'] == 1.0 and row['BAR']['example_unreliable_reason'] is None
+  text = tfep_report.markdown(table)
+  assert '(67 % reliable)' in text and '(0 % reliable)' in text
+  assert 'LBAR: 20 of 1000 reverse works infinite' in text
 
 
 class Translation:
