@@ -10,6 +10,7 @@ from flax import nnx
 from scipy import stats
 
 from flows import LatticeBase, SolidFlow, convention
+from systems.box import minimum_image
 
 BOX = np.full(3, 2.0)
 LATTICE = np.stack(np.meshgrid(*[np.arange(2.0)] * 3, indexing='ij'), -1).reshape(
@@ -89,8 +90,7 @@ def test_base_rejects_bad_input():
 
 def _pair_energy(x):
   """A soft pairwise test energy Σ_{i<j} exp(−r_ij²) with minimum image."""
-  d = x[..., :, None, :] - x[..., None, :, :]
-  d = d - BOX * jnp.round(d / BOX)
+  d = minimum_image(x[..., :, None, :] - x[..., None, :, :], BOX)
   r2 = jnp.sum(d * d, axis=-1)
   n = x.shape[-2]
   return 0.5 * jnp.sum(jnp.where(jnp.eye(n, dtype=bool), 0.0, jnp.exp(-r2)), axis=(-2, -1))

@@ -18,6 +18,7 @@ import pytest
 from flows import convention, estimators
 from scripts import observables, report, xyz
 from systems import get_system
+from systems.box import minimum_image
 
 SYSTEM = 'mw_cubic_8'
 SPRING, U0_PER_PARTICLE, SIGMA_Q = 30.0, -6.0, 0.11  # kcal/mol/Å², kcal/mol, Å
@@ -32,7 +33,7 @@ def _system():
 def _relative(x, system):
   """Displacements d_i (n, N−1, 3) of particles 1.. from their sites, particle 0 pinned."""
   d = (x[:, 1:] - x[:, :1]) - (system.lattice[1:] - system.lattice[:1])
-  return d - system.box * np.round(d / system.box)
+  return minimum_image(d, system.box)
 
 
 def _fake_samples(system, rng, n, sigma, translate):
