@@ -1,7 +1,7 @@
 """Normalizing flows for atomic solids (Flax NNX) and free-energy estimators."""
 
 from flows.conditioner import Conditioner
-from flows.couplings import CircularShift, CouplingLayer, SplitCoupling, wrap
+from flows.couplings import CircularShift, CouplingLayer, SplitCoupling
 from flows.embeddings import circular_features
 from flows.lattice_base import LatticeBase, wigner_seitz_half_width
 from flows.model import SolidFlow
@@ -17,5 +17,4 @@ __all__ = [
   'Transformer',
   'circular_features',
   'wigner_seitz_half_width',
-  'wrap',
 ]

@@ -13,15 +13,9 @@ from flax import nnx
 
 from flows import splines
 from flows.conditioner import Conditioner
+from systems.box import wrap
 
 NUM_COORDS = 3
-
-
-def wrap(x: jnp.ndarray, lower, upper) -> jnp.ndarray:
-  """Maps x periodically into [lower, upper) (bounds broadcast against x)."""
-  width = upper - lower
-  r = jnp.mod(x - lower, width)
-  return lower + jnp.where(r >= width, r - width, r)  # mod may round up to width
 
 
 class CircularShift(nnx.Module):

@@ -1,14 +1,15 @@
 """Lattice base distribution: truncated Gaussian noise about sites, then a
 uniformly random relabelling of the particles.
 
-Given M sites s_i in an orthorhombic periodic box, a sample is
-z_{π(i)} = wrap(s_i + u_i), with every coordinate of u_i drawn independently
-from a normal N(0, σ²) truncated to [−h, h], and π a uniform random
-permutation. The half-width is h = r/√3, where r is half the smallest
-minimum-image distance between two distinct sites (or between a site and its
-own nearest periodic image, whichever is smaller): the cube |u_d| ≤ h lies in
-the ball of radius r about its site, so no particle can leave its
-Wigner–Seitz cell and the site a particle came from is its nearest site.
+Given M sites s_i in an orthorhombic periodic box, a sample is z_{π(i)} =
+s_i + u_i wrapped into [−L/2, L/2) (systems.box.minimum_image), with every
+coordinate of u_i drawn independently from a normal N(0, σ²) truncated to
+[−h, h], and π a uniform random permutation. The half-width is h = r/√3,
+where r is half the smallest minimum-image distance between two distinct
+sites (or between a site and its own nearest periodic image, whichever is
+smaller): the cube |u_d| ≤ h lies in the ball of radius r about its site, so
+no particle can leave its Wigner–Seitz cell and the site a particle came from
+is its nearest site.
 
 Hence the density is exact and normalised:
   ln q(z) = Σ_{i,d} ln TN(u_{i,d}) − ln M!
@@ -25,19 +26,14 @@ import numpy as np
 from flax import nnx
 from jax.scipy.special import ndtr, ndtri
 
-
-def minimum_image(d, box):
-  """Wraps displacements d (..., 3) into [−box/2, box/2) per coordinate."""
-  return d - box * jnp.floor(d / box + 0.5)
+from systems.box import minimum_image
 
 
 def wigner_seitz_half_width(sites, box) -> float:
   """h = r/√3 for sites (K, 3) in box (3,), r as in the module docstring."""
   sites = np.asarray(sites, np.float64)
   box = np.asarray(box, np.float64)
-  d = sites[:, None, :] - sites[None, :, :]
-  d = d - box * np.floor(d / box + 0.5)
-  dist = np.linalg.norm(d, axis=-1)
+  dist = np.linalg.norm(minimum_image(sites[:, None, :] - sites[None, :, :], box), axis=-1)
   np.fill_diagonal(dist, np.inf)
   r = 0.5 * min(dist.min(), box.min())
   if not r > 0:
@@ -90,9 +86,6 @@ class LatticeBase(nnx.Module):
     lp = -0.5 * (u / self.noise_scale) ** 2 - self.log_normaliser
     return jnp.sum(lp, axis=(-2, -1))
 
-  def _wrap(self, x):
-    return minimum_image(x, jnp.asarray(self.box, x.dtype))
-
   def sample_and_log_prob(self, key, num_samples: int):
     """Returns z (n, M, 3) wrapped into [−box/2, box/2) and ln q(z) (n,)."""
     shape = (num_samples, self.num_sites, 3)
@@ -104,7 +97,7 @@ class LatticeBase(nnx.Module):
     u = jnp.clip(u, -self.half_width, self.half_width)
     order = jnp.argsort(jax.random.uniform(k_perm, shape[:2]), axis=-1)
     rows = jnp.arange(num_samples)[:, None]
-    z = self._wrap(self.sites[...] + u)[rows, order]
+    z = minimum_image(self.sites[...] + u, self.box)[rows, order]
     return z, self._noise_log_prob(u) - self.log_num_permutations
 
   def log_prob(self, z):
@@ -112,11 +105,11 @@ class LatticeBase(nnx.Module):
     if z.shape[-2:] != (self.num_sites, 3):
       raise ValueError(f'z has shape {z.shape}; expected (..., {self.num_sites}, 3).')
     sites = self.sites[...]
-    d = self._wrap(z[..., :, None, :] - sites)  # (..., M, M, 3)
+    d = minimum_image(z[..., :, None, :] - sites, self.box)  # (..., M, M, 3)
     nearest = jnp.argmin(jnp.sum(d * d, axis=-1), axis=-1)  # (..., M)
     counts = jnp.sum(jax.nn.one_hot(nearest, self.num_sites), axis=-2)
     is_permutation = jnp.all(counts == 1, axis=-1)
-    u = self._wrap(z - sites[nearest])
+    u = minimum_image(z - sites[nearest], self.box)
     inside = jnp.all(jnp.abs(u) <= self.half_width, axis=(-2, -1))
     log_q = self._noise_log_prob(u) - self.log_num_permutations
     return jnp.where(is_permutation & inside, log_q, -jnp.inf)

@@ -27,12 +27,9 @@ import dataclasses
 
 import numpy as np
 
+from systems.box import minimum_image
+
 SHELL_TOLERANCE = 1e-6  # relative difference of two distances in one shell
-
-
-def minimum_image(d: np.ndarray, box: np.ndarray) -> np.ndarray:
-  """Minimum-image displacements (..., 3) in float64 numpy."""
-  return d - box * np.round(d / box)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity: a static jit argument

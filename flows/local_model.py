@@ -42,6 +42,7 @@ from flax import nnx
 from flows.displacement_couplings import LocalLayer
 from flows.gaussian_base import GaussianDisplacementBase
 from flows.lattice_graph import LatticeGraph
+from systems.box import minimum_image, wrap
 
 
 class LocalSolidFlow(nnx.Module):
@@ -166,7 +167,7 @@ class LocalSolidFlow(nnx.Module):
     box = jnp.asarray(self.box, u.dtype)
     sites = jnp.asarray(self.graph.relative_sites, u.dtype)
     y = jnp.concatenate([jnp.zeros_like(u[..., :1, :]), u], axis=-2) + sites
-    return jnp.mod(y + jnp.asarray(self.origin, u.dtype), box)
+    return wrap(y + jnp.asarray(self.origin, u.dtype), 0.0, box)
 
   def sample(self, key, num_samples: int, sharding=None):
     """Draws x (n, N, 3) in [0, L), ln q (n,) and the basin mask (n,).
@@ -194,8 +195,7 @@ class LocalSolidFlow(nnx.Module):
     box = jnp.asarray(self.box, x.dtype)
     sites = jnp.asarray(self.graph.relative_sites, x.dtype)  # (N, 3)
     y = x[..., 1:, :] - x[..., :1, :]
-    d = y[..., :, None, :] - sites  # (..., M, N, 3)
-    d = d - box * jnp.round(d / box)
+    d = minimum_image(y[..., :, None, :] - sites, box)  # (..., M, N, 3)
     nearest = jnp.argmin(jnp.sum(d * d, axis=-1), axis=-1)  # (..., M), site index
     order = jnp.argsort(nearest, axis=-1)  # particle at each site, if a permutation
     is_permutation = jnp.all(

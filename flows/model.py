@@ -20,8 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from flows.couplings import CouplingLayer, undo_axis_rolls, wrap
+from flows.couplings import CouplingLayer, undo_axis_rolls
 from flows.lattice_base import LatticeBase, wigner_seitz_half_width
+from systems.box import minimum_image, wrap
 
 
 class SolidFlow(nnx.Module):
@@ -76,7 +77,7 @@ class SolidFlow(nnx.Module):
     self.box = tuple(float(b) for b in box)  # static, exact period
     self.origin = tuple(float(o) for o in lattice[0])  # site of particle 0
     offsets = lattice[1:] - lattice[0]
-    relative_sites = offsets - box * np.floor(offsets / box + 0.5)
+    relative_sites = minimum_image(offsets, box)
     self.base = LatticeBase(
       relative_sites, box, noise_scale, half_width=wigner_seitz_half_width(lattice, box)
     )

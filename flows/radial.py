@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from flows import splines
-from flows.couplings import wrap
+from systems.box import wrap
 
 NUM_DIRECTION_FEATURES = 2
 

@@ -24,8 +24,9 @@ import numpy as np
 from flax import nnx
 
 from flows import estimators
-from flows.couplings import CouplingLayer, undo_axis_rolls, wrap
+from flows.couplings import CouplingLayer, undo_axis_rolls
 from flows.radial import RadialSpline
+from systems.box import wrap
 
 ReducedPotential = Callable[[jnp.ndarray], jnp.ndarray]
 

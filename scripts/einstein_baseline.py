@@ -56,11 +56,11 @@ def main(argv=None) -> int:
   parser.add_argument('--system', required=True)
   parser.add_argument('--out', required=True, help='JSON output path')
   for name in ('stages', 'chains', 'steps', 'burn_in', 'thin', 'leapfrog'):
-    parser.add_argument(f'--{name.replace("_", "-")}', dest=name, type=int, default=None)
+    parser.add_argument(f'--{name}', type=int, default=None)
   parser.add_argument(
     '--spring', type=float, default=None, help='Einstein spring constant (default: fitted)'
   )
-  parser.add_argument('--min-overlap', type=float, default=0.05)
+  parser.add_argument('--min_overlap', type=float, default=0.05)
   parser.add_argument('--seed', type=int, default=0)
   args = parser.parse_args(argv)
 

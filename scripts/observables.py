@@ -9,6 +9,8 @@ pair g(r); `distribution_about_point` is the density about a fixed point
 
 import numpy as np
 
+from systems.box import minimum_image
+
 _CHUNK_ELEMENTS = 1 << 22  # pair displacements (x 3) held at once
 
 
@@ -68,8 +70,7 @@ def radial_distribution(
   chunk = max(1, _CHUNK_ELEMENTS // (n * n))
   for start in range(0, frames, chunk):
     x = positions[start : start + chunk]
-    dx = x[:, None, :, :] - x[:, :, None, :]
-    dx -= box * np.round(dx / box)
+    dx = minimum_image(x[:, None, :, :] - x[:, :, None, :], box)
     r = np.linalg.norm(dx, axis=-1)[:, upper[0], upper[1]]
     counts += np.histogram(r, bins=edges)[0]
   shell = 4.0 / 3.0 * np.pi * np.diff(edges**3)
@@ -109,9 +110,7 @@ def distances_to_point(positions, box, point) -> np.ndarray:
   point = np.asarray(point, np.float64)
   if point.shape != (3,) or not np.isfinite(point).all():
     raise ValueError(f'point must be 3 finite coordinates, got {point}.')
-  d = positions - point
-  d -= box * np.round(d / box)
-  return np.linalg.norm(d, axis=-1)
+  return np.linalg.norm(minimum_image(positions - point, box), axis=-1)
 
 
 def coordination_number(edges, g, num_particles: int, volume: float, r_cut: float) -> float:

@@ -8,6 +8,8 @@ import dataclasses
 
 import numpy as np
 
+from systems.box import wrap
+
 _SQRT3 = np.sqrt(3.0)
 _C_OVER_A = np.sqrt(8.0 / 3.0)  # ideal hexagonal c/a
 
@@ -91,6 +93,6 @@ def make_lattice(name: str, num_particles: int, density: float) -> Lattice:
   grid = np.stack(np.meshgrid(*[np.arange(n)] * 3, indexing='ij'), -1).reshape(-1, 1, 3)
   fractional = (grid + (cell.basis - cell.basis[0])[None]).reshape(-1, 3)
   box = n * cell_edges
-  positions = np.mod(fractional * cell_edges, box)
+  positions = wrap(fractional * cell_edges, 0.0, box)
   basis_index = np.tile(np.arange(sites_per_cell), n**3)
   return Lattice(name, positions, box, cell.sites_per_primitive_cell, basis_index)

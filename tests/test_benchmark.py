@@ -1,9 +1,15 @@
-"""Smoke test of scripts.benchmark on the tiny mw_cubic_8 model (two timed steps)."""
+"""scripts.benchmark: its FLOP count by hand, and a smoke test of the CLI on the
+tiny mw_cubic_8 model (two timed steps)."""
 
 import json
 import os
 import subprocess
 import sys
+
+import jax
+import jax.numpy as jnp
+
+from scripts import benchmark
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -39,6 +45,23 @@ def test_benchmark_writes_positive_figures(tmp_path):
   ):
     assert row[key] > 0, key
   assert row['num_params'] > 0 and isinstance(row['num_params'], int)
-  assert row['train_samples_per_second'] == (row['batch_size'] * row['train_steps_per_second'])
   if row['device_kind'] == 'cpu':
     assert row['peak_device_memory_gib'] is None and row['mfu_fp32'] is None
+
+
+def test_matmul_flops_by_hand():
+  """2·M·N·K per matrix product; a scan body counts `length` times; of a cond's
+  branches the largest counts."""
+
+  def f(x, w, predicate):
+    y = x @ w  # (3, 4) @ (4, 5): 2·3·5·4 = 120
+    y, _ = jax.lax.scan(lambda c, _: (c @ jnp.ones((5, 5)), None), y, None, length=7)  # 7·150
+    return jax.lax.cond(
+      predicate,
+      lambda y: y @ jnp.ones((5, 2)),  # 2·3·2·5 = 60
+      lambda y: y[:, :2],  # 0
+      y,
+    )
+
+  jaxpr = jax.make_jaxpr(f)(jnp.ones((3, 4)), jnp.ones((4, 5)), True).jaxpr
+  assert benchmark.matmul_flops(jaxpr) == 120 + 7 * 150 + 60

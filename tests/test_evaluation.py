@@ -12,6 +12,8 @@ from experiments.configs import lennard_jones, monatomic_water
 from flows import convention
 from systems import get_system
 
+from conftest import perturb
+
 
 def test_flow_targeting_its_own_density_has_unit_ess_and_exact_log_z():
   """Target p̃(x) = e^c q(x): every weight is e^c, so ESS = 1 and ln Z = c.
@@ -22,13 +24,7 @@ def test_flow_targeting_its_own_density_has_unit_ess_and_exact_log_z():
   """
   config = monatomic_water.get_config('mw_cubic_8,tiny')
   setup, state = training.build(config)
-  keys = jax.random.split(jax.random.key(0), len(jax.tree.leaves(state['params'])))
-  params = jax.tree.map(
-    lambda p, k: p + 0.05 * jax.random.normal(k, p.shape, p.dtype),
-    state['params'],
-    jax.tree.unflatten(jax.tree.structure(state['params']), keys),
-  )
-  flow = setup.flow(params)
+  flow = setup.flow(perturb(state['params'], 0.05))
   c = 3.7
   beta = setup.system.beta
 

@@ -10,6 +10,9 @@ from flax import nnx
 from scipy import stats
 
 from flows import LatticeBase, SolidFlow, convention
+from systems.box import minimum_image
+
+from conftest import perturb
 
 BOX = np.full(3, 2.0)
 LATTICE = np.stack(np.meshgrid(*[np.arange(2.0)] * 3, indexing='ij'), -1).reshape(
@@ -89,8 +92,7 @@ def test_base_rejects_bad_input():
 
 def _pair_energy(x):
   """A soft pairwise test energy Σ_{i<j} exp(−r_ij²) with minimum image."""
-  d = x[..., :, None, :] - x[..., None, :, :]
-  d = d - BOX * jnp.round(d / BOX)
+  d = minimum_image(x[..., :, None, :] - x[..., None, :, :], BOX)
   r2 = jnp.sum(d * d, axis=-1)
   n = x.shape[-2]
   return 0.5 * jnp.sum(jnp.where(jnp.eye(n, dtype=bool), 0.0, jnp.exp(-r2)), axis=(-2, -1))
@@ -99,17 +101,7 @@ def _pair_energy(x):
 @pytest.fixture(scope='module')
 def trained_like_flow():
   """A tiny flow with all parameters moved away from the identity."""
-  flow = SolidFlow(LATTICE, BOX, num_layers=2, rngs=nnx.Rngs(0), **TINY)
-  params = nnx.state(flow, nnx.Param)
-  leaves, treedef = jax.tree.flatten(params)
-  keys = jax.random.split(jax.random.key(3), len(leaves))
-  nnx.update(
-    flow,
-    jax.tree.unflatten(
-      treedef, [p + 0.05 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)]
-    ),
-  )
-  return flow
+  return perturb(SolidFlow(LATTICE, BOX, num_layers=2, rngs=nnx.Rngs(0), **TINY), 0.05, seed=3)
 
 
 @nnx.jit(static_argnums=2)

@@ -7,21 +7,14 @@ from flax import nnx
 
 from flows.radial import RadialSpline
 
+from conftest import perturb
+
 LOWER, UPPER = -1.0, 3.0  # centre 1, half-edge 2
 
 
 def _perturbed(seed=0):
   module = RadialSpline(LOWER, UPPER, num_bins=6, hidden_size=8, rngs=nnx.Rngs(seed))
-  params = nnx.state(module, nnx.Param)
-  leaves, treedef = jax.tree.flatten(params)
-  keys = jax.random.split(jax.random.key(seed + 1), len(leaves))
-  nnx.update(
-    module,
-    jax.tree.unflatten(
-      treedef, [p + 0.5 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)]
-    ),
-  )
-  return module
+  return perturb(module, 0.5, seed + 1)
 
 
 def _points(num=32, seed=3):

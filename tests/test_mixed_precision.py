@@ -19,6 +19,8 @@ from experiments import evaluate, training
 from experiments.configs import monatomic_water
 from flows import SolidFlow, SplitCoupling, transformer
 
+from conftest import perturb
+
 BOX = np.full(3, 2.0)
 LATTICE = np.stack(np.meshgrid(*[np.arange(2.0)] * 3, indexing='ij'), -1).reshape(
   -1, 3
@@ -62,18 +64,6 @@ def test_unknown_compute_dtype_is_refused():
     )
 
 
-def _randomised(module):
-  """`module` with noise on every parameter (kernels scaled by 1/sqrt(fan-in))."""
-  graphdef, params, rest = nnx.split(module, nnx.Param, ...)
-  leaves, treedef = jax.tree.flatten(params)
-  keys = jax.random.split(jax.random.key(1), len(leaves))
-  noisy = [
-    p + 0.3 / np.sqrt(p.shape[-2] if p.ndim > 1 else 1.0) * jax.random.normal(k, p.shape)
-    for p, k in zip(leaves, keys)
-  ]
-  return nnx.merge(graphdef, jax.tree.unflatten(treedef, noisy), rest)
-
-
 def test_bf16_coupling_is_an_exact_bijection():
   coupling = SplitCoupling(
     (1, 2),
@@ -88,7 +78,7 @@ def test_bf16_coupling_is_an_exact_bijection():
     compute_dtype='bfloat16',
     rngs=nnx.Rngs(0),
   )
-  coupling = _randomised(coupling)
+  coupling = perturb(coupling, 0.3, seed=1)
   x = jax.random.uniform(jax.random.key(2), (16, 7, 3), minval=-1.0, maxval=1.0)
   y, log_det = coupling.forward(x)
   # The same parameters with float32 products: bfloat16 really is in use.
@@ -132,7 +122,9 @@ def test_runs_trained_in_bf16_are_evaluated_in_float32(tmp_path):
 
 
 def test_bf16_flow_is_permutation_equivariant():
-  flow = _randomised(SolidFlow(LATTICE, BOX, compute_dtype='bfloat16', rngs=nnx.Rngs(0), **SMALL))
+  flow = perturb(
+    SolidFlow(LATTICE, BOX, compute_dtype='bfloat16', rngs=nnx.Rngs(0), **SMALL), 0.3, seed=1
+  )
   z, _ = flow.base.sample_and_log_prob(jax.random.key(3), 8)
   perm = np.array([3, 0, 6, 1, 5, 2, 4])
   y, log_det = flow.forward(z)
@@ -148,9 +140,7 @@ def test_bf16_training_loss_and_gradient_match_float32():
     config.model.compute_dtype = dtype
     setup, state = training.build(config)
     loss_fn = training.make_loss_fn(setup, 64)
-    params = jax.tree.map(
-      lambda p: p + 0.05 * jnp.sin(jnp.arange(p.size).reshape(p.shape)), state['params']
-    )
+    params = perturb(state['params'], 0.05)
     results[dtype] = jax.jit(jax.value_and_grad(loss_fn))(params, jax.random.key(4))
   (loss32, grad32), (loss16, grad16) = results['float32'], results['bfloat16']
   assert np.isfinite(loss16)

@@ -9,14 +9,15 @@ target samples as reference; ln Z_fixed = −βU0 + 3(N−1)/2 ln(2π/(βk)).
 import json
 import math
 import os
-import shlex
 
+import ase.io
 import numpy as np
 import pytest
 
 from flows import convention, estimators
 from scripts import observables, report, xyz
 from systems import get_system
+from systems.box import minimum_image
 
 SYSTEM = 'mw_cubic_8'
 SPRING, U0_PER_PARTICLE, SIGMA_Q = 30.0, -6.0, 0.11  # kcal/mol/Å², kcal/mol, Å
@@ -25,7 +26,7 @@ SPRING, U0_PER_PARTICLE, SIGMA_Q = 30.0, -6.0, 0.11  # kcal/mol/Å², kcal/mol, 
 def _relative(x, system):
   """Displacements d_i (n, N−1, 3) of particles 1.. from their sites, particle 0 pinned."""
   d = (x[:, 1:] - x[:, :1]) - (system.lattice[1:] - system.lattice[:1])
-  return d - system.box * np.round(d / system.box)
+  return minimum_image(d, system.box)
 
 
 def _fake_samples(system, rng, n, sigma, translate):
@@ -208,49 +209,46 @@ def test_rdf_rejects_r_max_beyond_half_box():
 # --- XYZ -------------------------------------------------------------------
 
 
-def parse_extxyz(path):
-  """Independent reader: positions (n, N, 3), box (n, 3), energies (n,), species."""
-  frames, boxes, energies, species = [], [], [], set()
-  with open(path) as f:
-    lines = f.read().splitlines()
-  i = 0
-  while i < len(lines):
-    count = int(lines[i])
-    info = dict(item.split('=', 1) for item in shlex.split(lines[i + 1]))
-    lattice = np.array(info['Lattice'].split(), float).reshape(3, 3)
-    assert np.count_nonzero(lattice - np.diag(np.diag(lattice))) == 0
-    assert info['Properties'] == 'species:S:1:pos:R:3' and info['pbc'] == 'T T T'
-    atoms = [line.split() for line in lines[i + 2 : i + 2 + count]]
-    species |= {a[0] for a in atoms}
-    frames.append(np.array([a[1:] for a in atoms], float))
-    boxes.append(np.diag(lattice))
-    energies.append(float(info['energy']))
-    i += 2 + count
-  return np.array(frames), np.array(boxes), np.array(energies), species
+def read_with_ase(path):
+  """ASE's own extxyz reader: positions (n, N, 3), cells (n, 3, 3), pbc (n, 3),
+  energies (n,), species (set)."""
+  frames = ase.io.read(path, format='extxyz', index=':')
+  return (
+    np.array([atoms.get_positions() for atoms in frames]),
+    np.array([atoms.cell.array for atoms in frames]),
+    np.array([atoms.pbc for atoms in frames]),
+    np.array([atoms.get_potential_energy() for atoms in frames]),
+    {symbol for atoms in frames for symbol in atoms.get_chemical_symbols()},
+  )
 
 
-def test_xyz_round_trip(tmp_path):
+def test_xyz_round_trips_through_ase(tmp_path):
   rng = np.random.default_rng(1)
   box = np.array([6.2, 6.3, 6.4])
-  x = rng.uniform(-1, 7, (5, 8, 3))
+  x = rng.uniform(-1, 7, (5, 8, 3))  # not wrapped: written as given
   energy = rng.normal(-50, 1, 5)
   path = tmp_path / 'a.xyz'
-  assert xyz.write_extxyz(str(path), x, box, species='O', energies=energy) == 5
-  positions, boxes, energies, species = parse_extxyz(path)
+  assert xyz.write_extxyz(str(path), x, box, species='Ar', energies=energy) == 5
+  positions, cells, pbc, energies, species = read_with_ase(path)
   np.testing.assert_array_equal(positions, x)
-  np.testing.assert_array_equal(boxes, np.broadcast_to(box, (5, 3)))
+  np.testing.assert_array_equal(cells, np.broadcast_to(np.diag(box), (5, 3, 3)))
+  assert pbc.all()
   np.testing.assert_array_equal(energies, energy)
-  assert species == {'O'}
+  assert species == {'Ar'}
 
 
 def test_xyz_cli_and_bad_input(tmp_path):
-  x = np.zeros((4, 2, 3))
+  x = np.arange(24.0).reshape(4, 2, 3)
   np.savez(tmp_path / 's.npz', positions=x, box=np.ones(3), energy=np.arange(4.0))
   assert (
     xyz.main([f'--samples={tmp_path / "s.npz"}', f'--out={tmp_path / "s.xyz"}', '--max_frames=3'])
     == 0
   )
-  assert parse_extxyz(tmp_path / 's.xyz')[0].shape == (3, 2, 3)
+  positions, cells, _, energies, species = read_with_ase(tmp_path / 's.xyz')
+  np.testing.assert_array_equal(positions, x[:3])
+  np.testing.assert_array_equal(cells, np.broadcast_to(np.eye(3), (3, 3, 3)))
+  np.testing.assert_array_equal(energies, [0.0, 1.0, 2.0])
+  assert species == {'O'}
   with pytest.raises(ValueError, match=r'energies must have shape \(4,\)'):
     xyz.write_extxyz(str(tmp_path / 'b.xyz'), x, np.ones(3), energies=np.zeros(3))
 
@@ -294,7 +292,7 @@ def test_report_writes_outputs(fake_report):
       assert f.read(8) == b'\x89PNG\r\n\x1a\n'
   text = open(os.path.join(workdir, 'report.md')).read()
   assert 'LBAR' in text and 'figures/overlap.png' in text
-  positions, _, energies, species = parse_extxyz(os.path.join(workdir, 'samples.xyz'))
+  positions, _, _, energies, species = read_with_ase(os.path.join(workdir, 'samples.xyz'))
   data = np.load(os.path.join(workdir, 'samples.npz'))
   np.testing.assert_array_equal(positions, data['positions'][1:11])  # first one non-finite
   np.testing.assert_array_equal(energies, data['energy'][1:11])

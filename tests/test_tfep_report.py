@@ -10,8 +10,8 @@ from flax import nnx
 
 from experiments import tfep
 from flows import targeted
-from flows.couplings import wrap
 from scripts import observables, tfep_report
+from systems.box import wrap
 
 
 def harmonic_ladder(num_chains, num_times, rho, seed=0):
