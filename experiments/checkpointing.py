@@ -2,12 +2,15 @@
 
 A checkpoint holds two items: `state` (parameters, optimiser state, RNG key,
 step, counters; a pytree of arrays) and `meta` (JSON: the model config, the
-system name and every parameter's shape). Restoring compares `meta` with the
-current run first, so a mismatch is a clear error, never a silent re-init. A
+system name and every parameter's shape). Restoring compares `meta` and the
+state's entries with the current run first, so a mismatch (another model, or
+a checkpoint of an older state layout) is a clear error, never a silent
+re-init and never taken for damage. A
 checkpoint that cannot be read (damaged files) is set aside with a warning and
 the next older one is restored (`Checkpointer.restore_newest`).
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -150,15 +153,20 @@ class Checkpointer:
     step = self.latest_step if step is None else step
     return self._read(step, 'meta', ocp.args.JsonRestore())
 
-  def _read(self, step: int, item: str, args) -> Any:
-    """One item of the checkpoint at `step`; any failure to read it is a CorruptCheckpointError."""
+  @contextlib.contextmanager
+  def _reading(self, step: int, what: str):
+    """Makes any failure to read `what` of the checkpoint at `step` a CorruptCheckpointError."""
     try:
-      restored = self._manager.restore(step, args=ocp.args.Composite(**{item: args}))
+      yield
     except Exception as error:  # orbax, I/O, decoding and JSON errors alike
       raise CorruptCheckpointError(
-        f'{item} of step {step} unreadable ({type(error).__name__}: {str(error)[:200]})'
+        f'{what} of step {step} unreadable ({type(error).__name__}: {str(error)[:200]})'
       ) from error
-    return restored[item]
+
+  def _read(self, step: int, item: str, args) -> Any:
+    """One item of the checkpoint at `step`."""
+    with self._reading(step, item):
+      return self._manager.restore(step, args=ocp.args.Composite(**{item: args}))[item]
 
   def restore(self, target: Any, meta: dict, step: int | None = None) -> Any:
     """Restores the state at `step` (default: latest) into `target`'s structure.
@@ -183,6 +191,13 @@ class Checkpointer:
     model = _model_shape_keys(meta.get('model'))
     if saved_model != model:
       problems.append(f'model: checkpoint has {saved_model!r}, config has {model!r}')
+    with self._reading(step, 'state layout'):
+      entries = set(self._manager.item_metadata(step)['state'].keys())
+    for name in sorted(entries ^ set(target)):
+      problems.append(
+        f'state entry {name!r}: '
+        + ("not in this run's state" if name in entries else 'missing from the checkpoint')
+      )
     current = _shapes(target['params'])
     stored = saved.get('shapes', {})
     for name in sorted(set(current) | set(stored)):
