@@ -5,9 +5,9 @@ step, counters; a pytree of arrays) and `meta` (JSON: the model config, the
 system name and every parameter's shape). Restoring compares `meta` and the
 state's entries with the current run first, so a mismatch (another model, or
 a checkpoint of an older state layout) is a clear error, never a silent
-re-init and never taken for damage. A
-checkpoint that cannot be read (damaged files) is set aside with a warning and
-the next older one is restored (`Checkpointer.restore_newest`).
+re-init and never taken for damage. A checkpoint that cannot be read (damaged
+files) is set aside with a warning and the next older one is restored
+(`Checkpointer.restore_newest`).
 """
 
 import contextlib
