@@ -214,14 +214,28 @@ class Progress:
       self._bar.close()
 
 
-def _average_row(window: list[dict]) -> dict:
-  """Each output's mean over the steps of `window`, non-finite values left out."""
-  row = {}
+def _training_row(
+  step: int, wall_time: float, num_skipped: int, window: list[dict], seconds: float
+) -> dict:
+  """The metrics row of the step outputs in `window`, taken in `seconds`.
+
+  Loss, grad_norm and the objective's metrics are averaged over the steps,
+  non-finite values (skipped steps) left out; NaN if every step was skipped.
+  """
+  means = {}
   for name in window[0]:
     values = np.array([float(out[name]) for out in window])
     finite = values[np.isfinite(values)]
-    row[name] = float(finite.mean()) if finite.size else float('nan')
-  return row
+    means[name] = float(finite.mean()) if finite.size else float('nan')
+  return dict(
+    step=step,
+    wall_time=wall_time,
+    loss=means.pop('loss'),
+    grad_norm=means.pop('grad_norm'),
+    num_skipped=num_skipped,
+    steps_per_second=len(window) / max(seconds, 1e-9),
+    **means,
+  )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -321,16 +335,8 @@ def train(
         )
       if step % t.log_every_steps == 0 or step == t.num_steps:
         now = time.time()
-        averages = _average_row(window)
-        row = dict(
-          step=step,
-          wall_time=wall(),
-          loss=averages.pop('loss'),
-          grad_norm=averages.pop('grad_norm'),
-          num_skipped=int(state['num_skipped']),
-          steps_per_second=len(window) / max(now - window_start, 1e-9),
-          **averages,
-        )
+        num_skipped = int(state['num_skipped'])
+        row = _training_row(step, wall(), num_skipped, window, now - window_start)
         metrics.write(row)
         progress.update(step, f'loss {row["loss"]:.4f}')
         window, window_start = [], now
