@@ -2,16 +2,31 @@
 
 A checkpoint holds two items: `state` (parameters, optimiser state, RNG key,
 step, counters; a pytree of arrays) and `meta` (JSON: the model config, the
-system name and every parameter's shape). Restoring compares `meta` with the
-current run first, so a mismatch is a clear error, never a silent re-init.
+system name and every parameter's shape). Restoring compares `meta` and the
+state's entries with the current run first, so a mismatch (another model, or
+a checkpoint of an older state layout) is a clear error, never a silent
+re-init and never taken for damage. A checkpoint that cannot be read (damaged
+files) is set aside with a warning and the next older one is restored
+(`Checkpointer.restore_newest`).
 """
 
+import contextlib
+import json
 import os
-from typing import Any
+import shutil
+import warnings
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import jax
+import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
+
+T = TypeVar('T')
+
+# Where unreadable checkpoints are moved, under the workdir.
+CORRUPT_DIRECTORY = 'corrupt_checkpoints'
 
 
 def _shapes(tree: Any) -> dict[str, list[int]]:
@@ -31,8 +46,22 @@ def _model_shape_keys(model: dict | None) -> dict | None:
   return {k: v for k, v in model.items() if k not in COMPUTE_ONLY_MODEL_KEYS}
 
 
+def checkpoint_meta(config: ml_collections.ConfigDict, system: str) -> dict:
+  """What a checkpoint of `config` must match: the `system` (or benchmark) name
+  and config.model; plus the full config, for the record and for loading the run."""
+  return dict(
+    system=system,
+    model=config.model.to_dict(),
+    config=json.loads(config.to_json_best_effort()),
+  )
+
+
 class CheckpointMismatchError(ValueError):
   """The checkpoint in the workdir was written by a different model or system."""
+
+
+class CorruptCheckpointError(RuntimeError):
+  """A checkpoint's files cannot be read (or, from restore_newest, no checkpoint's can)."""
 
 
 class Checkpointer:
@@ -60,10 +89,84 @@ class Checkpointer:
     )
     self._manager.wait_until_finished()
 
+  def restore_newest(self, restore: Callable[[int], T]) -> tuple[int, T] | None:
+    """(step, restore(step)) of the newest checkpoint that restores; None if there is none.
+
+    Args:
+      restore: step -> the restored value, reading the checkpoint with
+        read_meta and restore (which raise CorruptCheckpointError on
+        damaged files).
+
+    A checkpoint whose files cannot be read is tried no further: the next
+    older one is, and once one restores the unreadable ones are moved to
+    `<workdir>/corrupt_checkpoints/` (so that new checkpoints can take their
+    steps) with a warning naming each. Any other error of `restore` (e.g.
+    CheckpointMismatchError) is raised at once.
+
+    Raises:
+      CorruptCheckpointError: if no checkpoint can be read, naming each and
+        leaving them in place.
+    """
+    failures = []
+    for step in sorted(self._manager.all_steps(), reverse=True):
+      try:
+        restored = restore(step)
+      except CorruptCheckpointError as error:
+        failures.append((step, str(error)))
+        continue
+      if failures:
+        self._set_aside([s for s, _ in failures])
+        warnings.warn(
+          f'Restored the checkpoint at step {step} of {self.directory}: the newer '
+          + ', '.join(f'step {s} ({why})' for s, why in failures)
+          + f' could not be read and were moved to {self._corrupt_directory}.',
+          stacklevel=2,
+        )
+      return step, restored
+    if failures:
+      raise CorruptCheckpointError(
+        f'No checkpoint in {self.directory} can be read:\n  '
+        + '\n  '.join(f'step {s}: {why}' for s, why in failures)
+        + '\nMove them away to start afresh, or use another --workdir.'
+      )
+    return None
+
+  @property
+  def _corrupt_directory(self) -> str:
+    return os.path.join(os.path.dirname(self.directory), CORRUPT_DIRECTORY)
+
+  def _set_aside(self, steps: list[int]) -> None:
+    if jax.process_index() == 0:
+      os.makedirs(self._corrupt_directory, exist_ok=True)
+      for step in steps:
+        target = os.path.join(self._corrupt_directory, str(step))
+        shutil.rmtree(target, ignore_errors=True)  # from an earlier fallback
+        os.replace(os.path.join(self.directory, str(step)), target)
+    self._manager.reload()
+
   def read_meta(self, step: int | None = None) -> dict:
+    """The meta item (JSON) of the checkpoint at `step` (default: latest).
+
+    Raises:
+      CorruptCheckpointError: if it cannot be read.
+    """
     step = self.latest_step if step is None else step
-    restored = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
-    return restored.meta
+    return self._read(step, 'meta', ocp.args.JsonRestore())
+
+  @contextlib.contextmanager
+  def _reading(self, step: int, what: str):
+    """Makes any failure to read `what` of the checkpoint at `step` a CorruptCheckpointError."""
+    try:
+      yield
+    except Exception as error:  # orbax, I/O, decoding and JSON errors alike
+      raise CorruptCheckpointError(
+        f'{what} of step {step} unreadable ({type(error).__name__}: {str(error)[:200]})'
+      ) from error
+
+  def _read(self, step: int, item: str, args) -> Any:
+    """One item of the checkpoint at `step`."""
+    with self._reading(step, item):
+      return self._manager.restore(step, args=ocp.args.Composite(**{item: args}))[item]
 
   def restore(self, target: Any, meta: dict, step: int | None = None) -> Any:
     """Restores the state at `step` (default: latest) into `target`'s structure.
@@ -75,6 +178,7 @@ class Checkpointer:
 
     Raises:
       CheckpointMismatchError: naming every key or parameter that differs.
+      CorruptCheckpointError: if its files cannot be read.
     """
     step = self.latest_step if step is None else step
     saved = self.read_meta(step)
@@ -87,6 +191,13 @@ class Checkpointer:
     model = _model_shape_keys(meta.get('model'))
     if saved_model != model:
       problems.append(f'model: checkpoint has {saved_model!r}, config has {model!r}')
+    with self._reading(step, 'state layout'):
+      entries = set(self._manager.item_metadata(step)['state'].keys())
+    for name in sorted(entries ^ set(target)):
+      problems.append(
+        f'state entry {name!r}: '
+        + ("not in this run's state" if name in entries else 'missing from the checkpoint')
+      )
     current = _shapes(target['params'])
     stored = saved.get('shapes', {})
     for name in sorted(set(current) | set(stored)):
@@ -101,10 +212,7 @@ class Checkpointer:
         'config that wrote it):\n  ' + '\n  '.join(problems[:20])
       )
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
-    restored = self._manager.restore(
-      step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
-    )
-    return restored.state
+    return self._read(step, 'state', ocp.args.StandardRestore(abstract))
 
   def close(self) -> None:
     self._manager.close()

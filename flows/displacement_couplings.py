@@ -1,11 +1,12 @@
 """Coupling layers on the displacements of a crystal's particles from their sites.
 
 A ColourCoupling moves the particles of one colour class (flows.lattice_graph)
-and leaves every other particle fixed: each moving particle's three
-displacement coordinates pass through monotone rational-quadratic splines on
-[−B, B] (in the flow's unit) with identity tails outside, whose parameters
+and leaves every other particle fixed: each moving particle's displacement
+coordinates x, y, z pass in turn through monotone rational-quadratic splines
+on [−B, B] (in the flow's unit) with identity tails outside, whose parameters
 come from a flows.local_conditioner.LocalConditioner of its neighbours'
-displacements. The Jacobian is block-triangular with diagonal blocks, so
+displacements and the particle's two other coordinates. Each of the three
+steps has a triangular Jacobian, so
 
     ln|det J| = Σ_{moving i, coordinate d} ln s'_{i,d}(v_{i,d}).
 
@@ -52,21 +53,27 @@ class ColourCoupling(nnx.Module):
       splines.num_params(num_bins), width=width, filter_width=filter_width, rngs=rngs
     )
 
-  def _apply(self, v, colour: ColourClass, spline_fn):
+  def _apply(self, v, colour: ColourClass, spline_fn, order):
     offsets = jnp.asarray(colour.offsets, v.dtype)
-    raw = self.conditioner(neighbour_displacements(v, colour.neighbours), offsets)
+    context = self.conditioner.context(neighbour_displacements(v, colour.neighbours), offsets)
     moving = v[..., colour.targets, :]
+    log_det = jnp.zeros(v.shape[:-2], v.dtype)
     b = self.spline_range
-    moved, log_det = spline_fn(moving, raw, -b, b, 'identity')
-    return v.at[..., colour.targets, :].set(moved), jnp.sum(log_det, axis=(-2, -1))
+    for c in order:
+      others = [d for d in range(3) if d != c]
+      raw = self.conditioner(context, moving[..., others], c)
+      moved, ld = spline_fn(moving[..., c], raw, -b, b, 'identity')
+      moving = moving.at[..., c].set(moved)
+      log_det = log_det + jnp.sum(ld, axis=-1)
+    return v.at[..., colour.targets, :].set(moving), log_det
 
   def forward(self, v, colour: ColourClass):
     """v (..., M, 3) -> (v', ln|det ∂v'/∂v| (...))."""
-    return self._apply(v, colour, splines.forward)
+    return self._apply(v, colour, splines.forward, (0, 1, 2))
 
   def inverse(self, v, colour: ColourClass):
     """Inverse of forward: v' (..., M, 3) -> (v, ln|det ∂v/∂v'| (...))."""
-    return self._apply(v, colour, splines.inverse)
+    return self._apply(v, colour, splines.inverse, (2, 1, 0))
 
 
 class LocalLayer(nnx.Module):

@@ -60,7 +60,10 @@ class TargetedMap(nnx.Module):
   baseline that shows what the coupling layers add.
 
   Args:
-    num_particles: M, the number of mapped particles.
+    num_mapped: M, the particles of a configuration (..., M, 3) that the map
+      takes and returns (a fixed solute is not among them; with `sites`,
+      particle 0 of them is the origin and maps to itself). Unlike
+      SolidFlow's num_particles N, it counts every particle the map sees.
     lower, upper: the periodic cube [lower, upper)³ (length units), upper > lower.
     num_layers: CouplingLayers (each = two spline couplings + a circular
       shift); 0 for a RadialSpline alone (needs radial_bins > 0).
@@ -73,7 +76,7 @@ class TargetedMap(nnx.Module):
 
   def __init__(
     self,
-    num_particles: int,
+    num_mapped: int,
     lower: float,
     upper: float,
     *,
@@ -88,8 +91,8 @@ class TargetedMap(nnx.Module):
     sites=None,
     rngs: nnx.Rngs,
   ):
-    if num_particles < 1:
-      raise ValueError(f'num_particles={num_particles} must be >= 1.')
+    if num_mapped < 1:
+      raise ValueError(f'num_mapped={num_mapped} must be >= 1.')
     if not upper > lower:
       raise ValueError(f'upper={upper} must be greater than lower={lower}.')
     if num_layers < 0:
@@ -99,14 +102,14 @@ class TargetedMap(nnx.Module):
         f'num_layers=0 needs radial_bins > 0, got radial_bins='
         f'{radial_bins}: a map with neither is the identity.'
       )
-    self.num_particles = int(num_particles)
+    self.num_mapped = int(num_mapped)
     self.lower, self.upper = float(lower), float(upper)
     if sites is None:
       self.offsets = None
     else:  # site − centre of the box, per particle
       sites = np.asarray(sites, np.float64)
-      if sites.shape != (num_particles, 3):
-        raise ValueError(f'sites has shape {sites.shape}; expected ({num_particles}, 3).')
+      if sites.shape != (num_mapped, 3):
+        raise ValueError(f'sites has shape {sites.shape}; expected ({num_mapped}, 3).')
       self.offsets = nnx.Variable(
         jnp.asarray(sites[1:] - sites[0] - 0.5 * (lower + upper), jnp.float32)
       )
@@ -134,8 +137,8 @@ class TargetedMap(nnx.Module):
     )
 
   def _prepare(self, x):
-    if x.shape[-2:] != (self.num_particles, 3):
-      raise ValueError(f'input has shape {x.shape}; expected (..., {self.num_particles}, 3).')
+    if x.shape[-2:] != (self.num_mapped, 3):
+      raise ValueError(f'input has shape {x.shape}; expected (..., {self.num_mapped}, 3).')
     return wrap(x, self.lower, self.upper)
 
   def _apply(self, x, method: str):

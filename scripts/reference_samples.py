@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments.runs import load_run
 from systems import get_system, sampler
 
 LOG_Q_BATCH = 1024  # samples per compiled log q call
@@ -29,8 +30,6 @@ LOG_Q_BATCH = 1024  # samples per compiled log q call
 
 def flow_log_prob(workdir: str, system_name: str, positions: np.ndarray) -> np.ndarray:
   """ln q (m,) of positions (m, N, 3) under the latest checkpoint of `workdir`."""
-  from experiments.evaluate import load_run
-
   config, setup, state = load_run(workdir)
   if config.system != system_name:
     raise ValueError(

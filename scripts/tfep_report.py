@@ -3,14 +3,16 @@
   python -m scripts.tfep_report --workdir=runs/tfep_solvation_cpu
 
 Reads config.json, samples.npz and (computing it from the latest checkpoint if
-missing or stale) works.npz of the workdir; writes tfep_report.json,
+missing or stale) works.npz of the workdir; a missing samples.npz is an error
+naming the experiments.tfep command that draws it (the report never starts
+the sampling, which takes up to hours). Writes tfep_report.json,
 tfep_report.md, tfep_report.png (estimates against samples per state) and
 tfep_structure.png (what the map does to the structure: g(r) of held-out A
 and B samples and of each mapped by the trained map, and with a solute the
-density about it) there. All free energies are ΔF = f_B − f_A
-in kT. At each sample size n the held-out samples of every state are cut into
-as many disjoint blocks of n as they hold (`eval.num_subsets` at the largest
-n, more at smaller n); each method's mean ± std is over the blocks. The
+density about it) there. All free energies are ΔF = f_B − f_A in kT. At each
+sample size n the held-out samples of every state are cut into as many
+disjoint blocks of n as they hold (`eval.num_subsets` at the largest n, more
+at smaller n); each method's mean ± std is over the blocks. The
 reference is MBAR over all samples of all ladder states; its error comes from
 MBAR on groups of independent chains (pymbar's own error, which takes the
 samples as independent, is printed beside it). Every subset's estimate is
@@ -27,9 +29,10 @@ import jax
 import ml_collections
 import numpy as np
 
-from experiments import tfep
+from experiments import tfep_stages
 from flows import estimators, targeted
 from scripts import observables
+from systems import ladders
 
 METHODS = ('FEP', 'BAR', 'MBAR', 'LFEP', 'LBAR')
 STRUCTURE_SETS = ('A', 'B', 'M(A)', 'M⁻¹(B)')  # held-out samples, then mapped
@@ -159,7 +162,7 @@ def make_table(config, data: dict, works: dict) -> dict:
 
 
 def structure(
-  config, ladder: tfep.Ladder, data: dict, bijector, num_frames: int = 1000, num_bins: int = 60
+  config, ladder: ladders.Ladder, data: dict, bijector, num_frames: int = 1000, num_bins: int = 60
 ) -> dict:
   """g(r) of `num_frames` held-out A and B samples, of M(A) and of M⁻¹(B).
 
@@ -179,8 +182,8 @@ def structure(
       (
         x_a,
         y_b,
-        tfep.batched(jax.jit(lambda x: bijector.forward(x)[0]), x_a, batch),
-        tfep.batched(jax.jit(lambda y: bijector.inverse(y)[0]), y_b, batch),
+        tfep_stages.batched(jax.jit(lambda x: bijector.forward(x)[0]), x_a, batch),
+        tfep_stages.batched(jax.jit(lambda y: bijector.inverse(y)[0]), y_b, batch),
       ),
     )
   )
@@ -353,20 +356,23 @@ def plot_structure(result: dict, title: str, path: str) -> None:
   plt.close(fig)
 
 
-def main():
+def main(argv: list[str] | None = None) -> dict:
+  """Writes the report files of --workdir; returns the table."""
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--workdir', required=True, help='run directory of experiments.tfep')
-  workdir = parser.parse_args().workdir
+  workdir = parser.parse_args(argv).workdir
   config_path = os.path.join(workdir, 'config.json')
   if not os.path.exists(config_path):
-    raise ValueError(f'--workdir={workdir} has no config.json; run experiments.tfep first.')
+    raise FileNotFoundError(
+      f'--workdir={workdir} has no config.json; run python -m experiments.tfep first.'
+    )
   with open(config_path) as f:
     config = ml_collections.ConfigDict(json.load(f))
-  ladder = tfep.make_ladder(config)
-  data = tfep.load_or_draw_samples(config, ladder, workdir)
-  works = tfep.compute_works(config, ladder, data, workdir)
+  ladder = tfep_stages.make_ladder(config)
+  data = tfep_stages.load_samples(config, ladder, workdir)  # never samples by itself
+  works = tfep_stages.compute_works(config, ladder, data, workdir)
   table = make_table(config, data, works)
-  bijector, _ = tfep.restore_map(config, ladder, workdir)
+  bijector, _ = tfep_stages.restore_map(config, ladder, workdir)
   table['structure'] = structure(config, ladder, data, bijector)
   with open(os.path.join(workdir, 'tfep_report.json'), 'w') as f:
     json.dump(table, f, indent=2)
@@ -380,6 +386,7 @@ def main():
     os.path.join(workdir, 'tfep_structure.png'),
   )
   print(text)
+  return table
 
 
 if __name__ == '__main__':

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from experiments import evaluate, training
+from experiments import runs, training
 from experiments.configs import monatomic_water
 from flows import SolidFlow, SplitCoupling, transformer
 
@@ -115,7 +115,7 @@ def test_runs_trained_in_bf16_are_evaluated_in_float32(tmp_path):
   config.model.compute_dtype = 'bfloat16'
   config.train.num_steps = 3
   training.train(config, str(tmp_path))
-  loaded, setup, state = evaluate.load_run(str(tmp_path))
+  loaded, setup, state = runs.load_run(str(tmp_path))
   assert loaded.model.compute_dtype == 'float32'
   x, log_q = setup.sample(state['params'], jax.random.key(5), 32)
   np.testing.assert_allclose(setup.flow(state['params']).log_prob(x), log_q, atol=1e-4)
@@ -141,7 +141,9 @@ def test_bf16_training_loss_and_gradient_match_float32():
     setup, state = training.build(config)
     loss_fn = training.make_loss_fn(setup, 64)
     params = perturb(state['params'], 0.05)
-    results[dtype] = jax.jit(jax.value_and_grad(loss_fn))(params, jax.random.key(4))
+    value_and_grad = jax.value_and_grad(loss_fn, has_aux=True)
+    (loss, _), grad = jax.jit(value_and_grad)(params, jax.random.key(4))
+    results[dtype] = loss, grad
   (loss32, grad32), (loss16, grad16) = results['float32'], results['bfloat16']
   assert np.isfinite(loss16)
   assert abs(float(loss16 - loss32)) < 1e-2 * abs(float(loss32))

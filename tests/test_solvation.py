@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import tfep
+from experiments import tfep_stages, validation
 from experiments.configs import tfep_solid, tfep_solvation
 from systems import solvation
 
@@ -69,12 +69,17 @@ def test_bad_input_raises():
     (tfep_solid, 'cpu'),
     (tfep_solid, 'cpu_1e4'),
     (tfep_solid, 'paper'),
+    (tfep_solid, 'tiny'),
   ],
 )
-def test_configs_build_ladders(module, variant):
+def test_configs_are_valid_and_build_ladders(module, variant):
   config = module.get_config(variant)
-  ladder = tfep.make_ladder(config)
+  validation.validate_config(config)
+  ladder = tfep_stages.make_ladder(config)
   assert len(ladder.parameters) == config.states.num_states
-  assert tfep.samples_per_state(config) % config.sampling.num_chains == 0
+  np.testing.assert_allclose(
+    ladder.parameters[[0, -1]], [config.states.lambda_a, config.states.lambda_b]
+  )
+  assert tfep_stages.samples_per_state(config) % config.sampling.num_chains == 0
   with pytest.raises(ValueError, match='variant'):
     module.get_config('nope')

@@ -50,11 +50,11 @@ def periodic_potential(phase):
   return lambda x: jnp.sum(jnp.cos(k * x + phase) + 0.5 * jnp.sin(2 * k * x), axis=(-2, -1))
 
 
-def small_map(num_particles=3, num_layers=1, seed=0, sites=None, radial_bins=0):
+def small_map(num_mapped=3, num_layers=1, seed=0, sites=None, radial_bins=0):
   return targeted.TargetedMap(
-    num_particles,  # positional: the number of mapped particles
-    LOWER,
-    UPPER,
+    num_mapped=num_mapped,
+    lower=LOWER,
+    upper=UPPER,
     num_layers=num_layers,
     num_bins=4,
     embedding_size=8,
@@ -148,8 +148,8 @@ def test_site_centred_map_commutes_with_translations():
 
 
 def test_bad_input_raises():
-  with pytest.raises(ValueError, match='num_particles'):
-    small_map(num_particles=0)
+  with pytest.raises(ValueError, match='num_mapped=0'):
+    small_map(num_mapped=0)
   with pytest.raises(ValueError, match='expected'):
     small_map().forward(box_samples((2, 4)))
   with pytest.raises(ValueError, match='num_layers=-1'):

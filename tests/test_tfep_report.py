@@ -1,6 +1,8 @@
 """The TFEP report: its MBAR reference (error from independent chains), table, structure."""
 
 import re
+import shutil
+import types
 
 import jax.numpy as jnp
 import ml_collections
@@ -8,9 +10,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from experiments import tfep
 from flows import targeted
 from scripts import observables, tfep_report
+from systems import sampler
 from systems.box import wrap
 
 
@@ -151,14 +153,9 @@ class Translation:
 
 def test_structure_of_the_identity_and_of_a_translation():
   lower, upper, num_train, radius_b = -2.0, 2.0, 10, 1.2
-  ladder = tfep.Ladder(
-    parameters=np.array([1.0, radius_b]),
-    reduced=None,
-    num_particles=6,
-    lower=lower,
-    upper=upper,
-    initial_positions=None,
-    solute=np.zeros(3),
+  # structure() reads only the ladder's geometry, not its potential
+  ladder = types.SimpleNamespace(
+    parameters=np.array([1.0, radius_b]), lower=lower, upper=upper, solute=np.zeros(3)
   )
   samples = np.random.default_rng(3).uniform(lower, upper, (2, 40, 6, 3))
   data = dict(samples=samples.astype(np.float32))
@@ -199,8 +196,39 @@ def test_structure_of_the_identity_and_of_a_translation():
     )
     np.testing.assert_allclose(moved['solute'][name], expected, atol=1e-9)
   assert not np.allclose(moved['solute']['M(A)'], moved['solute']['A'])
-  without_solute = tfep.Ladder(**{**ladder.__dict__, 'solute': None})
+  without_solute = types.SimpleNamespace(**{**vars(ladder), 'solute': None})
   assert set(tfep_report.structure(config, without_solute, data, identity)) == {
     'num_frames',
     'pair',
   }
+
+
+def test_missing_samples_stop_the_report_with_the_command_that_draws_them(
+  tmp_path, tiny_tfep_config, monkeypatch
+):
+  (tmp_path / 'config.json').write_text(tiny_tfep_config.to_json_best_effort())
+
+  def sample(*args, **kwargs):
+    raise AssertionError('the report started sampling')
+
+  monkeypatch.setattr(sampler, 'sample', sample)
+  expected = (
+    f'{tmp_path / "samples.npz"} is missing.*python -m experiments.tfep '
+    f'--config=experiments/configs/tfep_solid.py:tiny --workdir={tmp_path}'
+  )
+  with pytest.raises(FileNotFoundError, match=expected):
+    tfep_report.main([f'--workdir={tmp_path}'])
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['config.json']
+
+
+def test_report_of_a_tiny_run(tiny_tfep_run, tmp_path):
+  config, run, works = tiny_tfep_run
+  workdir = tmp_path / 'run'
+  shutil.copytree(run, workdir)
+  table = tfep_report.main([f'--workdir={workdir}'])
+  assert table['training_step'] == config.train.num_steps
+  assert [row['num_samples'] for row in table['rows']] == [4]
+  assert table['rows'][0]['num_subsets'] == 2  # 8 held-out samples per state
+  for name in ('tfep_report.json', 'tfep_report.md', 'tfep_report.png', 'tfep_structure.png'):
+    assert (workdir / name).stat().st_size > 0
+  assert table['structure']['num_frames'] == 8

@@ -1,4 +1,5 @@
-"""Training loop: loss decreases, resume after SIGKILL, mismatch refused, NaN guard."""
+"""Solid-flow training: loss decreases, resume after SIGKILL or from a damaged checkpoint,
+mismatch refused, NaN guard, moving average, sharded step."""
 
 import json
 import os
@@ -12,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import checkpointing, training
+from experiments import checkpointing, loop, training
 from experiments.configs import monatomic_water
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -33,7 +34,7 @@ def read_metrics(workdir):
 def final_params(workdir, config):
   setup, state = training.build(config)
   ckpt = checkpointing.Checkpointer(workdir)
-  state = ckpt.restore(state, training.checkpoint_meta(config))
+  state = ckpt.restore(state, checkpointing.checkpoint_meta(config, config.system))
   ckpt.close()
   return state
 
@@ -46,8 +47,11 @@ def test_loss_is_finite_and_decreases(tmp_path):
   losses = np.array([r['loss'] for r in rows])
   assert np.all(np.isfinite(losses))
   assert losses[-1] < losses[0] - 0.5, losses
+  assert [r['step'] for r in rows] == list(range(25, 151, 25))
   for row in rows:
-    assert {'step', 'wall_time', 'loss', 'grad_norm'} <= set(row)
+    assert set(loop.ROW_KEYS) | {'reduced_energy', 'log_q'} == set(row)
+    # the objective's parts, averaged like the loss, add up to it
+    assert row['reduced_energy'] + row['log_q'] == pytest.approx(row['loss'], abs=1e-3)
   evals = [r for r in read_metrics(tmp_path) if 'ess' in r]
   assert evals and {
     'ess',
@@ -95,8 +99,41 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
   assert int(a['step']) == int(b['step']) == num_steps
   for x, y in zip(jax.tree.leaves(a['params']), jax.tree.leaves(b['params'])):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-  steps = [r['step'] for r in read_metrics(killed) if 'loss' in r]
-  assert steps[-1] == num_steps
+  # The rows written between the last checkpoint and the kill were dropped on
+  # resume: one training row per logged step, one evaluation row at the end,
+  # and wall time goes on from the checkpoint's.
+  rows = read_metrics(killed)
+  training_rows = [r for r in rows if 'loss' in r]
+  assert [r['step'] for r in training_rows] == list(range(5, num_steps + 1, 5))
+  assert [r['step'] for r in rows if 'loss' not in r] == [num_steps]
+  wall_times = [r['wall_time'] for r in training_rows]
+  assert wall_times == sorted(wall_times)
+
+
+def test_damaged_checkpoint_falls_back_to_the_previous_one(tmp_path):
+  config = tiny_config(num_steps=20, checkpoint_every_steps=5)
+  workdir = str(tmp_path)
+  training.train(config, workdir)
+  uninterrupted = final_params(workdir, config)
+  checkpoints = tmp_path / 'checkpoints'
+  assert sorted(int(d.name) for d in checkpoints.iterdir()) == [10, 15, 20]
+  meta = checkpoints / '20' / 'meta' / 'metadata'
+  meta.write_bytes(np.random.default_rng(0).bytes(meta.stat().st_size))
+
+  with pytest.warns(UserWarning, match=r'Restored the checkpoint at step 15 .* step 20 \('):
+    training.train(config, workdir)
+  resumed = final_params(workdir, config)
+  assert int(resumed['step']) == 20
+  for x, y in zip(jax.tree.leaves(uninterrupted['params']), jax.tree.leaves(resumed['params'])):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  assert (tmp_path / checkpointing.CORRUPT_DIRECTORY / '20').is_dir()
+  assert [r['step'] for r in read_metrics(workdir) if 'loss' in r] == [5, 10, 15, 20]
+
+  for step in (10, 15, 20):  # none readable: an error naming each, nothing moved
+    (checkpoints / str(step) / 'meta' / 'metadata').write_bytes(b'\xff\xfe not json')
+  with pytest.raises(checkpointing.CorruptCheckpointError, match=r'(?s)step 20.*step 15.*step 10'):
+    training.train(config, workdir)
+  assert sorted(int(d.name) for d in checkpoints.iterdir()) == [10, 15, 20]
 
 
 def test_checkpoint_of_another_model_is_refused(tmp_path):
@@ -122,18 +159,17 @@ class _NanEnergySystem:
     return jnp.full(x.shape[:-2], jnp.nan)
 
 
-def test_nonfinite_loss_never_reaches_parameters(tmp_path, monkeypatch):
+def test_nonfinite_loss_never_reaches_parameters(
+  tmp_path, monkeypatch, assert_skips_changed_nothing
+):
   real = training.get_system
   monkeypatch.setattr(training, 'get_system', lambda n: _NanEnergySystem(real(n)))
-  config = tiny_config(num_steps=50, max_consecutive_nonfinite=7)
+  config = tiny_config(num_steps=50, max_consecutive_nonfinite=7, ema_decay=0.5)
   setup, initial = training.build(config)
   initial = jax.tree.map(np.asarray, initial)
-  with pytest.raises(training.NonFiniteLossError, match='7 consecutive'):
+  with pytest.raises(loop.NonFiniteLossError, match='7 consecutive'):
     training.train(config, str(tmp_path))
-  saved = final_params(str(tmp_path), config)
-  assert int(saved['num_skipped']) == 7
-  for x, y in zip(jax.tree.leaves(initial['params']), jax.tree.leaves(saved['params'])):
-    np.testing.assert_array_equal(x, np.asarray(y))
+  assert_skips_changed_nothing(initial, final_params(str(tmp_path), config), 7)
 
 
 def test_moving_average_of_parameters_is_exact_and_skips_nothing():
@@ -163,7 +199,7 @@ results = []
 for devices in (jax.devices()[:1], jax.devices()):
   setup, state = training.build(config, devices=devices)
   loss_fn = training.make_loss_fn(setup, config.train.batch_size)
-  loss, grads = jax.jit(jax.value_and_grad(loss_fn))(state['params'], key)
+  (loss, _), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(state['params'], key)
   step = training.make_train_step(setup, config.train.batch_size)
   state, out = step(state)
   leaf = jax.tree.leaves(state['params'])[0]

@@ -16,7 +16,8 @@ function for every particle. Variants as in tfep_solvation.py, whose
 `make_config` documents every key: `cpu` (table at 10³ samples per state,
 about 6 min on two CPU cores), `cpu_1e4` (the `cpu` map, table at 10³ and
 10⁴: 14 min of run and 5.5 min of report on two cores, 11.4 GiB peak RSS, a
-4.9 GB samples.npz; docs/tfep_lj_32_cpu_1e4.md) and `paper`.
+4.9 GB samples.npz; docs/tfep_lj_32_cpu_1e4.md), `paper` and `tiny` (seconds;
+for tests and smoke runs).
 """
 
 from experiments.configs import tfep_solvation
@@ -61,7 +62,18 @@ def _paper() -> dict:
   return paper
 
 
-VARIANTS = {'cpu': _cpu, 'cpu_1e4': _cpu_1e4, 'paper': _paper}
+def _tiny() -> dict:
+  # Seconds: two states, 16 samples per state, a one-layer width-8 map.
+  return dict(
+    states=dict(_STATES, num_states=2),
+    sampling=dict(_SAMPLING, num_chains=2, num_train=8, burn_in=10, thin=1, num_leapfrog=2),
+    model=dict(num_layers=1, num_bins=4, embedding_size=8, num_frequencies=1, centre_on_sites=True),
+    train=dict(batch_size=4, num_steps=20, log_every_steps=5, checkpoint_every_seconds=1e9),
+    evaluation=dict(sample_sizes=(4,), num_subsets=2, batch_size=8),
+  )
+
+
+VARIANTS = {'cpu': _cpu, 'cpu_1e4': _cpu_1e4, 'paper': _paper, 'tiny': _tiny}
 
 
 def get_config(arg: str = 'cpu'):

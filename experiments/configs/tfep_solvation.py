@@ -49,7 +49,7 @@ def make_config(
 ) -> ml_collections.ConfigDict:
   """The full TFEP config; each section's defaults are overridden by its dict."""
   config = ml_collections.ConfigDict()
-  config.benchmark = benchmark  # 'solvation' or 'lj_32' (experiments.tfep.make_ladder)
+  config.benchmark = benchmark  # 'solvation' or 'lj_32' (systems.ladders.LADDERS)
   config.variant = variant  # variant name, for the record
   config.seed = 0  # seeds sampling, parameters and minibatches
 
@@ -100,8 +100,11 @@ def make_config(
       lr_warmup_steps=0,  # linear warm-up from 0 (0: none)
       adam_b2=0.999,  # Adam second-moment decay
       max_gradient_norm=100.0,  # global-norm gradient clipping
+      ema_decay=0.0,  # the works use an EMA of the parameters (0: the parameters)
+      max_consecutive_nonfinite=20,  # stop after this many skipped steps in a row
       log_every_steps=50,  # metrics row every this many steps
       checkpoint_every_seconds=120.0,  # checkpoint period (and at the end)
+      checkpoint_every_steps=0,  # also every this many steps (0: off)
       max_checkpoints_to_keep=2,  # older checkpoints are deleted
     )
   )

@@ -1,0 +1,319 @@
+"""The stages of a learned targeted-FEP run, each cached in the workdir.
+
+For the ladder of config.benchmark (systems.ladders) with λ linear from
+states.lambda_a (A) to states.lambda_b (B):
+
+1. samples.npz (`load_or_draw_samples`): HMC samples of every state
+   (systems.sampler), time-major over chains, the first `sampling.num_train`
+   of A and B for training, the rest held out; plus u[k, l, i], the reduced
+   potential of sample i of state l under state k.
+2. checkpoints/ + metrics.jsonl (`train`): the TargetedMap trained with the
+   LFEP or LBAR loss on the training samples by the shared loop
+   (experiments.loop; resumable).
+3. works.npz (`compute_works`): held-out forward/reverse works with the
+   identity and the trained map (its parameters' moving average), read by
+   scripts/tfep_report.py.
+
+`run` does all three; rerunning it resumes.
+"""
+
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from experiments import checkpointing, loop, validation
+from flows import targeted
+from systems import ladders, sampler
+
+# Config file of each benchmark, for the commands named in error messages.
+CONFIG_FILES = {
+  'solvation': 'experiments/configs/tfep_solvation.py',
+  'lj_32': 'experiments/configs/tfep_solid.py',
+}
+
+
+def command(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """The command that runs `config` in `workdir` (add the run's key overrides)."""
+  config_file = CONFIG_FILES.get(config.benchmark, '<tfep config file>')
+  return f'python -m experiments.tfep --config={config_file}:{config.variant} --workdir={workdir}'
+
+
+def make_ladder(config: ml_collections.ConfigDict) -> ladders.Ladder:
+  """The ladder of `config.benchmark` with λ linear from states.lambda_a to states.lambda_b."""
+  constructor = ladders.LADDERS.get(config.benchmark)
+  if constructor is None:
+    raise ValueError(
+      f'benchmark={config.benchmark!r}; expected one of {", ".join(ladders.LADDERS)}.'
+    )
+  s = config.states
+  return constructor(np.linspace(s.lambda_a, s.lambda_b, s.num_states))
+
+
+def samples_per_state(config: ml_collections.ConfigDict) -> int:
+  """Training plus held-out samples drawn per state."""
+  e = config.eval
+  return config.sampling.num_train + e.num_subsets * max(e.sample_sizes)
+
+
+def batched(fn, x, batch_size: int) -> np.ndarray:
+  """Applies a jitted fn to x (n, ...) in batches; concatenates along axis 0."""
+  return np.concatenate(
+    [np.asarray(fn(x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
+  )
+
+
+def draw_samples(config: ml_collections.ConfigDict, ladder: ladders.Ladder, path: str) -> dict:
+  """Samples every state, evaluates u[k, l, i], saves them to `path`.
+
+  Returns:
+    dict: samples (K, n, M, 3), reduced (K, K, n) in kT, parameters (K,),
+    acceptance (K,) and statistical_inefficiency (K,), averaged over chains.
+  """
+  s = config.sampling
+  n = samples_per_state(config)
+  if n % s.num_chains:
+    raise ValueError(
+      f'samples per state {n} must be a multiple of sampling.num_chains={s.num_chains}.'
+    )
+  num_states = len(ladder.parameters)
+  key = jax.random.PRNGKey(config.seed)
+  x0 = np.concatenate(
+    [
+      ladder.initial_positions(jax.random.fold_in(key, k), s.num_chains, lam)
+      for k, lam in enumerate(ladder.parameters)
+    ]
+  )
+  lam = np.repeat(ladder.parameters, s.num_chains).astype(np.float32)
+  result = sampler.sample(
+    ladder.reduced,
+    x0,
+    jax.random.fold_in(key, num_states),
+    beta=1.0,
+    num_steps=n // s.num_chains * s.thin,
+    step_size=s.step_size,
+    burn_in=s.burn_in,
+    thin=s.thin,
+    num_leapfrog=s.num_leapfrog,
+    energy_args=(lam,),
+  )
+  per_state = lambda a: a.reshape((num_states, s.num_chains) + a.shape[1:])
+  # (K, C, T, M, 3) -> time-major (K, T·C, M, 3)
+  x = np.swapaxes(per_state(result.samples), 1, 2).reshape((num_states, n, ladder.num_particles, 3))
+  u = np.stack(
+    [
+      np.stack(
+        [
+          batched(jax.jit(lambda y, k=k: ladder.reduced_at(k)(y)), x[s], config.eval.batch_size)
+          for s in range(num_states)
+        ]
+      )
+      for k in range(num_states)
+    ]
+  )
+  data = dict(
+    samples=x,
+    reduced=u,
+    parameters=ladder.parameters,
+    acceptance=per_state(result.acceptance).mean(1),
+    statistical_inefficiency=per_state(result.statistical_inefficiency).mean(1),
+  )
+  np.savez(path, **data)
+  return data
+
+
+def load_samples(config: ml_collections.ConfigDict, ladder: ladders.Ladder, workdir: str) -> dict:
+  """samples.npz of the workdir (see draw_samples).
+
+  Raises:
+    FileNotFoundError: if it is missing, naming the command that draws it.
+    checkpointing.CheckpointMismatchError: if it was drawn for another ladder
+      or sample count.
+  """
+  path = os.path.join(workdir, 'samples.npz')
+  if not os.path.exists(path):
+    raise FileNotFoundError(
+      f'{path} is missing. Draw the samples and train the map first (an HMC run of '
+      f'minutes to hours): {command(config, workdir)}'
+    )
+  with np.load(path) as f:
+    data = dict(f)
+  if data['samples'].shape[1] != samples_per_state(config) or not np.allclose(
+    data['parameters'], ladder.parameters
+  ):
+    raise checkpointing.CheckpointMismatchError(
+      f'{path} holds {data["samples"].shape[1]} samples at λ = '
+      f'{data["parameters"]}; this config wants {samples_per_state(config)} '
+      f'at λ = {ladder.parameters}. Use another --workdir.'
+    )
+  return data
+
+
+def load_or_draw_samples(
+  config: ml_collections.ConfigDict, ladder: ladders.Ladder, workdir: str
+) -> dict:
+  """samples.npz of the workdir, drawn first if absent."""
+  path = os.path.join(workdir, 'samples.npz')
+  if not os.path.exists(path):
+    return draw_samples(config, ladder, path)
+  return load_samples(config, ladder, workdir)
+
+
+def make_map(config: ml_collections.ConfigDict, ladder: ladders.Ladder) -> targeted.TargetedMap:
+  """The TargetedMap of `config.model` for `ladder`, seeded by `config.seed`."""
+  model = config.model.to_dict()
+  centre_on_sites = model.pop('centre_on_sites')
+  if centre_on_sites and ladder.sites is None:
+    raise ValueError(
+      f'model.centre_on_sites=True needs lattice sites, and benchmark '
+      f'{config.benchmark!r} has none; set it to False.'
+    )
+  return targeted.TargetedMap(
+    ladder.num_particles,
+    ladder.lower,
+    ladder.upper,
+    **model,
+    sites=ladder.sites if centre_on_sites else None,
+    rngs=nnx.Rngs(config.seed),
+  )
+
+
+def make_loss_fn(
+  config: ml_collections.ConfigDict, ladder: ladders.Ladder, bijector_of, x_a, y_b
+) -> loop.LossFn:
+  """(params, key) -> (LFEP or LBAR loss in kT, {}) on random minibatches.
+
+  Args:
+    config: reads train.loss and train.batch_size.
+    ladder: its end states are A and B.
+    bijector_of: params -> the map.
+    x_a, y_b: (n, M, 3) training samples of A and of B.
+  """
+  t = config.train
+  if t.loss not in ('lfep', 'lbar'):
+    raise ValueError(f"train.loss={t.loss!r}; expected 'lfep' or 'lbar'.")
+  u_a, u_b = ladder.reduced_at(0), ladder.reduced_at(-1)
+
+  def loss_fn(params, key):
+    bijector = bijector_of(params)
+    key_a, key_b = jax.random.split(key)
+    xa = x_a[jax.random.randint(key_a, (t.batch_size,), 0, len(x_a))]
+    if t.loss == 'lfep':
+      return targeted.lfep_loss(bijector, xa, u_a, u_b), {}
+    yb = y_b[jax.random.randint(key_b, (t.batch_size,), 0, len(y_b))]
+    return targeted.lbar_loss(bijector, xa, yb, u_a, u_b), {}
+
+  return loss_fn
+
+
+def _split_map(config: ml_collections.ConfigDict, ladder: ladders.Ladder):
+  """(params of the fresh map, params -> map)."""
+  graphdef, params, rest = nnx.split(make_map(config, ladder), nnx.Param, ...)
+  return params, lambda p: nnx.merge(graphdef, p, rest)
+
+
+def train(
+  config: ml_collections.ConfigDict,
+  ladder: ladders.Ladder,
+  data: dict,
+  workdir: str,
+  start_time: float | None = None,
+  initial_params: Any = None,
+) -> dict:
+  """Trains the map (resuming) until train.num_steps; returns the final training state.
+
+  Args:
+    config: a validated TFEP config.
+    ladder: the config's ladder (make_ladder).
+    data: the samples (load_or_draw_samples); the first sampling.num_train
+      of A and of B are trained on.
+    workdir: run directory (checkpoints/, metrics.jsonl, config.json).
+    start_time: time.time() at command start; wall times count from it.
+    initial_params: parameters to start a fresh run from (default: the
+      freshly initialised map's).
+  """
+  params, bijector_of = _split_map(config, ladder)
+  num_train = config.sampling.num_train
+  x_a = jnp.asarray(data['samples'][0, :num_train])
+  y_b = jnp.asarray(data['samples'][-1, :num_train])
+  result = loop.train(
+    config,
+    workdir,
+    loss_fn=make_loss_fn(config, ladder, bijector_of, x_a, y_b),
+    params=params if initial_params is None else initial_params,
+    optimizer=loop.make_optimizer(config.train),
+    meta=checkpointing.checkpoint_meta(config, config.benchmark),
+    start_time=start_time,
+  )
+  return result.state
+
+
+def restore_map(config: ml_collections.ConfigDict, ladder: ladders.Ladder, workdir: str):
+  """(trained map, step) of the newest checkpoint of `workdir`: its parameters' moving average.
+
+  Raises:
+    FileNotFoundError: if there is no checkpoint, naming the command that trains one.
+  """
+  params, bijector_of = _split_map(config, ladder)
+  target = loop.initial_state(params, loop.make_optimizer(config.train), config.seed)
+  meta = checkpointing.checkpoint_meta(config, config.benchmark)
+  ckpt = checkpointing.Checkpointer(workdir)
+  try:
+    restored = ckpt.restore_newest(lambda step: ckpt.restore(target, meta, step))
+  finally:
+    ckpt.close()
+  if restored is None:
+    raise FileNotFoundError(
+      f'No checkpoint under {ckpt.directory}; train the map first: {command(config, workdir)}'
+    )
+  step, state = restored
+  return bijector_of(state['ema_params']), step
+
+
+def compute_works(
+  config: ml_collections.ConfigDict, ladder: ladders.Ladder, data: dict, workdir: str
+) -> dict:
+  """Held-out works (kT) of A and B, identity and trained map, cached in works.npz.
+
+  Returns:
+    dict: step (of the map), plain_forward, plain_reverse, mapped_forward and
+    mapped_reverse, each (n_held,); works.npz is recomputed when the newest
+    checkpoint is not the step it was computed at.
+  """
+  path = os.path.join(workdir, 'works.npz')
+  bijector, step = restore_map(config, ladder, workdir)
+  if os.path.exists(path):
+    with np.load(path) as f:
+      if int(f['step']) == step:
+        return dict(f)
+  held = slice(config.sampling.num_train, None)
+  u = data['reduced']
+  u_a, u_b = ladder.reduced_at(0), ladder.reduced_at(-1)
+  fwd = jax.jit(lambda x: targeted.forward_work(bijector, x, u_a, u_b))
+  rev = jax.jit(lambda y: targeted.reverse_work(bijector, y, u_a, u_b))
+  batch = config.eval.batch_size
+  works = dict(
+    step=step,
+    plain_forward=u[-1, 0, held] - u[0, 0, held],
+    plain_reverse=u[0, -1, held] - u[-1, -1, held],
+    mapped_forward=batched(fwd, data['samples'][0, held], batch),
+    mapped_reverse=batched(rev, data['samples'][-1, held], batch),
+  )
+  np.savez(path, **works)
+  return works
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, start_time: float | None = None) -> dict:
+  """Validates `config`, then samples, trains and computes the works; returns the works."""
+  start_time = time.time() if start_time is None else start_time
+  validation.validate_config(config)
+  os.makedirs(workdir, exist_ok=True)
+  ladder = make_ladder(config)
+  data = load_or_draw_samples(config, ladder, workdir)
+  train(config, ladder, data, workdir, start_time)
+  return compute_works(config, ladder, data, workdir)

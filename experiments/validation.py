@@ -1,0 +1,130 @@
+"""Checks an experiment config once, before any work, naming every bad key and value.
+
+One set of rules serves the solid-flow configs (experiments/configs/common.py)
+and the TFEP configs (experiments/configs/tfep_solvation.py): each rule
+applies to the keys a config has, so a section that only one kind of config
+has (`states`, `sampling`; `eval.num_samples` or `eval.sample_sizes`) is
+checked where present.
+"""
+
+import math
+from collections.abc import Callable
+
+import ml_collections
+
+
+class ConfigError(ValueError):
+  """A config value is out of range or of the wrong kind."""
+
+
+def _is_int(value) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+  return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _positive_int(value) -> bool:
+  return _is_int(value) and value > 0
+
+
+def _non_negative_int(value) -> bool:
+  return _is_int(value) and value >= 0
+
+
+def _positive(value) -> bool:
+  return _is_number(value) and value > 0
+
+
+def _non_negative(value) -> bool:
+  return _is_number(value) and value >= 0
+
+
+def _fraction(value) -> bool:
+  return _is_number(value) and 0 <= value < 1
+
+
+def _increasing_positive_ints(value) -> bool:
+  if not isinstance(value, (tuple, list)) or not all(_positive_int(v) for v in value):
+    return False
+  return all(a < b for a, b in zip(value, value[1:]))
+
+
+def _non_empty_positive_ints(value) -> bool:
+  return isinstance(value, (tuple, list)) and bool(value) and all(_positive_int(v) for v in value)
+
+
+POSITIVE_INT = (_positive_int, 'a positive integer')
+NON_NEGATIVE_INT = (_non_negative_int, 'an integer >= 0')
+POSITIVE = (_positive, 'a finite number > 0')
+
+# Dotted key -> (test, what is expected). Keys a config lacks are skipped.
+RULES: dict[str, tuple[Callable, str]] = {
+  'seed': (_is_int, 'an integer'),
+  'train.batch_size': POSITIVE_INT,
+  'train.num_steps': POSITIVE_INT,
+  'train.learning_rate': POSITIVE,
+  'train.lr_decay_steps': (
+    _increasing_positive_ints,
+    'a strictly increasing sequence of positive integers (may be empty)',
+  ),
+  'train.lr_decay_factor': POSITIVE,
+  'train.lr_warmup_steps': NON_NEGATIVE_INT,
+  'train.adam_b2': (_fraction, 'a number in [0, 1)'),
+  'train.max_gradient_norm': POSITIVE,
+  'train.ema_decay': (_fraction, 'a number in [0, 1)'),
+  'train.max_consecutive_nonfinite': POSITIVE_INT,
+  'train.log_every_steps': POSITIVE_INT,
+  'train.checkpoint_every_seconds': POSITIVE,
+  'train.checkpoint_every_steps': (_non_negative_int, 'an integer >= 0 (0: off)'),
+  'train.max_checkpoints_to_keep': POSITIVE_INT,
+  'train.loss': (lambda v: v in ('lfep', 'lbar'), "'lfep' or 'lbar'"),
+  'eval.every_steps': POSITIVE_INT,
+  'eval.num_samples': POSITIVE_INT,
+  'eval.batch_size': POSITIVE_INT,
+  'eval.stop_at_stderr': (_non_negative, 'a number >= 0 (0: never)'),
+  'eval.sample_sizes': (_non_empty_positive_ints, 'a non-empty sequence of positive integers'),
+  'eval.num_subsets': (lambda v: _is_int(v) and v >= 2, 'an integer >= 2'),
+  'states.lambda_a': POSITIVE,
+  'states.lambda_b': POSITIVE,
+  'states.num_states': (lambda v: _is_int(v) and v >= 2, 'an integer >= 2'),
+  'sampling.num_chains': POSITIVE_INT,
+  'sampling.num_train': POSITIVE_INT,
+  'sampling.burn_in': NON_NEGATIVE_INT,
+  'sampling.thin': POSITIVE_INT,
+  'sampling.num_leapfrog': POSITIVE_INT,
+  'sampling.step_size': POSITIVE,
+}
+
+
+def _lookup(config: ml_collections.ConfigDict, dotted: str):
+  """(True, value) of a dotted key, (False, None) if the config lacks it."""
+  node = config
+  for part in dotted.split('.'):
+    if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+      return False, None
+    node = node[part]
+  return True, node
+
+
+def validate_config(config: ml_collections.ConfigDict, num_devices: int = 1) -> None:
+  """Raises ConfigError listing every key of `config` whose value breaks RULES.
+
+  Args:
+    config: a solid-flow or TFEP experiment config.
+    num_devices: devices the batch is sharded over; train.batch_size must be
+      a multiple of it.
+  """
+  problems = []
+  for dotted, (test, expected) in RULES.items():
+    present, value = _lookup(config, dotted)
+    if present and not test(value):
+      problems.append(f'{dotted}={value!r}: expected {expected}')
+  present, batch_size = _lookup(config, 'train.batch_size')
+  if present and _positive_int(batch_size) and batch_size % num_devices:
+    problems.append(
+      f'train.batch_size={batch_size}: expected a multiple of the number of devices ({num_devices})'
+    )
+  if problems:
+    raise ConfigError('Bad config values:\n  ' + '\n  '.join(problems))
