@@ -40,7 +40,8 @@ def _shapes(tree: Any) -> dict[str, list[int]]:
 COMPUTE_ONLY_MODEL_KEYS = ('remat', 'compute_dtype')
 
 
-def _model_shape_keys(model: dict | None) -> dict | None:
+def model_shape_keys(model: dict | None) -> dict | None:
+  """The model config without COMPUTE_ONLY_MODEL_KEYS (None stays None)."""
   if model is None:
     return None
   return {k: v for k, v in model.items() if k not in COMPUTE_ONLY_MODEL_KEYS}
@@ -187,8 +188,8 @@ class Checkpointer:
       problems.append(
         f'system: checkpoint has {saved.get("system")!r}, config has {meta.get("system")!r}'
       )
-    saved_model = _model_shape_keys(saved.get('model'))
-    model = _model_shape_keys(meta.get('model'))
+    saved_model = model_shape_keys(saved.get('model'))
+    model = model_shape_keys(meta.get('model'))
     if saved_model != model:
       problems.append(f'model: checkpoint has {saved_model!r}, config has {model!r}')
     with self._reading(step, 'state layout'):
@@ -216,3 +217,14 @@ class Checkpointer:
 
   def close(self) -> None:
     self._manager.close()
+
+
+def has_checkpoint(workdir: str) -> bool:
+  """Whether `workdir` holds a checkpoint (readable or not)."""
+  if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
+    return False
+  ckpt = Checkpointer(workdir)
+  try:
+    return ckpt.latest_step is not None
+  finally:
+    ckpt.close()

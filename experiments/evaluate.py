@@ -1,15 +1,17 @@
 """Evaluates the latest checkpoint of a training run on fresh samples.
 
   python -m experiments.evaluate --workdir=runs/mw_cubic_8 --num_samples=65536 \
-    [--samples_out=runs/mw_cubic_8/samples.npz]
+    [--samples_out=runs/mw_cubic_8/samples.npz] [--system=S]
 
 Samples the parameters that training evaluates (their moving average when
 train.ema_decay > 0). Writes `<workdir>/eval.json` (ESS, ln Z, βF/N ± stderr,
 ⟨U⟩, and whether the estimate is reliable, with the reasons if not; see
 experiments.evaluation.summarize); with --samples_out also an .npz of
 positions (n, N, 3), log q (n,), energies (n,) and the system's β, box and
-name, for the estimators and the report. The run is loaded by
-experiments.runs.load_run; importing this module defines no flags.
+name, for the estimators and the report. With --system, a local flow is
+evaluated at another size of its family (written to eval_<system>.json).
+The run is loaded by experiments.runs.load_run; importing this module
+defines no flags.
 """
 
 import json
@@ -26,6 +28,9 @@ def main():
   )
   seed_flag = flags.DEFINE_integer('seed', 0, 'Sampling seed.')
   samples_out_flag = flags.DEFINE_string('samples_out', None, 'Optional .npz path.')
+  system_flag = flags.DEFINE_string(
+    'system', None, "Evaluate at this size of the run's family (local flows; default: its own)."
+  )
   flags.mark_flag_as_required('workdir')
 
   def _main(argv):
@@ -37,7 +42,7 @@ def main():
     from experiments import evaluation, runs, training
 
     workdir = workdir_flag.value
-    config, setup, state = runs.load_run(workdir)
+    config, setup, state = runs.load_run(workdir, system_flag.value)
     sample_fn = training.make_eval_sample_fn(setup)
     with jax.default_matmul_precision('highest'):  # true float32 on GPU/TPU too
       samples = evaluation.draw_samples(
@@ -50,7 +55,8 @@ def main():
     result = dict(
       system=config.system, step=int(state['step']), **evaluation.summarize(samples, setup.system)
     )
-    with open(os.path.join(workdir, 'eval.json'), 'w') as f:
+    name = 'eval.json' if system_flag.value is None else f'eval_{config.system}.json'
+    with open(os.path.join(workdir, name), 'w') as f:
       json.dump(result, f, indent=2)
     if samples_out_flag.value:
       np.savez_compressed(

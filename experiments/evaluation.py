@@ -51,6 +51,12 @@ def draw_samples(
 def summarize(samples: dict, system: System) -> dict:
   """Free-energy and energy estimates from flow samples, judged for reliability.
 
+  A sample of energy +∞ (overlapping particles, or outside the solid's basin
+  for a flows.LocalSolidFlow) has zero target density: it counts as a zero
+  importance weight, never dropped, since dropping it would bias ln Z upward.
+  Samples with a NaN or −∞ energy or a non-finite log q are left out with a
+  warning.
+
   Args:
     samples: `log_q` (n,) and `energy` (n,) in the system's energy unit.
     system: the target system (β, N, volume, thermal wavelength).
@@ -59,20 +65,22 @@ def summarize(samples: dict, system: System) -> dict:
     JSON-ready dict: `ess` (fraction), `log_z` and `log_z_stderr` (ln Z_fixed),
     `beta_f_per_particle` and `beta_f_per_particle_stderr` (project
     convention), `mean_energy` (reweighted to the target, the estimate of ⟨U⟩),
-    `mean_energy_flow` (under q), `num_samples` (finite ones, used),
-    `num_nonfinite` (left out), `reliable` and `unreliable_reasons` (list of
-    str; see flows.estimators). With fewer than two finite samples every
-    estimate is NaN and the reason says how many samples were non-finite and
-    the likely cause.
+    `mean_energy_flow` (under q, finite energies), `num_samples` (used),
+    `num_zero_weight` (of them, energy +∞), `num_nonfinite` (left out),
+    `reliable` and `unreliable_reasons` (list of str; see flows.estimators).
+    With fewer than two samples of finite weight every estimate is NaN and the
+    reason says how many samples were non-finite and the likely cause.
   """
   log_q, energy = samples['log_q'], samples['energy']
-  finite = np.isfinite(log_q) & np.isfinite(energy)
-  num_nonfinite = int(np.size(finite) - finite.sum())
+  used = np.isfinite(log_q) & (np.isfinite(energy) | (energy == np.inf))
+  finite = used & np.isfinite(energy)
+  num_nonfinite = int(np.size(used) - used.sum())
   if finite.sum() < 2:
     reason = _no_finite_samples_reason(log_q, energy)
     warnings.warn(reason, stacklevel=2)
     return dict(
-      num_samples=int(finite.sum()),
+      num_samples=int(used.sum()),
+      num_zero_weight=int(used.sum() - finite.sum()),
       num_nonfinite=num_nonfinite,
       ess=float('nan'),
       log_z=float('nan'),
@@ -86,18 +94,19 @@ def summarize(samples: dict, system: System) -> dict:
     )
   if num_nonfinite:
     warnings.warn(
-      f'{num_nonfinite} of {finite.size} evaluation samples had a '
-      'non-finite energy or log-probability and were left out.',
+      f'{num_nonfinite} of {used.size} evaluation samples had a NaN or −∞ energy or a '
+      'non-finite log-probability and were left out.',
       stacklevel=2,
     )
-  log_q, energy = log_q[finite], energy[finite]
-  log_w = -system.beta * energy - log_q
+  log_q, energy = log_q[used], energy[used]
+  log_w = -system.beta * energy - log_q  # −∞ for energy +∞
   estimate = estimators.importance_sampling(log_w)
   n = system.num_particles
   weights = np.exp(log_w - log_w.max())
   weights /= weights.sum()
   return dict(
-    num_samples=int(finite.sum()),
+    num_samples=int(used.sum()),
+    num_zero_weight=int(used.sum() - finite.sum()),
     num_nonfinite=num_nonfinite,
     ess=float(estimate.ess),
     log_z=float(estimate.value),
@@ -106,8 +115,8 @@ def summarize(samples: dict, system: System) -> dict:
       convention.beta_f_per_particle(estimate.value, n, system.volume, system.thermal_wavelength)
     ),
     beta_f_per_particle_stderr=float(estimate.stderr / n),
-    mean_energy=float(np.sum(weights * energy)),
-    mean_energy_flow=float(np.mean(energy)),
+    mean_energy=float(np.sum(np.where(weights > 0, weights * energy, 0.0))),
+    mean_energy_flow=float(np.mean(energy[np.isfinite(energy)])),
     reliable=estimate.reliable,
     unreliable_reasons=list(estimate.reasons),
   )

@@ -1,8 +1,10 @@
 """One guarded, resumable training loop, shared by the solid flows and the targeted maps.
 
-The objective is a loss function (params, key) -> (loss, metrics): a scalar
-to minimise and a dict of scalar diagnostics (e.g. the parts of a mixed
-objective), evaluated on a fresh minibatch drawn with `key`. One compiled step
+The objective is a loss function (params, key, data) -> (loss, metrics): a
+scalar to minimise and a dict of scalar diagnostics (e.g. the parts of a
+mixed objective), evaluated on a fresh minibatch drawn with `key` (from the
+flow, or from `data`: training samples, a pytree of arrays passed to every
+step as an argument, so that large arrays are never compiled into the step). One compiled step
 takes the gradient and applies the optax update; the training state is a dict
 of arrays, checkpointed whole:
 
@@ -49,8 +51,8 @@ import optax
 
 from experiments import checkpointing
 
-# (params, key) -> (scalar loss, {name: scalar diagnostic}).
-LossFn = Callable[[Any, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
+# (params, key, data) -> (scalar loss, {name: scalar diagnostic}).
+LossFn = Callable[[Any, jax.Array, Any], tuple[jax.Array, dict[str, jax.Array]]]
 
 # Keys of a training row that the loop itself fills in.
 ROW_KEYS = ('step', 'wall_time', 'loss', 'grad_norm', 'num_skipped', 'steps_per_second')
@@ -88,15 +90,18 @@ def initial_state(params, optimizer: optax.GradientTransformation, seed: int) ->
 
 
 def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, ema_decay: float):
-  """Compiled state -> (state, out): gradient of `loss_fn`, guarded update, moving average.
+  """Compiled (state, data) -> (state, out): gradient of `loss_fn`, guarded update,
+  moving average.
 
   `out` holds the step's loss, grad_norm (global norm before clipping) and
-  the objective's metrics. The state argument is donated.
+  the objective's metrics. The state argument is donated; `data` is the
+  objective's (None if it has none).
   """
 
-  def step_fn(state):
+  def step_fn(state, data):
     key = jax.random.fold_in(jax.random.wrap_key_data(state['key']), state['step'])
-    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'], key)
+    loss_and_grad = jax.value_and_grad(loss_fn, has_aux=True)
+    (loss, metrics), grads = loss_and_grad(state['params'], key, data)
     clash = set(metrics) & set(ROW_KEYS)
     if clash:
       raise ValueError(
@@ -254,6 +259,7 @@ def train(
   params: Any,
   optimizer: optax.GradientTransformation,
   meta: dict,
+  data: Any = None,
   evaluation: Evaluation | None = None,
   sharding: jax.sharding.Sharding | None = None,
   start_time: float | None = None,
@@ -267,11 +273,13 @@ def train(
       max_checkpoints_to_keep, max_consecutive_nonfinite) and writes the
       whole config to `<workdir>/config.json`.
     workdir: run directory for metrics.jsonl, config.json and checkpoints/.
-    loss_fn: the objective, (params, key) -> (loss, metrics).
+    loss_fn: the objective, (params, key, data) -> (loss, metrics).
     params: initial parameters of a fresh run (e.g. another run's); a
       resumed run restores into their structure.
     optimizer: the optax transformation (make_optimizer).
     meta: what a checkpoint must match (checkpointing.checkpoint_meta).
+    data: the objective's training data (a pytree of arrays, placed like the
+      state), or None.
     evaluation: optional evaluation of the moving average during training.
     sharding: where the state lives (e.g. replicated over a mesh whose batch
       axis the objective shards); default: where `params` are.
@@ -290,6 +298,7 @@ def train(
   os.makedirs(workdir, exist_ok=True)
   place = (lambda tree: jax.device_put(tree, sharding)) if sharding is not None else (lambda x: x)
   state = place(initial_state(params, optimizer, config.seed))
+  data = place(data) if data is not None else None
   metrics = MetricsLog(workdir)
   ckpt = checkpointing.Checkpointer(workdir, t.max_checkpoints_to_keep)
   progress = None
@@ -308,7 +317,7 @@ def train(
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
       compiling = pool.submit(evaluation.compile, state['ema_params']) if evaluation else None
       if step < t.num_steps:  # a finished run compiles no step
-        step_fn = make_train_step(loss_fn, optimizer, t.ema_decay).lower(state).compile()
+        step_fn = make_train_step(loss_fn, optimizer, t.ema_decay).lower(state, data).compile()
       evaluate = compiling.result() if compiling else None
 
     def evaluate_row(step: int) -> dict:
@@ -322,7 +331,7 @@ def train(
     last_save, last_evaluation = time.time(), None
     window, window_start = [], time.time()
     while step < t.num_steps:
-      state, out = step_fn(state)
+      state, out = step_fn(state, data)
       step += 1
       window.append(out)
       if int(state['consecutive_nonfinite']) >= t.max_consecutive_nonfinite:

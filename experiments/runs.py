@@ -1,32 +1,73 @@
-"""Loading a solid-flow training run from its workdir, for evaluation and analysis."""
+"""Loading a solid-flow training run from its workdir, for evaluation, analysis and transfer.
+
+A run of a local flow (model.conditioner = 'local') can be loaded for another
+system of the same family (systems.System.family: same potential, lattice,
+density and temperature; another N): its layers' parameters do not depend on
+N, and the base is rebuilt for the new system (flows.LocalSolidFlow).
+"""
+
+import json
+import os
 
 import ml_collections
 
 from experiments import checkpointing, training
+from systems import get_system
 
 
-def load_run(workdir: str) -> tuple[ml_collections.ConfigDict, training.Setup, dict]:
+def for_system(config: ml_collections.ConfigDict, system: str | None) -> ml_collections.ConfigDict:
+  """A copy of a run's config for `system` (None: the run's own), checked for transfer.
+
+  Raises:
+    ValueError: if `system` is of another family than the run's, or the run's
+      flow is not local (the transformer's weights are trained for one N).
+  """
+  config = ml_collections.ConfigDict(config.to_dict())
+  if system is None or system == config.system:
+    return config
+  trained, wanted = get_system(config.system), get_system(system)
+  if trained.family != wanted.family:
+    raise ValueError(
+      f'The run trained {config.system}; {system} is of another family (potential, lattice, '
+      f'density, temperature: {trained.family} against {wanted.family}).'
+    )
+  if config.model.conditioner != 'local':
+    raise ValueError(
+      f"Only a local flow transfers to another size; this run's model.conditioner is "
+      f'{config.model.conditioner!r}.'
+    )
+  config.system = system
+  return config
+
+
+def load_run(
+  workdir: str, system: str | None = None
+) -> tuple[ml_collections.ConfigDict, training.Setup, dict]:
   """Returns (config, setup, state) of the newest readable checkpoint in `workdir`.
 
-  The config is the one stored in the checkpoint. The model computes in
-  float32 (config.model.compute_dtype is overridden); callers evaluate under
-  jax.default_matmul_precision('highest'), so that GPUs and TPUs do not round
-  float32 products to TF32 or bfloat16 either.
+  The config is the one stored in the checkpoint, for `system` if given (a
+  size of the run's family, see `for_system`; the state's parameters then
+  drive a flow built for that system). The model computes in float32
+  (config.model.compute_dtype is overridden); callers evaluate under
+  jax.default_matmul_precision('highest'), so that GPUs and TPUs do not
+  round float32 products to TF32 or bfloat16 either.
 
   Raises:
     FileNotFoundError: if the workdir holds no checkpoint.
     checkpointing.CorruptCheckpointError: if none of its checkpoints can be read.
+    ValueError: for a `system` the run cannot be evaluated at.
   """
 
   def load(step: int):
-    config = ml_collections.ConfigDict(ckpt.read_meta(step)['config'])
+    stored = ml_collections.ConfigDict(ckpt.read_meta(step)['config'])
     # Densities are evaluated with float32 products whatever the training used:
     # sampling (forward) and log q of given configurations (inverse) then agree
-    # to float32 round-off, as LBAR against MD samples needs; with bfloat16 a
+    # to float32 round-off, as LBAR against HMC samples needs; with bfloat16 a
     # rounding flip in a conditioner can make them differ on a few samples.
-    config.model.compute_dtype = 'float32'
+    stored.model.compute_dtype = 'float32'
+    config = for_system(stored, system)
     setup, state = training.build(config)
-    meta = checkpointing.checkpoint_meta(config, config.system)
+    meta = checkpointing.checkpoint_meta(stored, stored.system)
     return config, setup, ckpt.restore(state, meta, step)
 
   ckpt = checkpointing.Checkpointer(workdir)
@@ -39,3 +80,36 @@ def load_run(workdir: str) -> tuple[ml_collections.ConfigDict, training.Setup, d
       f'No checkpoint under {ckpt.directory}; train first with python -m experiments.train.'
     )
   return restored[1]
+
+
+def trained_system(workdir: str) -> str:
+  """The system a run was trained for (its config.json)."""
+  with open(os.path.join(workdir, 'config.json')) as f:
+    return json.load(f)['system']
+
+
+def initial_params(workdir: str, config: ml_collections.ConfigDict):
+  """Parameters of another run to start `config`'s run from (`--init_from`).
+
+  The moving average of the newest checkpoint of `workdir` (what that run
+  evaluated), for config.system (a size of its family). The model sections
+  must agree in every key that shapes parameters.
+
+  Raises:
+    checkpointing.CheckpointMismatchError: naming the model keys that differ.
+  """
+  other, _, state = load_run(workdir, config.system)
+  shaped = lambda c: checkpointing.model_shape_keys(c.model.to_dict())
+  if shaped(other) != shaped(config):
+    differences = sorted(
+      k
+      for k in set(shaped(other)) | set(shaped(config))
+      if shaped(other).get(k) != shaped(config).get(k)
+    )
+    raise checkpointing.CheckpointMismatchError(
+      f'--init_from={workdir} trained another model; these model keys differ: '
+      + ', '.join(
+        f'{k} ({shaped(other).get(k)!r} there, {shaped(config).get(k)!r} here)' for k in differences
+      )
+    )
+  return state['ema_params']

@@ -184,22 +184,24 @@ def make_map(config: ml_collections.ConfigDict, ladder: ladders.Ladder) -> targe
 
 
 def make_loss_fn(
-  config: ml_collections.ConfigDict, ladder: ladders.Ladder, bijector_of, x_a, y_b
+  config: ml_collections.ConfigDict, ladder: ladders.Ladder, bijector_of
 ) -> loop.LossFn:
-  """(params, key) -> (LFEP or LBAR loss in kT, {}) on random minibatches.
+  """(params, key, (x_a, y_b)) -> (LFEP or LBAR loss in kT, {}) on random minibatches.
 
   Args:
     config: reads train.loss and train.batch_size.
     ladder: its end states are A and B.
     bijector_of: params -> the map.
-    x_a, y_b: (n, M, 3) training samples of A and of B.
+
+  The data are the (n, M, 3) training samples x_a of A and y_b of B.
   """
   t = config.train
   if t.loss not in ('lfep', 'lbar'):
     raise ValueError(f"train.loss={t.loss!r}; expected 'lfep' or 'lbar'.")
   u_a, u_b = ladder.reduced_at(0), ladder.reduced_at(-1)
 
-  def loss_fn(params, key):
+  def loss_fn(params, key, data):
+    x_a, y_b = data
     bijector = bijector_of(params)
     key_a, key_b = jax.random.split(key)
     xa = x_a[jax.random.randint(key_a, (t.batch_size,), 0, len(x_a))]
@@ -244,8 +246,9 @@ def train(
   result = loop.train(
     config,
     workdir,
-    loss_fn=make_loss_fn(config, ladder, bijector_of, x_a, y_b),
+    loss_fn=make_loss_fn(config, ladder, bijector_of),
     params=params if initial_params is None else initial_params,
+    data=(x_a, y_b),
     optimizer=loop.make_optimizer(config.train),
     meta=checkpointing.checkpoint_meta(config, config.benchmark),
     start_time=start_time,

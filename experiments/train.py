@@ -1,12 +1,16 @@
-"""Trains a flow for an atomic solid from its energy alone.
+"""Trains a flow for an atomic solid from its energy, from HMC samples, or both.
 
   python -m experiments.train \
     --config=experiments/configs/monatomic_water.py:mw_cubic_8,cpu --workdir=runs/mw_cubic_8
 
 Rerunning the same command resumes from the latest checkpoint in --workdir.
-Override any config key with e.g. --config.train.batch_size=64. For several
-hosts, launch one process per host with --multihost. The library is
-experiments.training; importing this module defines no flags.
+Override any config key with e.g. --config.train.batch_size=64. With
+--init_from=W a fresh run starts from run W's parameters (its moving
+average), also at another size of W's family for a local flow (e.g. a
+mw_cubic_216 run from a mw_cubic_64 one); a run that already has a
+checkpoint resumes and ignores it. For several hosts, launch one process per
+host with --multihost. The library is experiments.training; importing this
+module defines no flags.
 """
 
 import time
@@ -21,6 +25,9 @@ def main():
     'config', None, 'Experiment config.', lock_config=True
   )
   workdir_flag = flags.DEFINE_string('workdir', None, 'Run directory.')
+  init_from_flag = flags.DEFINE_string(
+    'init_from', None, 'Start a fresh run from the parameters of this run directory.'
+  )
   multihost_flag = flags.DEFINE_bool('multihost', False, 'Call jax.distributed.initialize() first.')
   flags.mark_flags_as_required(['config', 'workdir'])
 
@@ -31,10 +38,13 @@ def main():
 
     if multihost_flag.value:
       jax.distributed.initialize()
-    from experiments import evaluation, training
+    from experiments import checkpointing, evaluation, runs, training
 
-    config = config_flag.value
-    result = training.train(config, workdir_flag.value, start_time=start)
+    config, workdir = config_flag.value, workdir_flag.value
+    initial = None
+    if init_from_flag.value and not checkpointing.has_checkpoint(workdir):
+      initial = runs.initial_params(init_from_flag.value, config)
+    result = training.train(config, workdir, start_time=start, initial_params=initial)
     if jax.process_index() == 0:
       print(evaluation.result_lines(result, config.system))
 

@@ -1,10 +1,20 @@
-"""Reverse-KL training of a lattice flow from the energy alone, resumable.
+"""Training of a solid flow from its energy, from HMC samples, or both; resumable.
 
-The loss is E_q[β U_train(x) + ln q(x)] over flow samples, i.e. KL(q‖p) − ln Z,
-trained by the shared loop (experiments.loop), which evaluates the moving
-average of the parameters by importance sampling every eval.every_steps.
-The batch is sharded over every device (training state replicated), so the
-same code runs on a CPU, a GPU or many hosts.
+The objective, with w = train.forward_kl_weight, is
+
+    (1 − w)·E_q[β U_train(x) + ln q(x)] + w·E_p[−ln q(x)],
+
+reverse KL (KL(q‖p) − ln Z, from the energy alone; w = 0, the default),
+forward KL (KL(p‖q) + const, from HMC samples of p; w = 1) or a mixture. The
+HMC samples are drawn once into the workdir (experiments.hmc_samples) and
+reused on resume. The shared loop (experiments.loop) trains it and evaluates
+the moving average of the parameters by importance sampling every
+eval.every_steps. The batch is sharded over every device (training state
+replicated), so the same code runs on a CPU, a GPU or many hosts.
+
+model.conditioner picks the flow: 'transformer' (flows.SolidFlow, the
+paper's model) or 'local' (flows.LocalSolidFlow: local, size-transferable
+couplings on a Gaussian base, model.base 'harmonic' or 'isotropic').
 """
 
 import dataclasses
@@ -19,14 +29,33 @@ from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from experiments import checkpointing, evaluation, loop, validation
-from flows import SolidFlow
-from systems import System, get_system
+from experiments import checkpointing, evaluation, hmc_samples, loop, validation
+from flows import LocalSolidFlow, SolidFlow
+from systems import System, get_system, harmonic
 
 
-def make_flow(config: ml_collections.ConfigDict, system: System) -> SolidFlow:
+def make_flow(config: ml_collections.ConfigDict, system: System) -> SolidFlow | LocalSolidFlow:
   """Builds the flow of `config.model` for `system`, seeded by `config.seed`."""
   m = config.model
+  if m.conditioner == 'local':
+    m3 = 3 * (system.num_particles - 1)
+    covariance = (
+      harmonic.covariance(system) if m.base == 'harmonic' else m.noise_scale**2 * np.eye(m3)
+    )
+    return LocalSolidFlow(
+      system.lattice,
+      system.box,
+      system.basis_index,
+      covariance=covariance,
+      num_layers=m.num_layers,
+      num_bins=m.num_bins,
+      num_neighbours=m.num_neighbours,
+      width=m.embedding_size,
+      filter_width=m.filter_width,
+      spline_range=m.spline_range,
+      remat=m.remat,
+      rngs=nnx.Rngs(config.seed),
+    )
   return SolidFlow(
     system.lattice,
     system.box,
@@ -62,12 +91,40 @@ class Setup:
   def replicated(self) -> NamedSharding:
     return NamedSharding(self.mesh, P())
 
-  def flow(self, params) -> SolidFlow:
+  def flow(self, params) -> SolidFlow | LocalSolidFlow:
     return nnx.merge(self.graphdef, params, self.rest)
 
   def sample(self, params, key, num_samples: int):
-    """Flow samples (n, N, 3) and log q (n,), sharded over the batch axis."""
-    return self.flow(params).sample_and_log_prob(key, num_samples, sharding=self.batch_sharding)
+    """Flow samples (n, N, 3), log q (n,) and the basin mask (n,), sharded over the batch."""
+    return self.flow(params).sample(key, num_samples, sharding=self.batch_sharding)
+
+  def reference_data(self, params, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """What the flow's density of HMC samples takes, and which samples it covers.
+
+    Returns (data, covered): for a LocalSolidFlow the site-labelled
+    displacements (n, N − 1, 3) and the mask of samples in its basin; for a
+    SolidFlow the positions (n, N, 3) themselves, all marked covered (its
+    support moves with training; samples outside it are counted per batch).
+    """
+    flow = self.flow(params)
+    if not isinstance(flow, LocalSolidFlow):
+      return positions.astype(np.float32), np.ones(len(positions), bool)
+    labelled = jax.jit(flow.displacements)
+    parts = [
+      labelled(jnp.asarray(positions[i : i + 256], jnp.float32))
+      for i in range(0, len(positions), 256)
+    ]
+    return (
+      np.concatenate([np.asarray(u) for u, _ in parts]),
+      np.concatenate([np.asarray(ok) for _, ok in parts]),
+    )
+
+  def log_prob_reference(self, params, data):
+    """ln q (n,) of reference_data rows."""
+    flow = self.flow(params)
+    if isinstance(flow, LocalSolidFlow):
+      return flow.log_prob_displacements(data)
+    return flow.log_prob(data)
 
 
 def build(config: ml_collections.ConfigDict, devices: list | None = None) -> tuple[Setup, dict]:
@@ -88,33 +145,57 @@ def build(config: ml_collections.ConfigDict, devices: list | None = None) -> tup
   return setup, state
 
 
-def make_loss_fn(setup: Setup, batch_size: int) -> loop.LossFn:
-  """(params, key) -> (reverse-KL loss E_q[β U_train + ln q], its parts) on a fresh batch.
+def make_loss_fn(setup: Setup, batch_size: int, forward_kl_weight: float = 0.0) -> loop.LossFn:
+  """(params, key, reference) -> (loss, parts): (1 − w)·E_q[βU_train + ln q] + w·E_p[−ln q].
 
-  The parts (kT) are `reduced_energy` E_q[β U_train] and `log_q` E_q[ln q].
+  The reverse part averages over `batch_size` fresh flow samples, the forward
+  part over `batch_size` rows drawn from `reference` (Setup.reference_data of
+  HMC samples; None when w = 0). Parts (kT): `reduced_energy` E_q[β U_train]
+  and `log_q` E_q[ln q] of the reverse part; `forward_kl` E_p[−ln q] over the
+  reference rows the flow covers and `outside_support` the fraction it does
+  not (ln q = −∞, left out of the mean and counted here).
   """
-  beta = setup.system.beta
+  if not 0 <= forward_kl_weight <= 1:
+    raise ValueError(f'forward_kl_weight={forward_kl_weight} must be in [0, 1].')
+  beta, w = setup.system.beta, float(forward_kl_weight)
 
-  def loss_fn(params, key):
-    x, log_q = setup.sample(params, key, batch_size)
-    reduced_energy = beta * setup.system.training_energy(x)
-    loss = jnp.mean(reduced_energy + log_q)
-    return loss, dict(reduced_energy=jnp.mean(reduced_energy), log_q=jnp.mean(log_q))
+  def loss_fn(params, key, reference):
+    loss, parts = 0.0, {}
+    key_q, key_p = (key, None) if w == 0 else jax.random.split(key)
+    if w < 1:
+      x, log_q, _ = setup.sample(params, key_q, batch_size)
+      reduced_energy = beta * setup.system.training_energy(x)
+      loss = (1 - w) * jnp.mean(reduced_energy + log_q)
+      parts.update(reduced_energy=jnp.mean(reduced_energy), log_q=jnp.mean(log_q))
+    if w > 0:
+      rows = jax.random.randint(key_p, (batch_size,), 0, reference.shape[0])
+      batch = jax.lax.with_sharding_constraint(reference[rows], setup.batch_sharding)
+      log_q = setup.log_prob_reference(params, batch)
+      covered = jnp.isfinite(log_q)
+      nll = -jnp.sum(jnp.where(covered, log_q, 0.0)) / jnp.maximum(jnp.sum(covered), 1)
+      loss = loss + w * nll
+      parts.update(forward_kl=nll, outside_support=1.0 - jnp.mean(covered))
+    return loss, parts
 
   return loss_fn
 
 
-def make_train_step(setup: Setup, batch_size: int, ema_decay: float = 0.0):
-  """The loop's compiled step (experiments.loop.make_train_step) of the reverse-KL loss."""
-  return loop.make_train_step(make_loss_fn(setup, batch_size), setup.optimizer, ema_decay)
+def make_train_step(
+  setup: Setup, batch_size: int, ema_decay: float = 0.0, forward_kl_weight: float = 0.0
+):
+  """The loop's compiled step (experiments.loop.make_train_step): (state, reference) ->
+  (state, out)."""
+  return loop.make_train_step(
+    make_loss_fn(setup, batch_size, forward_kl_weight), setup.optimizer, ema_decay
+  )
 
 
 def make_eval_sample_fn(setup: Setup):
-  """Compiled (params, key, n) -> samples, log q and physical energy."""
+  """Compiled (params, key, n) -> samples, log q and physical energy (+∞ outside the basin)."""
 
   def sample_fn(params, key, num_samples):
-    x, log_q = setup.sample(params, key, num_samples)
-    return x, log_q, setup.system.energy(x)
+    x, log_q, in_basin = setup.sample(params, key, num_samples)
+    return x, log_q, jnp.where(in_basin, setup.system.energy(x), jnp.inf)
 
   return jax.jit(sample_fn, static_argnums=2)
 
@@ -173,13 +254,20 @@ def train(
       written for another model or system.
   """
   setup, state = build(config)
+  reference = None
+  if config.train.forward_kl_weight > 0:
+    samples = hmc_samples.load_or_draw(config, setup.system, workdir)
+    data, covered = setup.reference_data(state['params'], samples['positions'])
+    hmc_samples.report_coverage(workdir, covered)
+    reference = data[covered]
   result = loop.train(
     config,
     workdir,
-    loss_fn=make_loss_fn(setup, config.train.batch_size),
+    loss_fn=make_loss_fn(setup, config.train.batch_size, config.train.forward_kl_weight),
     params=state['params'] if initial_params is None else initial_params,
     optimizer=setup.optimizer,
     meta=checkpointing.checkpoint_meta(config, config.system),
+    data=reference,
     evaluation=make_evaluation(setup, config),
     sharding=setup.replicated,
     start_time=start_time,

@@ -80,6 +80,21 @@ RULES: dict[str, tuple[Callable, str]] = {
   'train.checkpoint_every_steps': (_non_negative_int, 'an integer >= 0 (0: off)'),
   'train.max_checkpoints_to_keep': POSITIVE_INT,
   'train.loss': (lambda v: v in ('lfep', 'lbar'), "'lfep' or 'lbar'"),
+  'train.forward_kl_weight': (lambda v: _is_number(v) and 0 <= v <= 1, 'a number in [0, 1]'),
+  'model.conditioner': (lambda v: v in ('transformer', 'local'), "'transformer' or 'local'"),
+  'model.num_layers': NON_NEGATIVE_INT,
+  'model.num_bins': POSITIVE_INT,
+  'model.embedding_size': POSITIVE_INT,
+  'model.noise_scale': POSITIVE,
+  'model.num_neighbours': POSITIVE_INT,
+  'model.filter_width': POSITIVE_INT,
+  'model.spline_range': POSITIVE,
+  'hmc.num_chains': POSITIVE_INT,
+  'hmc.num_steps': POSITIVE_INT,
+  'hmc.burn_in': NON_NEGATIVE_INT,
+  'hmc.thin': POSITIVE_INT,
+  'hmc.num_leapfrog': POSITIVE_INT,
+  'hmc.step_size': POSITIVE,
   'eval.every_steps': POSITIVE_INT,
   'eval.num_samples': POSITIVE_INT,
   'eval.batch_size': POSITIVE_INT,
@@ -108,6 +123,26 @@ def _lookup(config: ml_collections.ConfigDict, dotted: str):
   return True, node
 
 
+# Bases each conditioner takes (model.base).
+BASES = {'transformer': ('lattice',), 'local': ('harmonic', 'isotropic')}
+
+
+def _model_problems(config: ml_collections.ConfigDict) -> list[str]:
+  """The model.base that model.conditioner takes; a positive layer count for the transformer."""
+  present, conditioner = _lookup(config, 'model.conditioner')
+  if not present or conditioner not in BASES:
+    return []
+  problems = []
+  if config.model.base not in BASES[conditioner]:
+    problems.append(
+      f'model.base={config.model.base!r}: expected one of {BASES[conditioner]} with '
+      f'model.conditioner={conditioner!r}'
+    )
+  if conditioner == 'transformer' and config.model.num_layers < 1:
+    problems.append(f'model.num_layers={config.model.num_layers!r}: expected >= 1 (transformer)')
+  return problems
+
+
 def validate_config(config: ml_collections.ConfigDict, num_devices: int = 1) -> None:
   """Raises ConfigError listing every key of `config` whose value breaks RULES.
 
@@ -121,6 +156,19 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int = 1) -> 
     present, value = _lookup(config, dotted)
     if present and not test(value):
       problems.append(f'{dotted}={value!r}: expected {expected}')
+  problems += _model_problems(config)
+  present, thin = _lookup(config, 'hmc.thin')
+  steps = config.hmc.num_steps if present else None
+  if (
+    present
+    and _positive_int(thin)
+    and _positive_int(steps)
+    and (steps % (10 * thin) or steps < 20 * thin)
+  ):
+    problems.append(
+      f'hmc.num_steps={steps!r}: expected a multiple of 10·hmc.thin={10 * thin}, at least '
+      f'{20 * thin}'
+    )
   present, batch_size = _lookup(config, 'train.batch_size')
   if present and _positive_int(batch_size) and batch_size % num_devices:
     problems.append(

@@ -4,6 +4,7 @@ from flows.conditioner import Conditioner
 from flows.couplings import CircularShift, CouplingLayer, SplitCoupling
 from flows.embeddings import circular_features
 from flows.lattice_base import LatticeBase, wigner_seitz_half_width
+from flows.local_model import LocalSolidFlow
 from flows.model import SolidFlow
 from flows.transformer import Transformer
 
@@ -12,6 +13,7 @@ __all__ = [
   'Conditioner',
   'CouplingLayer',
   'LatticeBase',
+  'LocalSolidFlow',
   'SolidFlow',
   'SplitCoupling',
   'Transformer',

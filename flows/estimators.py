@@ -129,10 +129,13 @@ class BAREstimate(Estimate):
   smaller state's share of the samples, min(n_F, n_R) / (n_F + n_R): 1/2 for
   equal counts, below ``MIN_OVERLAP`` beyond a ratio of 1 : 32.
   ``num_infinite``: (forward, reverse) counts of +inf works.
+  ``statistical_inefficiency``: g of the reverse samples' Fermi terms (1 for
+  independent samples), by which their variance term was multiplied.
   """
 
   overlap: float
   num_infinite: tuple[int, int]
+  statistical_inefficiency: float = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -333,7 +336,7 @@ def _log_fermi_sums(work_forward, work_reverse, delta_f, log_ratio):
   )
 
 
-def bar(work_forward, work_reverse) -> BAREstimate:
+def bar(work_forward, work_reverse, *, reverse_chains: int | None = None) -> BAREstimate:
   """Bennett acceptance ratio Delta F = F_B - F_A from forward and reverse works.
 
   ``work_forward``: shape (n_F,), w_F on A samples; ``work_reverse``: shape (n_R,),
@@ -348,6 +351,12 @@ def bar(work_forward, work_reverse) -> BAREstimate:
   ``sum_s (1/ESS_s - 1/n_s)`` with ESS_s the Kish effective size of the Fermi terms.
   ``overlap`` (see `BAREstimate`) is ``sum f(x) f(-x) / max(n_F, n_R)`` over the
   Fermi arguments x of all samples, which is pymbar's 2x2 overlap at the solution.
+
+  ``reverse_chains``: if the reverse works come from this many correlated chains
+  (MCMC), time-major (row t·C + c is chain c's t-th sample), their variance term
+  is multiplied by the statistical inefficiency g of the reverse Fermi terms
+  (mean over chains; n_R/g effective samples), recorded in
+  ``statistical_inefficiency``. Default: independent samples (g = 1).
   """
   w_f = _as_samples('work_forward', work_forward, allow='+inf')
   w_r = _as_samples('work_reverse', work_reverse, allow='+inf')
@@ -367,7 +376,17 @@ def bar(work_forward, work_reverse) -> BAREstimate:
   delta_f = brentq(residual, lower, upper, xtol=1e-14, rtol=4.0 * np.finfo(float).eps, maxiter=500)
 
   log_f_f, log_f_r = _log_fermi_sums(w_f, w_r, delta_f, log_ratio)
-  variance = sum((1.0 / _ess_fraction(log_f) - 1.0) / log_f.size for log_f in (log_f_f, log_f_r))
+  g = 1.0
+  if reverse_chains is not None:
+    if w_r.size % reverse_chains or w_r.size // reverse_chains < 2:
+      raise ValueError(
+        f'reverse_chains={reverse_chains} must divide the {w_r.size} reverse works into '
+        'chains of at least 2'
+      )
+    per_chain = np.exp(log_f_r).reshape(-1, reverse_chains).T  # (C, T) Fermi terms
+    g = float(np.mean(statistical_inefficiency(per_chain)))
+  variance = (1.0 / _ess_fraction(log_f_f) - 1.0) / log_f_f.size
+  variance += g * (1.0 / _ess_fraction(log_f_r) - 1.0) / log_f_r.size
   # ln[f(x) f(-x)] of every sample's Fermi argument; -inf (no overlap) for an infinite work.
   x = np.concatenate([log_ratio + w_f - delta_f, -log_ratio + w_r + delta_f])
   log_pair = -np.logaddexp(0.0, x) - np.logaddexp(0.0, -x)
@@ -381,10 +400,13 @@ def bar(work_forward, work_reverse) -> BAREstimate:
     overlap=overlap,
     num_infinite=num_infinite,
     reasons=two_state_reasons(overlap, num_infinite, num_samples),
+    statistical_inefficiency=g,
   )
 
 
-def lbar(log_q_on_q, log_p_on_q, log_q_on_p, log_p_on_p) -> BAREstimate:
+def lbar(
+  log_q_on_q, log_p_on_q, log_q_on_p, log_p_on_p, *, target_chains: int | None = None
+) -> BAREstimate:
   """ln Z of an unnormalised target p~ = exp(-beta U), by BAR against a normalised flow q.
 
   State A = q (``u_A = -ln q``, ``Z_A = 1``), state B = p~ (``u_B = beta U = -ln p~``,
@@ -399,7 +421,8 @@ def lbar(log_q_on_q, log_p_on_q, log_q_on_p, log_p_on_p) -> BAREstimate:
   ``log_q_on_p``, ``log_p_on_p`` shape (n_p,).  ``log_q_on_p`` may be -inf (a
   target sample outside the flow's support) and ``log_p_on_q`` -inf (a flow sample
   of infinite energy): their works are +inf and they still count (see ``bar``).
-  Returns ``ln Z`` (value = -Delta F).
+  ``target_chains``: the target samples come from this many MCMC chains,
+  time-major (``bar``'s ``reverse_chains``). Returns ``ln Z`` (value = -Delta F).
   """
   arrays = {
     name: _as_samples(name, values, allow=allow)
@@ -418,8 +441,29 @@ def lbar(log_q_on_q, log_p_on_q, log_q_on_p, log_p_on_p) -> BAREstimate:
   estimate = bar(
     arrays['log_q_on_q'] - arrays['log_p_on_q'],
     arrays['log_p_on_p'] - arrays['log_q_on_p'],
+    reverse_chains=target_chains,
   )
   return dataclasses.replace(estimate, value=-estimate.value)
+
+
+def statistical_inefficiency(series) -> np.ndarray:
+  """g = 1 + 2 Σ_t (1 − t/T) ρ_t of time series (..., T), summed until ρ_t ≤ 0.
+
+  The autocorrelation ρ_t is computed by FFT; g ≥ 1, and g = 1 for a
+  constant series. Returns shape (...).
+  """
+  x = np.asarray(series, dtype=np.float64)
+  if x.ndim < 1 or x.shape[-1] < 2:
+    raise ValueError(f'series must have shape (..., T) with T >= 2, got {x.shape}.')
+  length = x.shape[-1]
+  dx = x - x.mean(axis=-1, keepdims=True)
+  spectrum = np.fft.rfft(dx, n=2 * length, axis=-1)
+  acov = np.fft.irfft(spectrum * np.conj(spectrum), axis=-1)[..., :length]
+  var = acov[..., :1]
+  rho = np.divide(acov, var, out=np.zeros_like(acov), where=var > 0)
+  positive = np.cumprod(rho[..., 1:] > 0, axis=-1)
+  weights = 1.0 - np.arange(1, length) / length
+  return np.maximum(1.0, 1.0 + 2.0 * np.sum(positive * rho[..., 1:] * weights, axis=-1))
 
 
 @contextlib.contextmanager

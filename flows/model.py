@@ -164,6 +164,16 @@ class SolidFlow(nnx.Module):
     x = jnp.concatenate([pinned, wrap(origin + y, 0.0, box)], axis=-2)
     return x, log_base - log_det
 
+  def sample(self, key, num_samples: int, sharding=None):
+    """(x, log q, in_basin) as sample_and_log_prob, the protocol of every solid flow.
+
+    The density of this flow is exact on the whole torus, so every sample is
+    counted (in_basin all True; see flows.LocalSolidFlow for a flow whose
+    samples outside the solid's basin carry zero weight).
+    """
+    x, log_q = self.sample_and_log_prob(key, num_samples, sharding)
+    return x, log_q, jnp.ones(log_q.shape, bool)
+
   def log_prob(self, x):
     """ln q of positions x (..., N, 3) (any real values; periodic) -> (...)."""
     if x.shape[-2:] != (self.num_particles, 3):

@@ -136,14 +136,14 @@ def measure(config, steps: int, warmup: int) -> dict:
 
   train_step = training.make_train_step(setup, batch)
   start = time.perf_counter()
-  step = train_step.lower(state).compile()
+  step = train_step.lower(state, None).compile()
   compile_s = time.perf_counter() - start
-  flops = matmul_flops(jax.make_jaxpr(train_step)(state).jaxpr)
+  flops = matmul_flops(jax.make_jaxpr(train_step)(state, None).jaxpr)
   xla_step_flops = xla_flops(step)
 
   def train_call():
     nonlocal state
-    state, metrics = step(state)
+    state, metrics = step(state, None)
     return metrics['loss']
 
   for _ in range(warmup):

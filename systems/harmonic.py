@@ -76,10 +76,24 @@ def hessian(system) -> np.ndarray:
 def covariance(system) -> np.ndarray:
   """(βH)⁻¹ (3M, 3M), length units squared: the harmonic crystal's covariance.
 
+  Computed once per system settings in a process (a copy is returned).
+
   Raises:
     ValueError: if βH is not positive definite (the lattice is not a stable
       minimum of the energy), naming its smallest eigenvalue.
   """
+  key = (system.name, system.family, system.num_particles, system.beta, system.box.tobytes())
+  if key not in _COVARIANCES:
+    _COVARIANCES[key] = _covariance(system)
+  return _COVARIANCES[key].copy()
+
+
+# Covariances computed in this process, by system settings (a memo: the
+# Hessian of a 512-particle crystal takes seconds).
+_COVARIANCES: dict[tuple, np.ndarray] = {}
+
+
+def _covariance(system) -> np.ndarray:
   beta_h = system.beta * hessian(system)
   smallest = float(np.linalg.eigvalsh(beta_h)[0])
   if not smallest > 0:

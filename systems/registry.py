@@ -72,6 +72,19 @@ class System:
   def density(self) -> float:
     return self.num_particles / self.volume
 
+  @property
+  def family(self) -> tuple:
+    """What one set of local-flow weights is trained for: every size of one lattice
+    at one density and temperature with one potential (the sizes differ in N only)."""
+    return (
+      self.potential,
+      self.lattice_name,
+      round(self.density, 9),
+      self.temperature,
+      self.cutoff,
+      self.thermal_wavelength,
+    )
+
   def _check_shape(self, x) -> jnp.ndarray:
     x = pair_terms.as_positions(x)
     if x.shape[-2] != self.num_particles:

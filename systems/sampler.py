@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from flows.estimators import statistical_inefficiency
+
 JITTER = 0.2  # each proposal's step is uniform in step_size·(1 ± JITTER)
 
 
@@ -207,23 +209,3 @@ def _make_runner(
     return samples, energies, jnp.sum(acc) / num_steps, step
 
   return jax.jit(jax.vmap(one_chain))
-
-
-def statistical_inefficiency(series) -> np.ndarray:
-  """g = 1 + 2 Σ_t (1 − t/T) ρ_t of time series (..., T), summed until ρ_t ≤ 0.
-
-  The autocorrelation ρ_t is computed by FFT; g ≥ 1, and g = 1 for a
-  constant series. Returns shape (...).
-  """
-  x = np.asarray(series, dtype=np.float64)
-  if x.ndim < 1 or x.shape[-1] < 2:
-    raise ValueError(f'series must have shape (..., T) with T >= 2, got {x.shape}.')
-  length = x.shape[-1]
-  dx = x - x.mean(axis=-1, keepdims=True)
-  spectrum = np.fft.rfft(dx, n=2 * length, axis=-1)
-  acov = np.fft.irfft(spectrum * np.conj(spectrum), axis=-1)[..., :length]
-  var = acov[..., :1]
-  rho = np.divide(acov, var, out=np.zeros_like(acov), where=var > 0)
-  positive = np.cumprod(rho[..., 1:] > 0, axis=-1)
-  weights = 1.0 - np.arange(1, length) / length
-  return np.maximum(1.0, 1.0 + 2.0 * np.sum(positive * rho[..., 1:] * weights, axis=-1))

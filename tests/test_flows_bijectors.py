@@ -1,15 +1,19 @@
-"""One property suite that every periodic bijector of the flows passes.
+"""One property suite that every bijector of the flows passes.
 
 Cases: CircularShift, SplitCoupling A (coordinate 0 | 1, 2), SplitCoupling B
 (coordinates 1, 2 | 0), CouplingLayer, RadialSpline, the SolidFlow chain with
-remat off/on and with layer norm, and the TargetedMap of learned targeted FEP:
+remat off/on and with layer norm, the TargetedMap of learned targeted FEP:
 plain, site-centred (`sites`), with radial splines, and a radial spline alone
-(num_layers=0). Properties: identity at initialisation (up to the layers' fixed
-coordinate rolls), exact round trip over the whole box (incl. its boundary),
-log-det equal to the autodiff Jacobian, periodicity, particle-permutation
-equivariance (for the site-centred map: of particles 1..M−1 permuted together
-with their sites, particle 0 being its origin). Parameters are perturbed away
-from the identity except for the identity test.
+(num_layers=0), and the LocalSolidFlow chain of local couplings (remat
+off/on). Properties: identity at initialisation (up to the layers' fixed
+coordinate rolls), exact round trip (over the whole box, incl. its boundary;
+for the local chain, which maps displacements from lattice sites in R³, over
+Gaussian displacements and the ends of its splines' range), log-det equal to
+the autodiff Jacobian, periodicity (for the local chain: its density of
+positions is unchanged by box shifts of particles), particle-permutation
+equivariance (for the site-centred map and the local chain: of particles
+permuted together with their sites, particle 0 being the origin). Parameters
+are perturbed away from the identity except for the identity test.
 """
 
 import functools
@@ -20,7 +24,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from flows import CircularShift, CouplingLayer, SolidFlow, SplitCoupling
+from flows import CircularShift, CouplingLayer, LocalSolidFlow, SolidFlow, SplitCoupling
 from flows.radial import RadialSpline
 from flows.targeted import TargetedMap
 from systems.box import minimum_image
@@ -65,6 +69,25 @@ def _targeted(num_layers=2, radial_bins=0, sites=None):
   )
 
 
+def _local(order=None, remat=False):
+  """The local chain on LATTICE's sites (and their basis indices) taken in `order`."""
+  order = np.arange(4) if order is None else order
+  return LocalSolidFlow(
+    LATTICE[order],
+    BOX,
+    order,
+    covariance=0.2**2 * np.eye(3 * M),
+    num_layers=2,
+    num_bins=4,
+    num_neighbours=2,
+    width=16,
+    filter_width=8,
+    spline_range=3.0,
+    remat=remat,
+    rngs=nnx.Rngs(6),
+  )
+
+
 BUILDERS = {
   'circular_shift': lambda: CircularShift(LOWER, UPPER),
   'split_coupling_a': lambda: SplitCoupling(
@@ -84,6 +107,8 @@ BUILDERS = {
   'targeted_map_sites': lambda: _targeted(sites=SITES),
   'targeted_map_radial': lambda: _targeted(radial_bins=4),
   'targeted_map_radial_only': lambda: _targeted(num_layers=0, radial_bins=4),
+  'local_chain': _local,
+  'local_chain_remat': lambda: _local(remat=True),
 }
 
 PERMUTATION = np.array([2, 0, 1])
@@ -91,7 +116,16 @@ PERMUTATION = np.array([2, 0, 1])
 # (its origin) and move the others together with their sites: the twin is the
 # same map built on the permuted sites, evaluated on the permuted particles.
 SITE_PERMUTATION = np.array([0, 2, 1])
-TWINS = {'targeted_map_sites': lambda: _targeted(sites=SITES[SITE_PERMUTATION])}
+# The local chain's particle i + 1 sits at site i + 1 (site 0 is the pinned
+# origin): its twin is built on the sites, and their basis indices, permuted
+# accordingly.
+LOCAL_SITES = np.concatenate([[0], 1 + PERMUTATION])
+TWINS = {
+  'targeted_map_sites': lambda: _targeted(sites=SITES[SITE_PERMUTATION]),
+  'local_chain': lambda: _local(LOCAL_SITES),
+  'local_chain_remat': lambda: _local(LOCAL_SITES, remat=True),
+}
+SITE_PERMUTATIONS = {'targeted_map_sites': SITE_PERMUTATION}
 # A RadialSpline's spline depends on the direction of the ray, so its Jacobian
 # at the centre itself depends on the direction of approach (the map is still
 # continuous). Where a chain returns a particle to the centre only up to
@@ -108,8 +142,8 @@ def _box_shifts(width):
   return shift
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _evaluate(graphdef, state, permuted_state, x, shift, permutation):
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _evaluate(graphdef, permuted_graphdef, state, permuted_state, x, shift, permutation):
   """Everything the suite checks, in one compiled program.
 
   x: (P, M, 3) points. Returns forward outputs and log-dets on x and on
@@ -119,8 +153,19 @@ def _evaluate(graphdef, state, permuted_state, x, shift, permutation):
   """
   module = nnx.merge(graphdef, state)
   num = x.shape[0]
-  y, log_det = module.forward(jnp.concatenate([x, x + shift]))
-  y_permuted, log_det_permuted = nnx.merge(graphdef, permuted_state).forward(x[:, permutation])
+  if isinstance(module, LocalSolidFlow):
+    # It maps displacements in R³, not the torus: its periodicity is that of
+    # its density of positions, x + shift giving the same y and log-det iff
+    # that density is unchanged by box shifts of particles.
+    positions = module.positions(x)
+    before, after = module.log_prob(positions), module.log_prob(positions.at[..., 1:, :].add(shift))
+    change = jnp.where(jnp.isneginf(before) & jnp.isneginf(after), 0.0, after - before)
+    y, log_det = module.forward(x)
+    y, log_det = jnp.concatenate([y, y]), jnp.concatenate([log_det, log_det + change])
+  else:
+    y, log_det = module.forward(jnp.concatenate([x, x + shift]))
+  permuted_module = nnx.merge(permuted_graphdef, permuted_state)
+  y_permuted, log_det_permuted = permuted_module.forward(x[:, permutation])
   x_back, inv_log_det = module.inverse(y[:num])
   flat = lambda v: module.forward(v.reshape(M, 3))[0].reshape(-1)
   jacobians = jax.vmap(jax.jacfwd(flat))(x[:4].reshape(4, -1))
@@ -147,9 +192,15 @@ class Case:
 
   def __init__(self, name):
     module = BUILDERS[name]()
+    self.on_torus = not isinstance(module, LocalSolidFlow)
+    shift_period = BOX if isinstance(module, LocalSolidFlow) else None
     if isinstance(module, SolidFlow):
       self.lower, self.upper = -BOX / 2, BOX / 2
       self.coordinate_roll = 0  # the chain undoes its layers' rolls
+    elif isinstance(module, LocalSolidFlow):  # displacements: the splines' range
+      half = module.base.unit * 3.0
+      self.lower, self.upper = np.full(3, -half), np.full(3, half)
+      self.coordinate_roll = 0
     else:
       self.lower, self.upper = np.full(3, LOWER), np.full(3, UPPER)
       self.coordinate_roll = int(isinstance(module, CouplingLayer))
@@ -157,15 +208,21 @@ class Case:
     initial = nnx.merge_state(params, rest)
     params = perturb(params, 0.3, seed=7)
     randomised = nnx.merge_state(params, rest)
-    self.permutation, permuted = PERMUTATION, randomised
-    if name in TWINS:
-      self.permutation = SITE_PERMUTATION
-      permuted = nnx.merge_state(params, nnx.split(TWINS[name](), nnx.Param, ...)[2])
+    self.permutation, permuted = SITE_PERMUTATIONS.get(name, PERMUTATION), randomised
+    twin_graphdef = graphdef
+    if name in TWINS:  # the twin's sites may be state or static structure
+      twin_graphdef, _, twin_rest = nnx.split(TWINS[name](), nnx.Param, ...)
+      permuted = nnx.merge_state(params, twin_rest)
     with jax.enable_x64(True):
       self.x = np.asarray(self.points())
-      args = (self.x, jnp.asarray(_box_shifts(self.width)), self.permutation)
-      self.initial = jax.tree.map(np.asarray, _evaluate(graphdef, initial, initial, *args))
-      self.results = jax.tree.map(np.asarray, _evaluate(graphdef, randomised, permuted, *args))
+      shift = _box_shifts(self.width if shift_period is None else shift_period)
+      args = (self.x, jnp.asarray(shift), self.permutation)
+      self.initial = jax.tree.map(
+        np.asarray, _evaluate(graphdef, graphdef, initial, initial, *args)
+      )
+      self.results = jax.tree.map(
+        np.asarray, _evaluate(graphdef, twin_graphdef, randomised, permuted, *args)
+      )
 
   @property
   def width(self):
@@ -187,8 +244,9 @@ class Case:
     return self.lower + self.width * np.roll(scaled, self.coordinate_roll, -1)
 
   def periodic_difference(self, a, b):
-    """a − b wrapped into [−width/2, width/2), in float64 numpy."""
-    return minimum_image(np.asarray(a, np.float64) - np.asarray(b, np.float64), self.width)
+    """a − b, wrapped into [−width/2, width/2) on the torus, in float64 numpy."""
+    difference = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    return minimum_image(difference, self.width) if self.on_torus else difference
 
 
 @functools.cache

@@ -142,7 +142,7 @@ def test_bf16_training_loss_and_gradient_match_float32():
     loss_fn = training.make_loss_fn(setup, 64)
     params = perturb(state['params'], 0.05)
     value_and_grad = jax.value_and_grad(loss_fn, has_aux=True)
-    (loss, _), grad = jax.jit(value_and_grad)(params, jax.random.key(4))
+    (loss, _), grad = jax.jit(value_and_grad)(params, jax.random.key(4), None)
     results[dtype] = loss, grad
   (loss32, grad32), (loss16, grad16) = results['float32'], results['bfloat16']
   assert np.isfinite(loss16)

@@ -178,9 +178,9 @@ def test_moving_average_of_parameters_is_exact_and_skips_nothing():
   decay = 0.75
   step = training.make_train_step(setup, config.train.batch_size, ema_decay=decay)
   p0 = jax.tree.map(np.asarray, state['params'])
-  state, _ = step(state)
+  state, _ = step(state, None)
   p1 = jax.tree.map(np.asarray, state['params'])
-  state, _ = step(state)
+  state, _ = step(state, None)
   p2 = jax.tree.map(np.asarray, state['params'])
   for a, b, c, e in zip(*map(jax.tree.leaves, (p0, p1, p2, state['ema_params']))):
     expected = decay * (decay * a + (1 - decay) * b) + (1 - decay) * c
@@ -199,9 +199,9 @@ results = []
 for devices in (jax.devices()[:1], jax.devices()):
   setup, state = training.build(config, devices=devices)
   loss_fn = training.make_loss_fn(setup, config.train.batch_size)
-  (loss, _), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(state['params'], key)
+  (loss, _), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(state['params'], key, None)
   step = training.make_train_step(setup, config.train.batch_size)
-  state, out = step(state)
+  state, out = step(state, None)
   leaf = jax.tree.leaves(state['params'])[0]
   assert len(leaf.sharding.device_set) == len(devices)
   results.append((float(loss), jax.tree.map(np.asarray, grads), float(out['loss'])))

@@ -48,7 +48,7 @@ def num_particles(system: str) -> int:
 
 
 def make_config(
-  system: str, variant: str, *, model: dict, train: dict, evaluation: dict
+  system: str, variant: str, *, model: dict, train: dict, evaluation: dict, hmc: dict | None = None
 ) -> ml_collections.ConfigDict:
   """Builds the full config; every key is documented here once.
 
@@ -58,6 +58,7 @@ def make_config(
     model: overrides of the model section below.
     train: overrides of the train section below.
     evaluation: overrides of the eval section below.
+    hmc: overrides of the hmc section below.
   """
   config = ml_collections.ConfigDict()
   config.system = system  # named system (systems.get_system)
@@ -66,13 +67,18 @@ def make_config(
 
   config.model = ml_collections.ConfigDict(
     dict(
-      num_layers=24,  # flow layers; each = shift + 2 spline couplings
-      num_bins=16,  # bins of each circular rational-quadratic spline
-      embedding_size=256,  # transformer width
+      conditioner='transformer',  # 'transformer' (flows.SolidFlow) or 'local' (LocalSolidFlow)
+      base='lattice',  # transformer: 'lattice'; local: 'harmonic' or 'isotropic' Gaussian
+      num_layers=24,  # flow layers; each = shift + 2 spline couplings (local: 1 per colour)
+      num_bins=16,  # bins of each rational-quadratic spline
+      embedding_size=256,  # conditioner width (transformer, or local context and MLPs)
       num_heads=2,  # attention heads
       num_blocks=2,  # transformer blocks per conditioner
       num_frequencies=8,  # circular Fourier frequencies of the embedding
-      noise_scale=0.2,  # std of the base noise about lattice sites (length)
+      noise_scale=0.2,  # std of the base noise about sites (lattice, isotropic bases; length)
+      num_neighbours=16,  # local: conditioning neighbours of other colours (closes a shell)
+      filter_width=16,  # local: hidden width of the filter MLP of lattice offsets
+      spline_range=5.0,  # local: splines act on [-B, B] base standard deviations
       use_layernorm=False,  # layer norm in the transformer (published: off)
       remat=True,  # rematerialise each layer (less memory; faster on CPU)
       compute_dtype='float32',  # transformer matmuls: 'float32' or 'bfloat16' (mixed precision)
@@ -96,9 +102,22 @@ def make_config(
       checkpoint_every_seconds=300.0,  # checkpoint period (and at the end)
       checkpoint_every_steps=0,  # also every this many steps (0: off)
       max_checkpoints_to_keep=3,  # older checkpoints are deleted
+      forward_kl_weight=0.0,  # w: (1-w)·reverse KL + w·forward KL on HMC samples (0: energy only)
     )
   )
   config.train.update(train)
+
+  config.hmc = ml_collections.ConfigDict(
+    dict(  # HMC samples of the target, drawn once into the workdir (forward KL)
+      num_chains=64,  # independent chains, started on the lattice
+      num_steps=2000,  # production steps per chain (a multiple of 10·thin, >= 20·thin)
+      burn_in=200,  # steps of equilibration and step-size adaptation
+      thin=10,  # store every thin-th step
+      num_leapfrog=5,  # leapfrog steps per proposal
+      step_size=0.05,  # initial leapfrog step (length unit), adapted during burn-in
+    )
+  )
+  config.hmc.update(hmc or {})
 
   config.eval = ml_collections.ConfigDict(
     dict(

@@ -59,7 +59,34 @@ def _cpu(system: str) -> dict:
   )
 
 
-VARIANTS = {'paper': _paper, 'cpu': _cpu}
+def _local(system: str) -> dict:
+  del system
+  return dict(
+    model=dict(
+      conditioner='local',
+      base='harmonic',
+      num_layers=4,
+      num_bins=8,
+      embedding_size=32,
+      num_neighbours=12,  # the first shell: every nearest neighbour is of another colour
+      filter_width=16,
+      spline_range=5.0,
+    ),
+    train=dict(
+      num_steps=3000,
+      learning_rate=1e-3,
+      lr_decay_steps=(1500, 2250),
+      lr_decay_factor=0.3,
+      ema_decay=0.99,
+      forward_kl_weight=0.5,
+      checkpoint_every_seconds=120.0,
+    ),
+    evaluation=dict(every_steps=500, num_samples=8192, batch_size=1024),
+    hmc=dict(num_chains=64, num_steps=3000, burn_in=200, thin=10, num_leapfrog=5, step_size=0.01),
+  )
+
+
+VARIANTS = {'paper': _paper, 'cpu': _cpu, 'local': _local}
 
 
 def get_config(arg: str = 'lj_32,cpu'):

@@ -84,7 +84,55 @@ def _tiny(system: str) -> dict:
   )
 
 
-VARIANTS = {'paper': _paper, 'cpu': _cpu, 'tutorial': _tutorial, 'tiny': _tiny}
+# Conditioning neighbours of the local flow: the first two shells of the other
+# colour (cubic diamond: 4 + 12; hexagonal ice: 4 + 1 + 7 up to 5.14 Å).
+_LOCAL_NEIGHBOURS = {'mw_cubic': 16, 'mw_hex': 12}
+
+
+def _local(system: str) -> dict:
+  return dict(
+    model=dict(
+      conditioner='local',
+      base='harmonic',
+      num_layers=4,
+      num_bins=8,
+      embedding_size=32,
+      num_neighbours=_LOCAL_NEIGHBOURS[system.rsplit('_', 1)[0]],
+      filter_width=16,
+      spline_range=5.0,
+    ),
+    train=dict(
+      num_steps=2000,
+      learning_rate=1e-3,
+      lr_decay_steps=(1000, 1500),
+      lr_decay_factor=0.3,
+      ema_decay=0.99,
+      forward_kl_weight=0.5,
+      checkpoint_every_seconds=60.0,
+    ),
+    evaluation=dict(every_steps=250, num_samples=16384, batch_size=2048),
+    hmc=dict(num_chains=64, num_steps=2000, burn_in=200, thin=10, num_leapfrog=5),
+  )
+
+
+def _local_tiny(system: str) -> dict:
+  tiny = _tiny(system)
+  return dict(
+    model=dict(_local(system)['model'], num_layers=1, num_bins=4, embedding_size=8, filter_width=4),
+    train=dict(tiny['train'], forward_kl_weight=0.5),
+    evaluation=tiny['evaluation'],
+    hmc=dict(num_chains=4, num_steps=40, burn_in=10, thin=2, num_leapfrog=2),
+  )
+
+
+VARIANTS = {
+  'paper': _paper,
+  'cpu': _cpu,
+  'tutorial': _tutorial,
+  'tiny': _tiny,
+  'local': _local,
+  'local_tiny': _local_tiny,
+}
 
 
 def get_config(arg: str = 'mw_cubic_8,cpu'):

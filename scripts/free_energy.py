@@ -1,0 +1,238 @@
+"""From a trained flow to a free energy: importance sampling and LBAR with HMC samples.
+
+  python -m scripts.free_energy --workdir=W [--system=S] --out=F.json \
+    [--num_flow_samples=65536] [--hmc_chains=C --hmc_steps=T --hmc_thin=K] [--seed=0]
+
+Loads the newest checkpoint of run W (experiments.runs.load_run; with
+--system a local flow is evaluated at another size of its family) and:
+
+1. draws flow samples: importance sampling of ln Z_fixed, with its ESS;
+2. draws HMC samples of the target (experiments.hmc_samples.draw: chains on
+   the lattice, centre of mass fixed; the run's hmc settings unless flags
+   override them) and evaluates the flow's ln q on them;
+3. LBAR between the two sample sets (flows.estimators.lbar), whose error
+   counts the HMC chains' correlation (statistical inefficiency of the
+   reverse Fermi terms). HMC samples outside the flow's support (two
+   particles in one lattice cell) have ln q = −∞: they are counted in the
+   estimate and reported, never dropped.
+
+Writes F.json with `importance_sampling` and `lbar` sections, each with
+`beta_f_per_particle`, `beta_f_per_particle_stderr` (and `ess` for importance
+sampling), whether the estimate is reliable and why not, plus the sample
+counts and timings, and prints one line per estimate. βF/N is in the
+project convention (flows.convention). Progress bars follow the long parts
+on a terminal.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from experiments import evaluation, hmc_samples, runs, training
+from flows import convention, estimators
+
+
+def _bar(total: int, description: str):
+  if not sys.stderr.isatty():
+    return None
+  from tqdm import tqdm
+
+  return tqdm(total=total, desc=description, dynamic_ncols=True)
+
+
+def flow_samples(setup, params, num_samples: int, batch_size: int, key) -> dict:
+  """log_q (n,) and energy (n,; +∞ outside the basin) of fresh flow samples."""
+  sample = training.make_eval_sample_fn(setup)
+  bar = _bar(-(-num_samples // batch_size), 'flow samples')
+
+  def sample_fn(k, n):
+    out = sample(params, k, n)
+    if bar is not None:
+      bar.update(1)
+    return out
+
+  samples = evaluation.draw_samples(sample_fn, key, num_samples, batch_size)
+  if bar is not None:
+    bar.close()
+  return samples
+
+
+def log_q_of(setup, params, positions: np.ndarray, batch_size: int) -> np.ndarray:
+  """ln q (m,) of positions (m, N, 3) under the flow (−∞ outside its support)."""
+  log_prob = jax.jit(lambda p, x: setup.flow(p).log_prob(x))
+  bar = _bar(-(-len(positions) // batch_size), 'ln q of HMC samples')
+  parts = []
+  for i in range(0, len(positions), batch_size):
+    parts.append(np.asarray(log_prob(params, jnp.asarray(positions[i : i + batch_size]))))
+    if bar is not None:
+      bar.update(1)
+  if bar is not None:
+    bar.close()
+  return np.concatenate(parts).astype(np.float64)
+
+
+def _beta_f(log_z: float, system) -> float:
+  return float(
+    convention.beta_f_per_particle(
+      log_z, system.num_particles, system.volume, system.thermal_wavelength
+    )
+  )
+
+
+def estimate(
+  workdir: str,
+  system: str | None = None,
+  num_flow_samples: int = 65536,
+  hmc: dict | None = None,
+  seed: int = 0,
+  batch_size: int = 1024,
+) -> dict:
+  """Both estimates for run `workdir` at `system`; returns the JSON record.
+
+  Args:
+    workdir: a training run (experiments.train).
+    system: a size of the run's family (None: its own).
+    num_flow_samples: flow samples for importance sampling and LBAR.
+    hmc: overrides of the run's config.hmc (num_chains, num_steps, burn_in,
+      thin, num_leapfrog, step_size).
+    seed: seeds both samplers.
+    batch_size: configurations per compiled call.
+  """
+  start = time.time()
+  config, setup, state = runs.load_run(workdir, system)
+  config.hmc.update(hmc or {})
+  params = state['ema_params']
+  s = setup.system
+  timings = {}
+  with jax.default_matmul_precision('highest'):
+    t = time.time()
+    flow = flow_samples(setup, params, num_flow_samples, batch_size, jax.random.key(seed))
+    timings['flow_samples'] = time.time() - t
+    t = time.time()
+    drawn = hmc_samples.draw(s, config.hmc, jax.random.fold_in(jax.random.key(seed), 2))
+    timings['hmc_samples'] = time.time() - t
+    t = time.time()
+    log_q_hmc = log_q_of(setup, params, drawn['positions'], min(batch_size, 256))
+    timings['log_q_hmc'] = time.time() - t
+
+  row = evaluation.summarize(flow, s)
+  importance = dict(
+    beta_f_per_particle=row['beta_f_per_particle'],
+    beta_f_per_particle_stderr=row['beta_f_per_particle_stderr'],
+    ess=row['ess'],
+    log_z=row['log_z'],
+    log_z_stderr=row['log_z_stderr'],
+    num_samples=row['num_samples'],
+    num_outside_basin=row['num_zero_weight'],
+    reliable=row['reliable'],
+    unreliable_reasons=row['unreliable_reasons'],
+  )
+  used = np.isfinite(flow['log_q']) & ~np.isnan(flow['energy'])
+  num_chains = int(drawn['num_chains'])
+  lbar = estimators.lbar(
+    flow['log_q'][used],
+    -s.beta * flow['energy'][used],
+    log_q_hmc,
+    -s.beta * drawn['energy'],
+    target_chains=num_chains,
+  )
+  outside = int(np.sum(log_q_hmc == -np.inf))
+  lbar_record = dict(
+    beta_f_per_particle=_beta_f(lbar.value, s),
+    beta_f_per_particle_stderr=lbar.stderr / s.num_particles,
+    log_z=lbar.value,
+    log_z_stderr=lbar.stderr,
+    overlap=lbar.overlap,
+    statistical_inefficiency=lbar.statistical_inefficiency,
+    num_flow_samples=int(used.sum()),
+    num_hmc_samples=len(log_q_hmc),
+    num_hmc_chains=num_chains,
+    num_hmc_outside_support=outside,
+    fraction_hmc_outside_support=outside / len(log_q_hmc),
+    reliable=lbar.reliable,
+    unreliable_reasons=list(lbar.reasons),
+  )
+  return dict(
+    workdir=workdir,
+    trained_system=runs.trained_system(workdir),
+    system=s.name,
+    num_particles=s.num_particles,
+    step=int(state['step']),
+    importance_sampling=importance,
+    lbar=lbar_record,
+    hmc=dict(
+      settings=config.hmc.to_dict(),
+      acceptance=float(np.mean(drawn['acceptance'])),
+      energy_statistical_inefficiency=float(np.mean(drawn['statistical_inefficiency'])),
+      mean_energy=float(np.mean(drawn['energy'])),
+    ),
+    seed=seed,
+    timings_seconds=dict(timings, total=time.time() - start),
+  )
+
+
+def lines(record: dict) -> str:
+  """One line per estimate (and an UNRELIABLE line under an unreliable one)."""
+  out = []
+  name = record['system']
+  for key, label in (('importance_sampling', 'importance sampling'), ('lbar', 'LBAR')):
+    r = record[key]
+    detail = (
+      f'ESS {r["ess"]:.3g}'
+      if key == 'importance_sampling'
+      else f'overlap {r["overlap"]:.3g}, {r["num_hmc_outside_support"]} of '
+      f'{r["num_hmc_samples"]} HMC samples outside the support'
+    )
+    out.append(
+      f'{name} {label}: βF/N = {r["beta_f_per_particle"]:.5f} ± '
+      f'{r["beta_f_per_particle_stderr"]:.5f} ({detail})'
+    )
+    note = estimators.unreliable_note(r['unreliable_reasons'])
+    if note:
+      out.append(f'  {note}')
+  return '\n'.join(out)
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--workdir', required=True, help='training run directory')
+  parser.add_argument('--system', default=None, help="another size of the run's family")
+  parser.add_argument('--out', required=True, help='JSON output path')
+  parser.add_argument('--num_flow_samples', type=int, default=65536)
+  parser.add_argument('--hmc_chains', type=int, default=None, help="default: the run's hmc")
+  parser.add_argument('--hmc_steps', type=int, default=None, help='production steps per chain')
+  parser.add_argument('--hmc_thin', type=int, default=None)
+  parser.add_argument('--hmc_burn_in', type=int, default=None)
+  parser.add_argument('--seed', type=int, default=0)
+  args = parser.parse_args(argv)
+  logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
+  hmc = {
+    key: value
+    for key, value in (
+      ('num_chains', args.hmc_chains),
+      ('num_steps', args.hmc_steps),
+      ('thin', args.hmc_thin),
+      ('burn_in', args.hmc_burn_in),
+    )
+    if value is not None
+  }
+  if args.num_flow_samples < 2:
+    parser.error(f'--num_flow_samples={args.num_flow_samples} must be at least 2.')
+  record = estimate(args.workdir, args.system, args.num_flow_samples, hmc, args.seed)
+  directory = os.path.dirname(os.path.abspath(args.out))
+  os.makedirs(directory, exist_ok=True)
+  with open(args.out, 'w') as f:
+    json.dump(record, f, indent=2)
+  print(lines(record))
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,138 @@
+"""Training a local flow from HMC samples and the energy; size transfer; scripts.free_energy."""
+
+import json
+import os
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments import checkpointing, hmc_samples, runs, training
+from experiments.configs import lennard_jones, monatomic_water
+from scripts import free_energy
+
+TINY = 'mw_cubic_64,local_tiny'
+
+
+@pytest.fixture(scope='module')
+def local_run(tmp_path_factory):
+  """(config, workdir) of a finished mw_cubic_64 local_tiny run (mixed objective)."""
+  config = monatomic_water.get_config(TINY)
+  workdir = str(tmp_path_factory.mktemp('local_run'))
+  training.train(config, workdir)
+  return config, workdir
+
+
+def copy_of(run, tmp_path):
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(run, workdir)
+  return workdir
+
+
+def test_mixed_objective_is_the_weighted_sum_of_its_parts(local_run):
+  config, workdir = local_run
+  setup, state = training.build(config)
+  samples = hmc_samples.load_or_draw(config, setup.system, workdir)
+  reference, covered = setup.reference_data(state['params'], samples['positions'])
+  assert covered.all()
+  key = jax.random.key(3)
+  losses = {}
+  for w in (0.0, 0.3, 1.0):
+    loss_fn = jax.jit(training.make_loss_fn(setup, 8, forward_kl_weight=w))
+    losses[w] = loss_fn(state['params'], key, jnp.asarray(reference[covered]))
+  loss, parts = losses[0.3]
+  reverse = parts['reduced_energy'] + parts['log_q']
+  np.testing.assert_allclose(loss, 0.7 * reverse + 0.3 * parts['forward_kl'], rtol=1e-6)
+  assert set(losses[0.0][1]) == {'reduced_energy', 'log_q'}
+  assert set(losses[1.0][1]) == {'forward_kl', 'outside_support'}
+  # The forward part is E_p[−ln q] over the drawn rows, by the flow's own density.
+  _, key_p = jax.random.split(key)
+  rows = jax.random.randint(key_p, (8,), 0, int(covered.sum()))
+  log_q = setup.flow(state['params']).log_prob(jnp.asarray(samples['positions'])[covered][rows])
+  np.testing.assert_allclose(losses[1.0][0], -jnp.mean(log_q), rtol=1e-5)
+
+
+def test_hmc_samples_are_drawn_once_and_reused_on_resume(local_run, tmp_path):
+  config, run = local_run
+  workdir = copy_of(run, tmp_path)
+  path = os.path.join(workdir, hmc_samples.FILENAME)
+  before = open(path, 'rb').read()
+  longer = monatomic_water.get_config(TINY)
+  longer.train.num_steps = 25
+  training.train(longer, workdir)
+  assert open(path, 'rb').read() == before
+  steps = [
+    r['step'] for r in map(json.loads, open(os.path.join(workdir, 'metrics.jsonl'))) if 'loss' in r
+  ]
+  assert steps == sorted(set(steps)) and steps[-1] == 25
+
+
+def test_hmc_samples_of_other_settings_are_refused(local_run, tmp_path):
+  workdir = copy_of(local_run[1], tmp_path)
+  other = monatomic_water.get_config(TINY)
+  other.hmc.num_chains = 8
+  with pytest.raises(checkpointing.CheckpointMismatchError, match='num_chains'):
+    training.train(other, workdir)
+
+
+def test_hmc_samples_outside_the_flow_are_counted_not_dropped(local_run, tmp_path):
+  config, workdir = local_run
+  setup, state = training.build(config)
+  positions = np.array(hmc_samples.load_or_draw(config, setup.system, workdir)['positions'][:4])
+  positions[2, 7] = positions[2, 9] + 0.1  # two particles in one lattice cell
+  _, covered = setup.reference_data(state['params'], positions)
+  np.testing.assert_array_equal(covered, [True, True, False, True])
+  with pytest.warns(UserWarning, match='1 of 4 HMC samples lie outside'):
+    record = hmc_samples.report_coverage(str(tmp_path), covered)
+  assert record['num_outside_support'] == 1
+  with open(tmp_path / hmc_samples.COVERAGE_FILENAME) as f:
+    assert json.load(f)['fraction_outside_support'] == 0.25
+
+
+def test_a_run_starts_from_another_size_of_its_family(local_run):
+  _, workdir = local_run
+  larger = monatomic_water.get_config('mw_cubic_216,local_tiny')
+  params = runs.initial_params(workdir, larger)
+  _, _, state = runs.load_run(workdir)
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(state['ema_params'])):
+    np.testing.assert_array_equal(a, b)
+  config, setup, moved = runs.load_run(workdir, 'mw_cubic_216')
+  assert config.system == 'mw_cubic_216' and setup.system.num_particles == 216
+  x, log_q, _ = setup.sample(moved['ema_params'], jax.random.key(0), 4)
+  np.testing.assert_allclose(setup.flow(moved['ema_params']).log_prob(x), log_q, atol=1e-3)
+
+
+def test_transfer_needs_the_same_family_and_a_local_flow(local_run):
+  config, workdir = local_run
+  with pytest.raises(ValueError, match='another family'):
+    runs.load_run(workdir, 'mw_hex_64')
+  transformer = lennard_jones.get_config('lj_32,cpu')
+  with pytest.raises(ValueError, match="conditioner is 'transformer'"):
+    runs.for_system(transformer, 'lj_256')
+  other_model = monatomic_water.get_config('mw_cubic_216,local_tiny')
+  other_model.model.embedding_size = 16
+  with pytest.raises(checkpointing.CheckpointMismatchError, match='embedding_size'):
+    runs.initial_params(workdir, other_model)
+
+
+def test_free_energy_writes_both_estimates(local_run, tmp_path, capsys):
+  _, workdir = local_run
+  out = tmp_path / 'fe.json'
+  assert free_energy.main([f'--workdir={workdir}', f'--out={out}', '--num_flow_samples=512']) == 0
+  record = json.loads(out.read_text())
+  for section in ('importance_sampling', 'lbar'):
+    r = record[section]
+    assert np.isfinite(r['beta_f_per_particle']) and r['beta_f_per_particle_stderr'] > 0
+    assert isinstance(r['reliable'], bool)
+  assert 0 < record['importance_sampling']['ess'] <= 1
+  assert record['lbar']['num_hmc_samples'] == 4 * 40 // 2
+  assert record['lbar']['num_hmc_outside_support'] == 0
+  assert record['lbar']['statistical_inefficiency'] >= 1
+  # Both estimate the same ln Z: far apart only if one of them is wrong.
+  difference = record['lbar']['log_z'] - record['importance_sampling']['log_z']
+  combined = np.hypot(record['lbar']['log_z_stderr'], record['importance_sampling']['log_z_stderr'])
+  assert abs(difference) < 5 * combined
+  printed = capsys.readouterr().out
+  assert 'mw_cubic_64 importance sampling: βF/N =' in printed and 'mw_cubic_64 LBAR:' in printed
