@@ -19,8 +19,12 @@ usual, e.g. --config.model.compute_dtype=float32.
 
 runs the same architecture (the model section of --config) on every system of
 --sweep_systems, each in its own process so that peak RSS is per system, and
-writes sweep.json, sweep.md (table) and sweep.png (log-log step time and peak
-RSS against N).
+writes sweep.json, sweep.md (table and the log-log slopes of the step times
+against N) and sweep.png (log-log CPU time of the reverse-KL and forward-KL
+steps and peak RSS against N, with fitted slopes; --compare=other.json
+draws an earlier sweep, e.g. of the other conditioner, beside it). The
+forward-KL step (the flow's density of given samples, no energy) is timed on
+the flow's own samples.
 """
 
 import json
@@ -33,6 +37,8 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 from absl import app, flags
 from jax.extend.core import ClosedJaxpr, Jaxpr
 from ml_collections import config_flags
@@ -52,6 +58,9 @@ _SWEEP_SYSTEMS = flags.DEFINE_list(
   'sweep_systems',
   ['mw_cubic_8', 'mw_cubic_64', 'mw_cubic_216', 'mw_cubic_512', 'lj_32', 'lj_256', 'lj_500'],
   'Systems of the sweep (architecture and optimiser from --config).',
+)
+_COMPARE = flags.DEFINE_string(
+  'compare', '', 'JSON of an earlier sweep (another architecture) to draw beside this one.'
 )
 flags.mark_flag_as_required('config')
 
@@ -156,6 +165,20 @@ def measure(config, steps: int, warmup: int) -> dict:
   jax.block_until_ready(eval_fn(state['params'], key, batch))  # compile
   eval_s, _ = _median_seconds(lambda: eval_fn(state['params'], key, batch), steps)
 
+  # The forward-KL step (density of given samples, no energy): the flow's own cost.
+  x = eval_fn(state['params'], key, batch)[0]
+  reference = jnp.asarray(setup.reference_data(state['params'], np.asarray(x))[0])
+  forward_step = training.make_train_step(setup, batch, forward_kl_weight=1.0)
+  forward_step = forward_step.lower(state, reference).compile()
+
+  def forward_call():
+    nonlocal state
+    state, metrics = forward_step(state, reference)
+    return metrics['loss']
+
+  jax.block_until_ready(forward_call())
+  forward_s, forward_cpu_s = _median_seconds(forward_call, steps)
+
   energy = energy_grad_throughput(setup.system, batch, repeats=steps)
 
   device = jax.devices()[0]
@@ -181,6 +204,8 @@ def measure(config, steps: int, warmup: int) -> dict:
     compile_seconds=compile_s,
     median_step_seconds=step_s,
     median_step_cpu_seconds=step_cpu_s,
+    median_forward_kl_step_seconds=forward_s,
+    median_forward_kl_step_cpu_seconds=forward_cpu_s,
     train_steps_per_second=1.0 / step_s,
     train_samples_per_second=batch / step_s,
     eval_samples_per_second=batch / eval_s,
@@ -240,12 +265,32 @@ def _run_child(system: str, out: str) -> dict:
     return json.load(f)
 
 
+# The step times of a sweep: (row key, what it times).
+STEP_TIMES = (
+  ('median_step_cpu_seconds', 'reverse-KL step (sample, energy, gradient)'),
+  ('median_forward_kl_step_cpu_seconds', 'forward-KL step (density of samples)'),
+)
+
+
+def slope(rows: list[dict], key: str) -> float:
+  """Least-squares slope of log(row[key]) against log N over `rows` (>= 2 sizes)."""
+  n = np.log([r['num_particles'] for r in rows])
+  return float(np.polyfit(n, np.log([r[key] for r in rows]), 1)[0])
+
+
+def families(rows: list[dict]) -> dict[str, list[dict]]:
+  """Rows by system family prefix ('mw_cubic', 'lj', ...), each sorted by N."""
+  out = {}
+  for r in sorted(rows, key=lambda r: r['num_particles']):
+    out.setdefault(r['system'].rsplit('_', 1)[0], []).append(r)
+  return out
+
+
 def table(rows: list[dict]) -> str:
-  """Markdown table of a sweep."""
+  """Markdown table of a sweep, then the log-log slopes of its step times."""
   lines = [
-    '| system | N | params | batch | s/step | CPU s/step | steps/s | '
-    'compile s | eval samples/s | energy+grad/s | peak RSS GiB | '
-    'GFLOP/step |',
+    '| system | N | params | batch | s/step | CPU s/step | forward-KL CPU s/step | '
+    'compile s | eval samples/s | energy+grad/s | peak RSS GiB | GFLOP/step |',
     '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ]
   for r in rows:
@@ -253,86 +298,69 @@ def table(rows: list[dict]) -> str:
     lines.append(
       f'| {r["system"]} | {r["num_particles"]} | {r["num_params"]:,} | '
       f'{r["batch_size"]} | {r["median_step_seconds"]:.3f} | '
-      f'{r["median_step_cpu_seconds"]:.3f} | '
-      f'{r["train_steps_per_second"]:.2f} | {r["compile_seconds"]:.1f} | '
-      f'{r["eval_samples_per_second"]:.0f} | '
-      f'{r["energy_grad_evals_per_second"]:.0f} | {r["peak_rss_gib"]:.2f} | '
-      f'{gflops} |'
+      f'{r["median_step_cpu_seconds"]:.3f} | {r["median_forward_kl_step_cpu_seconds"]:.3f} | '
+      f'{r["compile_seconds"]:.1f} | {r["eval_samples_per_second"]:.0f} | '
+      f'{r["energy_grad_evals_per_second"]:.0f} | {r["peak_rss_gib"]:.2f} | {gflops} |'
     )
+  for family, sub in families(rows).items():
+    if len(sub) > 1:
+      fits = ', '.join(f'{what} {slope(sub, key):.2f}' for key, what in STEP_TIMES)
+      lines.append(f'\nLog-log slope of CPU time against N ({family}): {fits}.')
   return '\n'.join(lines) + '\n'
 
 
-def plot(rows: list[dict], path: str) -> None:
-  """Log-log step time (wall and process CPU) and peak RSS against N."""
+def plot(sweeps: dict[str, list[dict]], path: str) -> None:
+  """Log-log CPU step times (reverse and forward KL) and peak RSS against N, one
+  curve per sweep (label: its name) and family, with fitted slopes."""
   import matplotlib
 
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
   from matplotlib import ticker
 
-  fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-  panels = (
-    (
-      axes[0],
-      'train step (s)',
-      (('median_step_seconds', 'wall', '-'), ('median_step_cpu_seconds', 'CPU', '-.')),
-    ),
-    (axes[1], 'peak RSS (GiB)', (('peak_rss_gib', '', '-'),)),
-  )
-  sizes = sorted({r['num_particles'] for r in rows})
-  for ax, label, curves in panels:
-    for key, name, style in curves:
-      for prefix, marker in (('mw', 'o'), ('lj', 's')):
-        sub = sorted(
-          (r for r in rows if r['system'].startswith(prefix)), key=lambda r: r['num_particles']
-        )
-        if sub:
-          ax.loglog(
-            [r['num_particles'] for r in sub],
-            [r[key] for r in sub],
-            marker=marker,
-            ls=style,
-            label=f'{prefix} {name}'.strip(),
-          )
-    if len(curves) > 1:  # guides through the smallest system's CPU time
-      t0 = min(r['median_step_cpu_seconds'] for r in rows if r['num_particles'] == sizes[0])
-      for power, style in ((1, ':'), (2, '--')):
+  fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+  panels = [(ax, key, what) for ax, (key, what) in zip(axes, STEP_TIMES)]
+  panels.append((axes[2], 'peak_rss_gib', 'peak RSS of the process (GiB)'))
+  for ax, key, what in panels:
+    for (name, rows), marker in zip(sweeps.items(), 'osD^v'):
+      for family, sub in families(rows).items():
+        label = f'{name} {family}'
+        if len(sub) > 1 and key != 'peak_rss_gib':
+          label += f' (slope {slope(sub, key):.2f})'
         ax.loglog(
-          sizes,
-          [t0 * (n / sizes[0]) ** power for n in sizes],
-          'k' + style,
-          lw=0.8,
-          label=f'∝ N^{power}',
+          [r['num_particles'] for r in sub], [r[key] for r in sub], marker=marker, label=label
         )
     plain = ticker.FuncFormatter(lambda v, _: f'{v:g}')
     ax.yaxis.set_major_formatter(plain)
-    low, high = ax.get_ylim()
-    if high / low < 10:  # under a decade: label the minor ticks too
-      ax.yaxis.set_minor_formatter(plain)
-    ax.set_xlabel('N (particles)')
-    ax.set_ylabel(label)
+    ax.xaxis.set_major_formatter(plain)
+    ax.set(
+      xlabel='N (particles)', ylabel='CPU seconds' if key != 'peak_rss_gib' else 'GiB', title=what
+    )
     ax.grid(True, which='both', alpha=0.3)
-    ax.legend()
-  r = rows[0]
-  fig.suptitle(
-    f'{r["variant"]} architecture ({r["num_params"]:,} params), '
-    f'batch {r["batch_size"]}, {r["device_kind"]}, '
-    f'jax {r["jax_version"]}',
-    fontsize=9,
-  )
+    ax.legend(fontsize=8)
+  r = next(iter(sweeps.values()))[0]
+  fig.suptitle(f'batch {r["batch_size"]}, {r["device_kind"]}, jax {r["jax_version"]}', fontsize=9)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
 
 
 def sweep(out: str) -> None:
-  """Runs every sweep system in its own process; writes JSON, markdown, PNG."""
+  """Runs every sweep system in its own process; writes JSON, markdown, PNG.
+
+  With --compare, the figure also shows that earlier sweep's rows.
+  """
   stem = os.path.splitext(out)[0]
   rows = [_run_child(s, f'{stem}.{s}.json') for s in _SWEEP_SYSTEMS.value]
   with open(out, 'w') as f:
     json.dump(rows, f, indent=2)
   with open(stem + '.md', 'w') as f:
     f.write(table(rows))
-  plot(rows, stem + '.png')
+  sweeps = {rows[0]['variant']: rows}
+  if _COMPARE.value:
+    with open(_COMPARE.value) as f:
+      other = json.load(f)
+    sweeps[other[0]['variant']] = other
+  plot(sweeps, stem + '.png')
   print(table(rows))
 
 

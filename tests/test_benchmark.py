@@ -42,6 +42,7 @@ def test_benchmark_writes_positive_figures(tmp_path):
     'eval_samples_per_second',
     'energy_grad_evals_per_second',
     'flops_per_step',
+    'median_forward_kl_step_seconds',
   ):
     assert row[key] > 0, key
   assert row['num_params'] > 0 and isinstance(row['num_params'], int)
@@ -65,3 +66,21 @@ def test_matmul_flops_by_hand():
 
   jaxpr = jax.make_jaxpr(f)(jnp.ones((3, 4)), jnp.ones((4, 5)), True).jaxpr
   assert benchmark.matmul_flops(jaxpr) == 120 + 7 * 150 + 60
+
+
+def test_sweep_slopes_by_hand():
+  """t = c·N^1.5 exactly gives slope 1.5 for each family; the table states it."""
+  rows = [
+    dict(
+      system=f'{family}_{n}',
+      num_particles=n,
+      median_step_cpu_seconds=c * n**1.5,
+      median_forward_kl_step_cpu_seconds=c * n,
+    )
+    for family, c in (('mw_cubic', 1e-3), ('lj', 5e-4))
+    for n in (64, 216, 512)
+  ]
+  for family, sub in benchmark.families(rows).items():
+    assert [r['num_particles'] for r in sub] == [64, 216, 512], family
+    assert abs(benchmark.slope(sub, 'median_step_cpu_seconds') - 1.5) < 1e-9
+    assert abs(benchmark.slope(sub, 'median_forward_kl_step_cpu_seconds') - 1.0) < 1e-9

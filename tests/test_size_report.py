@@ -1,0 +1,68 @@
+"""scripts.size_report: the side-by-side table of flow estimates and the Einstein baseline."""
+
+import json
+import math
+
+import pytest
+
+from scripts import size_report
+
+
+def record(system, n, is_value, lbar_value, stderr=0.001, reasons=()):
+  estimate = dict(
+    beta_f_per_particle_stderr=stderr, reliable=not reasons, unreliable_reasons=list(reasons)
+  )
+  return dict(
+    system=system,
+    num_particles=n,
+    trained_system='mw_cubic_64',
+    importance_sampling=dict(estimate, beta_f_per_particle=is_value, ess=0.05),
+    lbar=dict(
+      estimate,
+      beta_f_per_particle=lbar_value,
+      overlap=0.2,
+      num_hmc_outside_support=0,
+      num_hmc_samples=1000,
+    ),
+  )
+
+
+def test_table_states_each_estimate_against_the_baseline(tmp_path, capsys):
+  paths = []
+  for i, rec in enumerate(
+    [
+      record('mw_cubic_216', 216, -25.08, -25.081),
+      record('mw_cubic_64', 64, -25.162, -25.163, reasons=('ESS 1e-4 (2 effective samples)',)),
+    ]
+  ):
+    paths.append(tmp_path / f'fe{i}.json')
+    paths[-1].write_text(json.dumps(rec))
+  base = tmp_path / 'base.json'
+  base.write_text(
+    json.dumps(
+      dict(system='mw_cubic_64', beta_f_per_particle=-25.1633, beta_f_per_particle_stderr=0.0012)
+    )
+  )
+  out = tmp_path / 'table'
+  assert (
+    size_report.main(
+      [f'--free_energy={paths[0]},{paths[1]}', f'--baselines={base}', f'--out={out}']
+    )
+    == 0
+  )
+  text = (tmp_path / 'table.md').read_text()
+  first, second = [line for line in text.splitlines() if line.startswith('| mw_cubic')]
+  assert first.startswith('| mw_cubic_64')  # ordered by size within a family
+  sigma = math.hypot(0.001, 0.0012)
+  assert f'{-25.162 + 25.1633:+.5f} ({(-25.162 + 25.1633) / sigma:+.1f})' in first
+  assert [c.strip() for c in second.split('|')[8:11]] == ['–', '–', '–']  # no baseline at 216
+  assert '-25.16200 ± 0.00100 †' in first and 'ESS 1e-4' in text
+  assert (tmp_path / 'table.png').stat().st_size > 0
+  assert 'mw_cubic_216' in capsys.readouterr().out
+
+
+def test_rows_without_a_baseline_have_no_deltas():
+  (row,) = size_report.rows([record('lj_256', 256, 3.1, 3.1)], {})
+  assert row['baseline'] is None and 'lbar_delta' not in row
+  with pytest.raises(KeyError):
+    row['importance_sampling_delta_sigma']
