@@ -319,13 +319,22 @@ def test_bar_overlap_is_pymbars_two_state_overlap():
 def test_bar_is_judged_unreliable_where_its_error_bar_fails():
   """A = N(0, 1), B = N(d, 0.3²) in 1-D, ΔF = ln(1/0.3).
 
-  d = 1.5 with 100 samples per state (overlap ~0.15): reliable, 2σ covers ~95 %.
-  d = 4 with 20 per state (overlap ~1e-7): unreliable, and the 2σ interval
-  covers the truth in ~10 % of the repeats: the error bar means nothing.
+  d = 1.5 with 100 samples per state (overlap ~0.15, 30 samples of overlap)
+  and d = 4 with 10⁴ per state (overlap ~1.5e-3, far below the fraction 0.03,
+  but ~30 samples of overlap): reliable, 2σ covers ~95 %. d = 4 with 20 per
+  state (overlap ~1e-7) and d = 4.5 with 10³ per state (~0.3 samples of
+  overlap): unreliable, and the 2σ interval covers the truth in 10-50 % of
+  the repeats.
   """
   rng = np.random.default_rng(22)
   width, truth = 0.3, np.log(1 / 0.3)
-  for d, n, reliable, coverage_range in ((1.5, 100, True, (0.9, 1.0)), (4.0, 20, False, (0, 0.3))):
+  cases = (
+    (1.5, 100, True, (0.9, 1.0)),
+    (4.0, 10_000, True, (0.85, 1.0)),
+    (4.0, 20, False, (0, 0.3)),
+    (4.5, 1000, False, (0, 0.75)),
+  )
+  for d, n, reliable, coverage_range in cases:
     x_a = rng.standard_normal((REPEATS, n))
     x_b = d + width * rng.standard_normal((REPEATS, n))
     x = np.stack([x_a, x_b])
@@ -335,7 +344,7 @@ def test_bar_is_judged_unreliable_where_its_error_bar_fails():
     assert coverage_range[0] < coverage < coverage_range[1], (d, coverage)
     judged = np.mean([r.reliable for r in results])
     assert (judged == 1.0) if reliable else (judged < 0.05), (d, judged)
-  assert 'overlap' in results[0].reasons[0] and 'need >= 0.03' in results[0].reasons[0]
+  assert 'samples of overlap; need >= 10' in results[0].reasons[0]
 
 
 def test_bar_and_lbar_are_unreliable_with_more_than_one_percent_infinite_works():
@@ -456,3 +465,31 @@ GOOD = np.array([0.1, -0.3, 0.7])
 def test_bad_input_raises(call, match):
   with pytest.raises(ValueError, match=match):
     call()
+
+
+def test_bar_error_counts_the_correlation_of_reverse_chains():
+  """Reverse works from 8 AR(1) chains (ρ = 0.9, g = 19) time-major: BAR's spread
+  over repeats matches the error with reverse_chains, and is ~4× the error that
+  takes the samples as independent."""
+  rng = np.random.default_rng(5)
+  chains, length, rho = 8, 500, 0.9
+  values, naive, aware, g = [], [], [], []
+  for _ in range(60):
+    noise = rng.standard_normal((chains, length))
+    series = np.zeros_like(noise)
+    for t in range(1, length):
+      series[:, t] = rho * series[:, t - 1] + np.sqrt(1 - rho**2) * noise[:, t]
+    w_r = 0.5 - series.T.reshape(-1)  # time-major; ΔF = 0 with unit-variance works
+    w_f = 0.5 + rng.standard_normal(8000)
+    values.append(est.bar(w_f, w_r).value)
+    naive.append(est.bar(w_f, w_r).stderr)
+    correlated = est.bar(w_f, w_r, reverse_chains=chains)
+    aware.append(correlated.stderr)
+    g.append(correlated.statistical_inefficiency)
+  spread = np.std(values)
+  assert 0.75 < spread / np.mean(aware) < 1.33, (spread, np.mean(aware))
+  assert spread / np.mean(naive) > 2.5
+  assert 12 < np.mean(g) < 25  # (1 + ρ)/(1 − ρ) = 19
+  assert est.bar(w_f, w_r).statistical_inefficiency == 1.0
+  with pytest.raises(ValueError, match='reverse_chains=7'):
+    est.bar(w_f, w_r, reverse_chains=7)
