@@ -25,6 +25,9 @@ DEFAULTS = {
   8: dict(stages=24, chains=16, steps=2500, burn_in=500, thin=1, leapfrog=2),
   32: dict(stages=44, chains=8, steps=2000, burn_in=400, thin=2, leapfrog=2),
   64: dict(stages=80, chains=4, steps=600, burn_in=200, thin=2, leapfrog=2),
+  # Adjacent overlap falls as the variance of ΔU grows ∝ N: stages ∝ √N.
+  216: dict(stages=150, chains=4, steps=600, burn_in=200, thin=2, leapfrog=2),
+  512: dict(stages=230, chains=2, steps=600, burn_in=200, thin=2, leapfrog=2),
 }
 FIT_CHAINS, FIT_STEPS = 8, 300
 

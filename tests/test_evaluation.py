@@ -81,7 +81,9 @@ def test_summarize_of_only_non_finite_samples_says_so_instead_of_failing():
   )
   with pytest.warns(UserWarning, match='4 of 4 evaluation samples'):
     row = evaluation.summarize(samples, system)
-  assert (row['num_samples'], row['num_nonfinite'], row['reliable']) == (0, 4, False)
+  # Energy +inf is a zero weight (kept); NaN energy or log q is left out.
+  counts = (row['num_samples'], row['num_zero_weight'], row['num_nonfinite'])
+  assert counts == (2, 2, 2) and not row['reliable']
   assert np.isnan(row['beta_f_per_particle']) and np.isnan(row['ess'])
   (reason,) = row['unreliable_reasons']
   assert 'non-finite energy (3) or log-probability (1)' in reason

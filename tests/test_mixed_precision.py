@@ -117,7 +117,7 @@ def test_runs_trained_in_bf16_are_evaluated_in_float32(tmp_path):
   training.train(config, str(tmp_path))
   loaded, setup, state = runs.load_run(str(tmp_path))
   assert loaded.model.compute_dtype == 'float32'
-  x, log_q = setup.sample(state['params'], jax.random.key(5), 32)
+  x, log_q, _ = setup.sample(state['params'], jax.random.key(5), 32)
   np.testing.assert_allclose(setup.flow(state['params']).log_prob(x), log_q, atol=1e-4)
 
 
