@@ -73,9 +73,9 @@ def _local(system: str) -> dict:
       spline_range=5.0,
     ),
     train=dict(
-      num_steps=3000,
+      num_steps=1500,
       learning_rate=1e-3,
-      lr_decay_steps=(1500, 2250),
+      lr_decay_steps=(750, 1125),
       lr_decay_factor=0.3,
       ema_decay=0.99,
       forward_kl_weight=0.5,
