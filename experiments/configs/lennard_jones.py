@@ -61,28 +61,12 @@ def _cpu(system: str) -> dict:
 
 def _local(system: str) -> dict:
   del system
-  return dict(
-    model=dict(
-      conditioner='local',
-      base='harmonic',
-      num_layers=4,
-      num_bins=8,
-      embedding_size=32,
-      num_neighbours=12,  # the first shell: every nearest neighbour is of another colour
-      filter_width=16,
-      spline_range=5.0,
-    ),
-    train=dict(
-      num_steps=1500,
-      learning_rate=1e-3,
-      lr_decay_steps=(750, 1125),
-      lr_decay_factor=0.3,
-      ema_decay=0.99,
-      forward_kl_weight=0.5,
-      checkpoint_every_seconds=120.0,
-    ),
+  return common.local_variant(
+    num_neighbours=12,  # the first shell: every nearest neighbour is of another colour
+    num_steps=1500,
     evaluation=dict(every_steps=500, num_samples=8192, batch_size=1024),
     hmc=dict(num_chains=64, num_steps=3000, burn_in=200, thin=10, num_leapfrog=5, step_size=0.01),
+    checkpoint_seconds=120.0,
   )
 
 

@@ -90,28 +90,12 @@ _LOCAL_NEIGHBOURS = {'mw_cubic': 16, 'mw_hex': 12}
 
 
 def _local(system: str) -> dict:
-  return dict(
-    model=dict(
-      conditioner='local',
-      base='harmonic',
-      num_layers=4,
-      num_bins=8,
-      embedding_size=32,
-      num_neighbours=_LOCAL_NEIGHBOURS[system.rsplit('_', 1)[0]],
-      filter_width=16,
-      spline_range=5.0,
-    ),
-    train=dict(
-      num_steps=2000,
-      learning_rate=1e-3,
-      lr_decay_steps=(1000, 1500),
-      lr_decay_factor=0.3,
-      ema_decay=0.99,
-      forward_kl_weight=0.5,
-      checkpoint_every_seconds=60.0,
-    ),
+  return common.local_variant(
+    num_neighbours=_LOCAL_NEIGHBOURS[system.rsplit('_', 1)[0]],
+    num_steps=2000,
     evaluation=dict(every_steps=250, num_samples=16384, batch_size=2048),
     hmc=dict(num_chains=64, num_steps=2000, burn_in=200, thin=10, num_leapfrog=5),
+    checkpoint_seconds=60.0,
   )
 
 
