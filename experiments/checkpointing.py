@@ -41,10 +41,19 @@ COMPUTE_ONLY_MODEL_KEYS = ('remat', 'compute_dtype')
 
 
 def model_shape_keys(model: dict | None) -> dict | None:
-  """The model config without COMPUTE_ONLY_MODEL_KEYS (None stays None)."""
+  """The model config without COMPUTE_ONLY_MODEL_KEYS (None stays None).
+
+  A model saved before `conditioner` existed was a transformer; the TFEP
+  `local_cutoff` counts only with conditioner 'local'. So checkpoints written
+  before these keys were added still match the configs that have them.
+  """
   if model is None:
     return None
-  return {k: v for k, v in model.items() if k not in COMPUTE_ONLY_MODEL_KEYS}
+  model = {k: v for k, v in model.items() if k not in COMPUTE_ONLY_MODEL_KEYS}
+  model.setdefault('conditioner', 'transformer')
+  if model['conditioner'] != 'local':
+    model.pop('local_cutoff', None)
+  return model
 
 
 def checkpoint_meta(config: ml_collections.ConfigDict, system: str) -> dict:

@@ -165,7 +165,11 @@ def load_or_draw_samples(
 
 
 def make_map(config: ml_collections.ConfigDict, ladder: ladders.Ladder) -> targeted.TargetedMap:
-  """The TargetedMap of `config.model` for `ladder`, seeded by `config.seed`."""
+  """The TargetedMap of `config.model` for `ladder`, seeded by `config.seed`.
+
+  Every model key but centre_on_sites is a TargetedMap argument of the same
+  name (conditioner and local_cutoff included).
+  """
   model = config.model.to_dict()
   centre_on_sites = model.pop('centre_on_sites')
   if centre_on_sites and ladder.sites is None:

@@ -89,6 +89,7 @@ RULES: dict[str, tuple[Callable, str]] = {
   'model.num_neighbours': POSITIVE_INT,
   'model.filter_width': POSITIVE_INT,
   'model.spline_range': POSITIVE,
+  'model.local_cutoff': POSITIVE,
   'hmc.num_chains': POSITIVE_INT,
   'hmc.num_steps': POSITIVE_INT,
   'hmc.burn_in': NON_NEGATIVE_INT,
@@ -128,9 +129,18 @@ BASES = {'transformer': ('lattice',), 'local': ('harmonic', 'isotropic')}
 
 
 def _model_problems(config: ml_collections.ConfigDict) -> list[str]:
-  """The model.base that model.conditioner takes; a positive layer count for the transformer."""
+  """The model.base that model.conditioner takes; a positive layer count for the
+  transformer (solid flows); no centre_on_sites with the local conditioner (TFEP
+  maps, which have no model.base)."""
   present, conditioner = _lookup(config, 'model.conditioner')
   if not present or conditioner not in BASES:
+    return []
+  if not _lookup(config, 'model.base')[0]:  # a TFEP map (flows.targeted.TargetedMap)
+    if conditioner == 'local' and _lookup(config, 'model.centre_on_sites')[1]:
+      return [
+        "model.centre_on_sites=True: expected False with model.conditioner='local' "
+        '(its neighbourhoods need positions, not displacements from sites)'
+      ]
     return []
   problems = []
   if config.model.base not in BASES[conditioner]:

@@ -24,11 +24,14 @@ import numpy as np
 from flax import nnx
 
 from flows import estimators
+from flows.column_coupling import ColumnCoupling
 from flows.couplings import CouplingLayer, undo_axis_rolls
 from flows.radial import RadialSpline
 from systems.box import wrap
 
 ReducedPotential = Callable[[jnp.ndarray], jnp.ndarray]
+
+CONDITIONERS = ('transformer', 'local')
 
 
 class TargetedMap(nnx.Module):
@@ -59,18 +62,34 @@ class TargetedMap(nnx.Module):
   learned version of the radial maps of the original targeted FEP, and the
   baseline that shows what the coupling layers add.
 
+  With `conditioner` = 'local' every coupling layer is a
+  flows.column_coupling.ColumnCoupling instead: six coupling steps (even and
+  odd particles, each axis in turn) whose splines see only the other group's
+  particles within a cylinder of radius `local_cutoff` about the moving
+  particle's column, plus its own position (a local many-body conditioner,
+  equivariant under permutations within each index-parity group). Its width
+  is `embedding_size` and its circular features use `num_frequencies`;
+  num_heads, num_blocks and use_layernorm are unused. It does not roll the
+  axes. Neighbourhoods are distances between positions, so it does not take
+  `sites` (the displacements from sites are not positions).
+
   Args:
     num_mapped: M, the particles of a configuration (..., M, 3) that the map
       takes and returns (a fixed solute is not among them; with `sites`,
       particle 0 of them is the origin and maps to itself). Unlike
       SolidFlow's num_particles N, it counts every particle the map sees.
     lower, upper: the periodic cube [lower, upper)³ (length units), upper > lower.
-    num_layers: CouplingLayers (each = two spline couplings + a circular
-      shift); 0 for a RadialSpline alone (needs radial_bins > 0).
+    num_layers: coupling layers: CouplingLayers (each = two spline couplings
+      + a circular shift) or ColumnCouplings; 0 for a RadialSpline alone
+      (needs radial_bins > 0).
     num_bins, embedding_size, num_heads, num_blocks, num_frequencies,
       use_layernorm: as flows.CouplingLayer / flows.Conditioner.
     radial_bins: bins of the RadialSplines (0: none).
-    sites: optional (M, 3) reference positions (length units), see above.
+    sites: optional (M, 3) reference positions (length units), see above;
+      transformer conditioner only.
+    conditioner: 'transformer' (CouplingLayers) or 'local' (ColumnCouplings).
+    local_cutoff: cylinder radius of the local conditioner (length units),
+      0 < local_cutoff ≤ (upper − lower)/2; unused by the transformer.
     rngs: parameter initialisation.
   """
 
@@ -89,6 +108,8 @@ class TargetedMap(nnx.Module):
     use_layernorm: bool = False,
     radial_bins: int = 0,
     sites=None,
+    conditioner: str = 'transformer',
+    local_cutoff: float = 2.5,
     rngs: nnx.Rngs,
   ):
     if num_mapped < 1:
@@ -102,7 +123,15 @@ class TargetedMap(nnx.Module):
         f'num_layers=0 needs radial_bins > 0, got radial_bins='
         f'{radial_bins}: a map with neither is the identity.'
       )
+    if conditioner not in CONDITIONERS:
+      raise ValueError(f'conditioner={conditioner!r}; expected one of {CONDITIONERS}.')
+    if conditioner == 'local' and sites is not None:
+      raise ValueError(
+        "conditioner='local' does not take sites: its neighbourhoods need positions, "
+        'not displacements from sites.'
+      )
     self.num_mapped = int(num_mapped)
+    self.conditioner = conditioner
     self.lower, self.upper = float(lower), float(upper)
     if sites is None:
       self.offsets = None
@@ -113,22 +142,31 @@ class TargetedMap(nnx.Module):
       self.offsets = nnx.Variable(
         jnp.asarray(sites[1:] - sites[0] - 0.5 * (lower + upper), jnp.float32)
       )
-    self.layers = nnx.List(
-      [
-        CouplingLayer(
-          lower=lower,
-          upper=upper,
-          num_bins=num_bins,
-          embedding_size=embedding_size,
-          num_heads=num_heads,
-          num_blocks=num_blocks,
-          num_frequencies=num_frequencies,
-          use_layernorm=use_layernorm,
-          rngs=rngs,
-        )
-        for _ in range(num_layers)
-      ]
-    )
+    if conditioner == 'local':
+      make_layer = lambda: ColumnCoupling(
+        lower,
+        upper,
+        cutoff=local_cutoff,
+        num_bins=num_bins,
+        width=embedding_size,
+        num_frequencies=num_frequencies,
+        rngs=rngs,
+      )
+    else:
+      make_layer = lambda: CouplingLayer(
+        lower=lower,
+        upper=upper,
+        num_bins=num_bins,
+        embedding_size=embedding_size,
+        num_heads=num_heads,
+        num_blocks=num_blocks,
+        num_frequencies=num_frequencies,
+        use_layernorm=use_layernorm,
+        rngs=rngs,
+      )
+    self.layers = nnx.List([make_layer() for _ in range(num_layers)])
+    # CouplingLayers roll the axes by one each; ColumnCouplings do not.
+    self.num_rolls = num_layers if conditioner == 'transformer' else 0
     self.radial = nnx.List(
       [
         RadialSpline(lower, upper, num_bins=radial_bins, rngs=rngs)
@@ -144,15 +182,15 @@ class TargetedMap(nnx.Module):
   def _apply(self, x, method: str):
     """The layers' `method` on x (..., M', 3), their axis rolls undone."""
     log_det = jnp.zeros(x.shape[:-2], x.dtype)
-    layers = []  # RadialSpline k (if any) before CouplingLayer k (if any)
+    layers = []  # RadialSpline k (if any) before coupling layer k (if any)
     for k in range(max(len(self.layers), len(self.radial))):
       layers += [*self.radial[k : k + 1], *self.layers[k : k + 1]]
     if method == 'forward':
       for layer in layers:
         x, ld = layer.forward(x)
         log_det = log_det + ld
-      return undo_axis_rolls(x, len(self.layers), method), log_det
-    x = undo_axis_rolls(x, len(self.layers), method)
+      return undo_axis_rolls(x, self.num_rolls, method), log_det
+    x = undo_axis_rolls(x, self.num_rolls, method)
     for layer in reversed(layers):
       x, ld = layer.inverse(x)
       log_det = log_det + ld

@@ -3,16 +3,18 @@
 Cases: CircularShift, SplitCoupling A (coordinate 0 | 1, 2), SplitCoupling B
 (coordinates 1, 2 | 0), CouplingLayer, RadialSpline, the SolidFlow chain with
 remat off/on and with layer norm, the TargetedMap of learned targeted FEP:
-plain, site-centred (`sites`), with radial splines, and a radial spline alone
-(num_layers=0), and the LocalSolidFlow chain of local couplings (remat
-off/on). Properties: identity at initialisation (up to the layers' fixed
+plain, site-centred (`sites`), with radial splines, a radial spline alone
+(num_layers=0), and with the local conditioner (ColumnCouplings) with and
+without radial splines, and the LocalSolidFlow chain of local couplings
+(remat off/on). Properties: identity at initialisation (up to the layers' fixed
 coordinate rolls), exact round trip (over the whole box, incl. its boundary;
 for the local chain, which maps displacements from lattice sites in R³, over
 Gaussian displacements and the ends of its splines' range), log-det equal to
 the autodiff Jacobian, periodicity (for the local chain: its density of
 positions is unchanged by box shifts of particles), particle-permutation
 equivariance (for the site-centred map and the local chain: of particles
-permuted together with their sites, particle 0 being the origin). Parameters
+permuted together with their sites, particle 0 being the origin; for the
+local TargetedMap: of particles of the same index parity). Parameters
 are perturbed away from the identity except for the identity test.
 """
 
@@ -56,7 +58,7 @@ def _chain(remat=False, use_layernorm=False):
   )
 
 
-def _targeted(num_layers=2, radial_bins=0, sites=None):
+def _targeted(num_layers=2, radial_bins=0, sites=None, **kwargs):
   return TargetedMap(
     M,  # positional: the number of mapped particles
     LOWER,
@@ -65,8 +67,13 @@ def _targeted(num_layers=2, radial_bins=0, sites=None):
     radial_bins=radial_bins,
     sites=sites,
     rngs=nnx.Rngs(5),
-    **TINY,
+    **(TINY | kwargs),
   )
+
+
+# The local conditioner: cylinders of radius 0.8 (half the box width is 1),
+# so some pairs of the 3 particles fall outside them.
+LOCAL_MAP = dict(conditioner='local', local_cutoff=0.8, embedding_size=8)
 
 
 def _local(order=None, remat=False):
@@ -107,6 +114,8 @@ BUILDERS = {
   'targeted_map_sites': lambda: _targeted(sites=SITES),
   'targeted_map_radial': lambda: _targeted(radial_bins=4),
   'targeted_map_radial_only': lambda: _targeted(num_layers=0, radial_bins=4),
+  'targeted_map_local': lambda: _targeted(**LOCAL_MAP),
+  'targeted_map_local_radial': lambda: _targeted(radial_bins=4, **LOCAL_MAP),
   'local_chain': _local,
   'local_chain_remat': lambda: _local(remat=True),
 }
@@ -125,13 +134,21 @@ TWINS = {
   'local_chain': lambda: _local(LOCAL_SITES),
   'local_chain_remat': lambda: _local(LOCAL_SITES, remat=True),
 }
-SITE_PERMUTATIONS = {'targeted_map_sites': SITE_PERMUTATION}
+# The local TargetedMap's couplings split the particles by index parity
+# (0, 2 | 1): it is equivariant under permutations within each group.
+PARITY_PERMUTATION = np.array([2, 1, 0])
+# Per-case permutations (default PERMUTATION).
+SITE_PERMUTATIONS = {
+  'targeted_map_sites': SITE_PERMUTATION,
+  'targeted_map_local': PARITY_PERMUTATION,
+  'targeted_map_local_radial': PARITY_PERMUTATION,
+}
 # A RadialSpline's spline depends on the direction of the ray, so its Jacobian
 # at the centre itself depends on the direction of approach (the map is still
 # continuous). Where a chain returns a particle to the centre only up to
 # rounding, the inverse's log-det is that of some other direction: the round
 # trip of the log-det is checked away from the centre.
-SINGULAR_AT_CENTRE = {'targeted_map_radial'}
+SINGULAR_AT_CENTRE = {'targeted_map_radial', 'targeted_map_local_radial'}
 
 
 def _box_shifts(width):

@@ -65,6 +65,7 @@ def test_bad_input_raises():
   [
     (tfep_solvation, 'cpu'),
     (tfep_solvation, 'cpu_1e4'),
+    (tfep_solvation, 'cpu_local'),
     (tfep_solvation, 'paper'),
     (tfep_solid, 'cpu'),
     (tfep_solid, 'cpu_1e4'),

@@ -50,7 +50,7 @@ def periodic_potential(phase):
   return lambda x: jnp.sum(jnp.cos(k * x + phase) + 0.5 * jnp.sin(2 * k * x), axis=(-2, -1))
 
 
-def small_map(num_mapped=3, num_layers=1, seed=0, sites=None, radial_bins=0):
+def small_map(num_mapped=3, num_layers=1, seed=0, sites=None, radial_bins=0, **kwargs):
   return targeted.TargetedMap(
     num_mapped=num_mapped,
     lower=LOWER,
@@ -64,6 +64,7 @@ def small_map(num_mapped=3, num_layers=1, seed=0, sites=None, radial_bins=0):
     radial_bins=radial_bins,
     sites=sites,
     rngs=nnx.Rngs(seed),
+    **kwargs,
   )
 
 
@@ -156,6 +157,14 @@ def test_bad_input_raises():
     small_map(num_layers=-1)
   with pytest.raises(ValueError, match='num_layers=0 needs radial_bins'):
     small_map(num_layers=0, radial_bins=0)
+  with pytest.raises(ValueError, match="conditioner='mlp'"):
+    small_map(conditioner='mlp')
+  half = 0.5 * (UPPER - LOWER)
+  for cutoff in (0.0, -1.0, 1.01 * half):
+    with pytest.raises(ValueError, match=rf'cutoff={cutoff}.*half the box width, {half}'):
+      small_map(conditioner='local', local_cutoff=cutoff)
+  with pytest.raises(ValueError, match='does not take sites'):
+    small_map(conditioner='local', sites=SITES)
   with pytest.raises(ValueError, match='upper'):
     targeted.TargetedMap(
       2,

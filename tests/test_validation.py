@@ -5,7 +5,7 @@ import re
 import pytest
 
 from experiments import tfep_stages, training, validation
-from experiments.configs import lennard_jones, monatomic_water, tfep_solid
+from experiments.configs import lennard_jones, monatomic_water, tfep_solid, tfep_solvation
 
 SOLID_CONFIGS = [
   (module, f'{system},{variant}')
@@ -77,6 +77,9 @@ def test_batch_must_split_over_the_devices():
     ('sampling.step_size', float('nan'), 'a finite number > 0'),
     ('eval.sample_sizes', (), 'a non-empty sequence'),
     ('eval.num_subsets', 1, 'an integer >= 2'),
+    ('model.conditioner', 'mlp', "'transformer' or 'local'"),
+    ('model.local_cutoff', 0.0, 'a finite number > 0'),
+    ('model.local_cutoff', -2.5, 'a finite number > 0'),
   ],
 )
 def test_bad_tfep_value_is_named_before_sampling(tmp_path, key, value, expected):
@@ -88,3 +91,14 @@ def test_bad_tfep_value_is_named_before_sampling(tmp_path, key, value, expected)
   ):
     tfep_stages.run(config, str(tmp_path / 'run'))
   assert not (tmp_path / 'run').exists()
+
+
+def test_local_tfep_map_refuses_centre_on_sites(tmp_path):
+  config = tfep_solid.get_config('tiny')  # centre_on_sites=True
+  config.model.conditioner = 'local'
+  with pytest.raises(validation.ConfigError, match=r"model.centre_on_sites=True: .*'local'"):
+    tfep_stages.run(config, str(tmp_path / 'run'))
+  assert not (tmp_path / 'run').exists()
+  config.model.centre_on_sites = False
+  validation.validate_config(config)
+  validation.validate_config(tfep_solvation.get_config('cpu_local'))

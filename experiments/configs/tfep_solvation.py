@@ -16,7 +16,12 @@ per state: 40 held-out subsets of 10⁴ and all 400 disjoint ones of 10³, so
 420,000 samples per state for a reference 6× below the smallest spread; about
 56 min of run and 2.7 min of report on two CPU cores, 46 min of it sampling,
 5.6 GiB peak RSS, a 3.8 GB samples.npz) and `paper` (10³, 10⁴, 10⁵ samples
-per state and a paper-sized model; for an accelerator).
+per state and a paper-sized model; for an accelerator), and `cpu_local` (the
+`cpu` run with the local conditioner, flows.column_coupling, in place of the
+transformer: one ColumnCoupling layer of width 32 with cylinders of radius
+2.5 σ, whose training step takes about as long as `cpu`'s; same sampler, so
+the samples.npz of a `cpu` workdir may be copied into its workdir to skip
+sampling).
 
 State A is R_A = 2.597 σ; state B is R_B = 2.75 σ, where plain FEP from A fails
 (Kish ESS of the A→B weights 0.19 % over 10⁴ held-out A samples, 1.0 % on
@@ -85,6 +90,10 @@ def make_config(
       use_layernorm=False,  # layer norm in the transformer
       centre_on_sites=False,  # act on displacements from lattice sites (solids only)
       radial_bins=0,  # bins of a RadialSpline before each layer (0: none)
+      conditioner='transformer',  # coupling layers: 'transformer' (CouplingLayer) or
+      # 'local' (flows.column_coupling.ColumnCoupling: cylinders of neighbours;
+      # embedding_size is its width; no centre_on_sites)
+      local_cutoff=2.5,  # cylinder radius of the local conditioner (σ, ≤ half the box edge)
     )
   )
   config.model.update(model)
@@ -156,11 +165,21 @@ def _paper() -> dict:
   )
 
 
-VARIANTS = {'cpu': _cpu, 'cpu_1e4': _cpu_1e4, 'paper': _paper}
+# The `cpu` map with local couplings (flows.column_coupling) in place of the
+# transformer's, sized to train in about the time of `cpu`.
+CPU_LOCAL_MODEL = dict(conditioner='local', num_layers=1, embedding_size=32, local_cutoff=2.5)
+
+
+def _cpu_local() -> dict:
+  cpu = _cpu()  # same sampler (and samples), training and table; local couplings
+  return dict(cpu, model=dict(cpu['model'], **CPU_LOCAL_MODEL))
+
+
+VARIANTS = {'cpu': _cpu, 'cpu_1e4': _cpu_1e4, 'cpu_local': _cpu_local, 'paper': _paper}
 
 
 def get_config(arg: str = 'cpu') -> ml_collections.ConfigDict:
-  """The solvation config of variant `arg` ('cpu' or 'paper')."""
+  """The solvation config of variant `arg` (see VARIANTS)."""
   if arg not in VARIANTS:
     raise ValueError(f'variant={arg!r}; expected one of {", ".join(VARIANTS)}.')
   return make_config('solvation', arg, **VARIANTS[arg]())
