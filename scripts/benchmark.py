@@ -323,7 +323,8 @@ def plot(sweeps: dict[str, list[dict]], path: str) -> None:
   panels.append((axes[2], 'peak_rss_gib', 'peak RSS of the process (GiB)'))
   for ax, key, what in panels:
     for (name, rows), marker in zip(sweeps.items(), 'osD^v'):
-      for family, sub in families(rows).items():
+      # An earlier sweep may predate a timing (e.g. the forward-KL step): no curve.
+      for family, sub in families([r for r in rows if key in r]).items():
         label = f'{name} {family}'
         if len(sub) > 1 and key != 'peak_rss_gib':
           label += f' (slope {slope(sub, key):.2f})'

@@ -84,3 +84,27 @@ def test_sweep_slopes_by_hand():
     assert [r['num_particles'] for r in sub] == [64, 216, 512], family
     assert abs(benchmark.slope(sub, 'median_step_cpu_seconds') - 1.5) < 1e-9
     assert abs(benchmark.slope(sub, 'median_forward_kl_step_cpu_seconds') - 1.0) < 1e-9
+
+
+def test_sweep_plot_draws_an_earlier_sweep_without_forward_kl_times(tmp_path):
+  """A --compare sweep written before the forward-KL timing existed is drawn where it can be."""
+
+  def rows(variant, forward_kl):
+    return [
+      dict(
+        system=f'mw_cubic_{n}',
+        num_particles=n,
+        variant=variant,
+        batch_size=16,
+        device_kind='cpu',
+        jax_version='0',
+        peak_rss_gib=1.0 + n / 512,
+        median_step_cpu_seconds=1e-3 * n,
+        **({'median_forward_kl_step_cpu_seconds': 5e-4 * n} if forward_kl else {}),
+      )
+      for n in (64, 216, 512)
+    ]
+
+  path = tmp_path / 'sweep.png'
+  benchmark.plot({'local': rows('local', True), 'tutorial': rows('tutorial', False)}, str(path))
+  assert path.stat().st_size > 1000

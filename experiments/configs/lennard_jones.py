@@ -8,8 +8,15 @@ Paper scale (accelerator):
   python -m experiments.train \
     --config=experiments/configs/lennard_jones.py:lj_256,paper --workdir=runs/lj_256
 
+Scalable local flow from HMC samples and the energy (docs/scalable_flows.md):
+  python -m experiments.train \
+    --config=experiments/configs/lennard_jones.py:lj_256,local --workdir=runs/lj_256_local
+  python -m scripts.free_energy --workdir=runs/lj_256_local --out=runs/lj_256_local/fe.json
+
 Variants: `paper` (the published model and optimiser), `cpu` (small, for two CPU
-cores). Any key can be overridden, e.g. `--config.train.batch_size=64`.
+cores), `local` (the scalable flow; measured here on one of two CPU cores,
+2026-12-05: lj_256 TBD_LJ_DOCSTRING; lj_500 not run). Any key can be
+overridden, e.g. `--config.train.batch_size=64`.
 """
 
 from experiments.configs import common
