@@ -3,7 +3,8 @@
 Each shipped run must restore into the model the current code builds from its
 config.json, and a small fresh importance-sampling estimate must agree with
 the 65,536-sample one stored in its free_energy.json (written by
-scripts.free_energy when it was shipped): a change to the model, the base or
+scripts.free_energy when it was shipped) where that one was judged
+reliable; a change to the model, the base or
 the energy that silently breaks the shipped models fails here.
 """
 
@@ -38,6 +39,9 @@ def test_shipped_model_reproduces_its_free_energy(name):
       lambda k, n: sample_fn(state['ema_params'], k, n), jax.random.key(7), NUM_SAMPLES, 256
     )
   row = evaluation.summarize(samples, setup.system)
+  if not stored['reliable']:  # e.g. lj_256 (ESS 6e-5): only its LBAR is a result
+    assert np.isfinite(samples['log_q']).all()
+    return
   # The stored estimate's error grows as 1/sqrt(samples); allow 6 of the small
   # estimate's expected errors, floored for the few-sample ESS noise.
   expected_error = stored['beta_f_per_particle_stderr'] * np.sqrt(
