@@ -115,7 +115,7 @@ def summarize(samples: dict, system: System) -> dict:
       convention.beta_f_per_particle(estimate.value, n, system.volume, system.thermal_wavelength)
     ),
     beta_f_per_particle_stderr=float(estimate.stderr / n),
-    mean_energy=float(np.sum(np.where(weights > 0, weights * energy, 0.0))),
+    mean_energy=float(np.sum(weights[weights > 0] * energy[weights > 0])),  # 0·inf: no NaN
     mean_energy_flow=float(np.mean(energy[np.isfinite(energy)])),
     reliable=estimate.reliable,
     unreliable_reasons=list(estimate.reasons),

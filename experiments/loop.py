@@ -270,7 +270,7 @@ def train(
     config: a validated config (experiments.validation); the loop reads
       config.seed and config.train (num_steps, ema_decay, log_every_steps,
       checkpoint_every_seconds, checkpoint_every_steps,
-      max_checkpoints_to_keep, max_consecutive_nonfinite) and writes the
+      max_checkpoints_to_keep, max_consecutive_nonfinite, max_wall_seconds) and writes the
       whole config to `<workdir>/config.json`.
     workdir: run directory for metrics.jsonl, config.json and checkpoints/.
     loss_fn: the objective, (params, key, data) -> (loss, metrics).
@@ -330,9 +330,11 @@ def train(
     progress = Progress(step, t.num_steps)
     last_save, last_evaluation = time.time(), None
     window, window_start = [], time.time()
-    while step < t.num_steps:
+    out_of_time = lambda: 0 < t.max_wall_seconds <= wall()
+    while step < t.num_steps and not out_of_time():
       state, out = step_fn(state, data)
       step += 1
+      last = step == t.num_steps or out_of_time()
       window.append(out)
       if int(state['consecutive_nonfinite']) >= t.max_consecutive_nonfinite:
         save(step)  # the parameters are the last finite ones: keep them
@@ -342,14 +344,14 @@ def train(
           f'{t.max_consecutive_nonfinite}); they changed no parameters. The state is saved '
           f'at step {step} in {ckpt.directory}. Lower the learning rate or check the objective.'
         )
-      if step % t.log_every_steps == 0 or step == t.num_steps:
+      if step % t.log_every_steps == 0 or last:
         now = time.time()
         num_skipped = int(state['num_skipped'])
         row = _training_row(step, wall(), num_skipped, window, now - window_start)
         metrics.write(row)
         progress.update(step, f'loss {row["loss"]:.4f}')
         window, window_start = [], now
-      if evaluation and (step % evaluation.every_steps == 0 or step == t.num_steps):
+      if evaluation and (step % evaluation.every_steps == 0 or last):
         last_evaluation = evaluate_row(step)
         metrics.write(last_evaluation)
         progress.update(step, evaluation.describe(last_evaluation))

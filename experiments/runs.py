@@ -93,13 +93,22 @@ def initial_params(workdir: str, config: ml_collections.ConfigDict):
 
   The moving average of the newest checkpoint of `workdir` (what that run
   evaluated), for config.system (a size of its family). The model sections
-  must agree in every key that shapes parameters.
+  must agree in every key that shapes parameters. A local flow's
+  `num_neighbours` does not (its messages are a mean over neighbours of a
+  filter of the lattice offset), so it may differ, as it must where a shell
+  that the small box truncates is whole at the larger N (mw_hex 64 -> 216).
 
   Raises:
+    ValueError: for a system of another family, or a transformer at another N.
     checkpointing.CheckpointMismatchError: naming the model keys that differ.
   """
-  other, _, state = load_run(workdir, config.system)
-  shaped = lambda c: checkpointing.model_shape_keys(c.model.to_dict())
+  other, _, state = load_run(workdir)
+  for_system(other, config.system)  # the same family, and a local flow if N differs
+  shaped = lambda c: {
+    k: v
+    for k, v in checkpointing.model_shape_keys(c.model.to_dict()).items()
+    if not (k == 'num_neighbours' and c.model.conditioner == 'local')
+  }
   if shaped(other) != shaped(config):
     differences = sorted(
       k

@@ -79,6 +79,7 @@ RULES: dict[str, tuple[Callable, str]] = {
   'train.checkpoint_every_seconds': POSITIVE,
   'train.checkpoint_every_steps': (_non_negative_int, 'an integer >= 0 (0: off)'),
   'train.max_checkpoints_to_keep': POSITIVE_INT,
+  'train.max_wall_seconds': (_non_negative, 'a number >= 0 (0: off)'),
   'train.loss': (lambda v: v in ('lfep', 'lbar'), "'lfep' or 'lbar'"),
   'train.forward_kl_weight': (lambda v: _is_number(v) and 0 <= v <= 1, 'a number in [0, 1]'),
   'model.conditioner': (lambda v: v in ('transformer', 'local'), "'transformer' or 'local'"),

@@ -162,6 +162,7 @@ def estimate(
   return dict(
     workdir=workdir,
     trained_system=runs.trained_system(workdir),
+    conditioner=config.model.conditioner,
     system=s.name,
     num_particles=s.num_particles,
     step=int(state['step']),

@@ -39,6 +39,7 @@ def rows(records: list[dict], baselines: dict[str, dict]) -> list[dict]:
       system=record['system'],
       num_particles=record['num_particles'],
       trained_system=record['trained_system'],
+      conditioner=record['conditioner'],
       baseline=base,
     )
     for key, _ in METHODS:
@@ -61,8 +62,8 @@ def _value(estimate: dict) -> str:
 
 def markdown(table: list[dict]) -> str:
   lines = [
-    '| system | trained at | flow IS βF/N | ESS | LBAR βF/N | overlap | HMC outside support '
-    '| Einstein βF/N | IS − E (σ) | LBAR − E (σ) |',
+    '| system | model (trained at) | flow IS βF/N | ESS | LBAR βF/N | overlap '
+    '| HMC outside support | Einstein βF/N | IS − E (σ) | LBAR − E (σ) |',
     '|---|---|---|---|---|---|---|---|---|---|',
   ]
   notes = []
@@ -70,7 +71,7 @@ def markdown(table: list[dict]) -> str:
     importance, lbar, base = r['importance_sampling'], r['lbar'], r['baseline']
     cells = [
       r['system'],
-      r['trained_system'],
+      f'{r["conditioner"]} ({r["trained_system"]})',
       _value(importance),
       f'{importance["ess"]:.3g}',
       _value(lbar),

@@ -9,6 +9,7 @@ import pytest
 from flax import nnx
 from scipy import stats
 
+from experiments.configs import lennard_jones, monatomic_water
 from flows.gaussian_base import GaussianDisplacementBase
 from flows.lattice_graph import LatticeGraph
 from flows.local_model import LocalSolidFlow
@@ -70,6 +71,26 @@ def test_colours_and_conditioner_shapes_do_not_depend_on_the_size():
     # Every site of a family sees the same set of neighbour offsets.
     key = lambda offsets: sorted(map(tuple, np.round(offsets, 6)))
     assert key(a.offsets[0]) == key(b.offsets[0])
+
+
+@pytest.mark.parametrize(
+  'module, name',
+  [(monatomic_water, s) for s in monatomic_water.SYSTEMS if s != 'mw_cubic_8']
+  + [(lennard_jones, s) for s in lennard_jones.SYSTEMS],
+)
+def test_every_local_variant_closes_a_shell(module, name):
+  k = module.get_config(f'{name},local').model.num_neighbours
+  assert all(c.neighbours.shape[1] == k for c in graph(name, k).classes)
+
+
+def test_hexagonal_neighbourhoods_agree_once_the_box_holds_the_shell():
+  offsets = lambda g: [set(map(tuple, np.round(c.offsets[0], 6))) for c in g.classes]
+  large = offsets(graph('mw_hex_216', 14))
+  assert large == offsets(graph('mw_hex_512', 14))
+  # At N = 64 (two cells in x) the minimum image merges two pairs of the
+  # 1.915 d_nn shell: 12 of the 14 offsets remain.
+  for small, whole in zip(offsets(graph('mw_hex_64', 12)), large):
+    assert len(small) == 12 and small < whole
 
 
 def test_a_neighbour_count_that_splits_a_shell_is_refused():

@@ -98,6 +98,12 @@ def test_a_run_starts_from_another_size_of_its_family(local_run):
   _, _, state = runs.load_run(workdir)
   for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(state['ema_params'])):
     np.testing.assert_array_equal(a, b)
+  # k does not shape the parameters: they start a flow with other neighbours.
+  fewer = monatomic_water.get_config('mw_cubic_216,local_tiny')
+  fewer.model.num_neighbours = 4
+  setup = training.build(fewer)[0]
+  x, log_q, _ = setup.sample(params, jax.random.key(1), 4)
+  np.testing.assert_allclose(setup.flow(params).log_prob(x), log_q, atol=1e-3)
   config, setup, moved = runs.load_run(workdir, 'mw_cubic_216')
   assert config.system == 'mw_cubic_216' and setup.system.num_particles == 216
   x, log_q, _ = setup.sample(moved['ema_params'], jax.random.key(0), 4)

@@ -16,6 +16,7 @@ def record(system, n, is_value, lbar_value, stderr=0.001, reasons=()):
     system=system,
     num_particles=n,
     trained_system='mw_cubic_64',
+    conditioner='local',
     importance_sampling=dict(estimate, beta_f_per_particle=is_value, ess=0.05),
     lbar=dict(
       estimate,
@@ -52,7 +53,7 @@ def test_table_states_each_estimate_against_the_baseline(tmp_path, capsys):
   )
   text = (tmp_path / 'table.md').read_text()
   first, second = [line for line in text.splitlines() if line.startswith('| mw_cubic')]
-  assert first.startswith('| mw_cubic_64')  # ordered by size within a family
+  assert first.startswith('| mw_cubic_64 | local (mw_cubic_64) |')  # ordered by size
   sigma = math.hypot(0.001, 0.0012)
   assert f'{-25.162 + 25.1633:+.5f} ({(-25.162 + 25.1633) / sigma:+.1f})' in first
   assert [c.strip() for c in second.split('|')[8:11]] == ['–', '–', '–']  # no baseline at 216

@@ -136,6 +136,7 @@ def make_config(
       checkpoint_every_seconds=300.0,  # checkpoint period (and at the end)
       checkpoint_every_steps=0,  # also every this many steps (0: off)
       max_checkpoints_to_keep=3,  # older checkpoints are deleted
+      max_wall_seconds=0.0,  # stop (evaluated, saved) after this wall time across resumes (0: off)
       forward_kl_weight=0.0,  # w: (1-w)·reverse KL + w·forward KL on HMC samples (0: energy only)
     )
   )

@@ -96,14 +96,19 @@ def _tiny(system: str) -> dict:
   )
 
 
-# Conditioning neighbours of the local flow: the first two shells of the other
-# colour (cubic diamond: 4 + 12; hexagonal ice: 4 + 1 + 7 up to 5.14 Å).
-_LOCAL_NEIGHBOURS = {'mw_cubic': 16, 'mw_hex': 12}
+def _local_neighbours(system: str) -> int:
+  """Conditioning neighbours of the local flow: the other colour's sites up to
+  1.915 d_nn (5.14 Å). Cubic ice: 4 + 12 at every N. Hexagonal ice: 4 + 1 + 9,
+  but the N = 64 box is two cells (8.8 Å) wide in x, so two pairs of that
+  shell are one site under the minimum image there: 12 at N = 64, 14 above."""
+  if system.startswith('mw_cubic'):
+    return 16
+  return 12 if common.num_particles(system) == 64 else 14
 
 
 def _local(system: str) -> dict:
   return common.local_variant(
-    num_neighbours=_LOCAL_NEIGHBOURS[system.rsplit('_', 1)[0]],
+    num_neighbours=_local_neighbours(system),
     num_steps=2000,
     evaluation=dict(every_steps=250, num_samples=16384, batch_size=2048),
     hmc=dict(num_chains=64, num_steps=2000, burn_in=200, thin=10, num_leapfrog=5),

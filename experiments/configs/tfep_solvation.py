@@ -115,6 +115,7 @@ def make_config(
       checkpoint_every_seconds=120.0,  # checkpoint period (and at the end)
       checkpoint_every_steps=0,  # also every this many steps (0: off)
       max_checkpoints_to_keep=2,  # older checkpoints are deleted
+      max_wall_seconds=0.0,  # stop (saved) after this wall time across resumes (0: off)
     )
   )
   config.train.update(train)
