@@ -1,7 +1,7 @@
 """Evaluates the latest checkpoint of a training run on fresh samples.
 
   python -m experiments.evaluate --workdir=runs/mw_cubic_8 --num_samples=65536 \
-    [--samples_out=runs/mw_cubic_8/samples.npz] [--system=S]
+    [--samples_out=runs/mw_cubic_8/samples.npz] [--system=S [--num_neighbours=K]]
 
 Samples the parameters that training evaluates (their moving average when
 train.ema_decay > 0). Writes `<workdir>/eval.json` (ESS, ln Z, βF/N ± stderr,
@@ -9,7 +9,8 @@ train.ema_decay > 0). Writes `<workdir>/eval.json` (ESS, ln Z, βF/N ± stderr,
 experiments.evaluation.summarize); with --samples_out also an .npz of
 positions (n, N, 3), log q (n,), energies (n,) and the system's β, box and
 name, for the estimators and the report. With --system, a local flow is
-evaluated at another size of its family (written to eval_<system>.json).
+evaluated at another size of its family (written to eval_<system>.json),
+with --num_neighbours at another k (experiments.runs.for_system).
 The run is loaded by experiments.runs.load_run; importing this module
 defines no flags.
 """
@@ -31,6 +32,9 @@ def main():
   system_flag = flags.DEFINE_string(
     'system', None, "Evaluate at this size of the run's family (local flows; default: its own)."
   )
+  num_neighbours_flag = flags.DEFINE_integer(
+    'num_neighbours', None, "A local flow's conditioning neighbours (default: the run's)."
+  )
   flags.mark_flag_as_required('workdir')
 
   def _main(argv):
@@ -42,7 +46,7 @@ def main():
     from experiments import evaluation, runs, training
 
     workdir = workdir_flag.value
-    config, setup, state = runs.load_run(workdir, system_flag.value)
+    config, setup, state = runs.load_run(workdir, system_flag.value, num_neighbours_flag.value)
     sample_fn = training.make_eval_sample_fn(setup)
     with jax.default_matmul_precision('highest'):  # true float32 on GPU/TPU too
       samples = evaluation.draw_samples(

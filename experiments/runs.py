@@ -15,14 +15,32 @@ from experiments import checkpointing, training
 from systems import get_system
 
 
-def for_system(config: ml_collections.ConfigDict, system: str | None) -> ml_collections.ConfigDict:
+def for_system(
+  config: ml_collections.ConfigDict, system: str | None, num_neighbours: int | None = None
+) -> ml_collections.ConfigDict:
   """A copy of a run's config for `system` (None: the run's own), checked for transfer.
+
+  Args:
+    config: the run's config.
+    system: a size of the run's family (None: its own).
+    num_neighbours: a local flow's conditioning neighbours k (None: the run's
+      own). The weights do not depend on k, and a larger box can hold whole a
+      shell that the run's box split: mw_hex 64 (k = 12) evaluates at 216 and
+      512 with k = 14.
 
   Raises:
     ValueError: if `system` is of another family than the run's, or the run's
-      flow is not local (the transformer's weights are trained for one N).
+      flow is not local (the transformer's weights are trained for one N) where
+      `system` differs or `num_neighbours` is given.
   """
   config = ml_collections.ConfigDict(config.to_dict())
+  if num_neighbours is not None:
+    if config.model.conditioner != 'local':
+      raise ValueError(
+        f"num_neighbours={num_neighbours} applies to a local flow only; this run's "
+        f'model.conditioner is {config.model.conditioner!r}.'
+      )
+    config.model.num_neighbours = num_neighbours
   if system is None or system == config.system:
     return config
   trained, wanted = get_system(config.system), get_system(system)
@@ -41,12 +59,12 @@ def for_system(config: ml_collections.ConfigDict, system: str | None) -> ml_coll
 
 
 def load_run(
-  workdir: str, system: str | None = None
+  workdir: str, system: str | None = None, num_neighbours: int | None = None
 ) -> tuple[ml_collections.ConfigDict, training.Setup, dict]:
   """Returns (config, setup, state) of the newest readable checkpoint in `workdir`.
 
-  The config is the one stored in the checkpoint, for `system` if given (a
-  size of the run's family, see `for_system`; the state's parameters then
+  The config is the one stored in the checkpoint, for `system` and
+  `num_neighbours` if given (see `for_system`; the state's parameters then
   drive a flow built for that system). The model computes in float32
   (config.model.compute_dtype is overridden); callers evaluate under
   jax.default_matmul_precision('highest'), so that GPUs and TPUs do not
@@ -65,7 +83,7 @@ def load_run(
     # to float32 round-off, as LBAR against HMC samples needs; with bfloat16 a
     # rounding flip in a conditioner can make them differ on a few samples.
     stored.model.compute_dtype = 'float32'
-    config = for_system(stored, system)
+    config = for_system(stored, system, num_neighbours)
     setup, state = training.build(config)
     meta = checkpointing.checkpoint_meta(stored, stored.system)
     return config, setup, ckpt.restore(state, meta, step)

@@ -1,10 +1,12 @@
 """From a trained flow to a free energy: importance sampling and LBAR with HMC samples.
 
-  python -m scripts.free_energy --workdir=W [--system=S] --out=F.json \
+  python -m scripts.free_energy --workdir=W [--system=S [--num_neighbours=K]] --out=F.json \
     [--num_flow_samples=65536] [--hmc_chains=C --hmc_steps=T --hmc_thin=K] [--seed=0]
 
 Loads the newest checkpoint of run W (experiments.runs.load_run; with
---system a local flow is evaluated at another size of its family) and:
+--system a local flow is evaluated at another size of its family, with
+--num_neighbours at another k, e.g. 14 for an mw_hex_64 run at 216 or 512,
+where the larger box holds the whole shell that the 64 box split) and:
 
 1. draws flow samples: importance sampling of ln Z_fixed, with its ESS;
 2. draws HMC samples of the target (experiments.hmc_samples.draw: chains on
@@ -93,6 +95,7 @@ def estimate(
   hmc: dict | None = None,
   seed: int = 0,
   batch_size: int = 1024,
+  num_neighbours: int | None = None,
 ) -> dict:
   """Both estimates for run `workdir` at `system`; returns the JSON record.
 
@@ -104,9 +107,10 @@ def estimate(
       thin, num_leapfrog, step_size).
     seed: seeds both samplers.
     batch_size: configurations per compiled call.
+    num_neighbours: a local flow's conditioning neighbours (None: the run's).
   """
   start = time.time()
-  config, setup, state = runs.load_run(workdir, system)
+  config, setup, state = runs.load_run(workdir, system, num_neighbours)
   config.hmc.update(hmc or {})
   params = state['ema_params']
   s = setup.system
@@ -163,6 +167,7 @@ def estimate(
     workdir=workdir,
     trained_system=runs.trained_system(workdir),
     conditioner=config.model.conditioner,
+    num_neighbours=config.model.num_neighbours if config.model.conditioner == 'local' else None,
     system=s.name,
     num_particles=s.num_particles,
     step=int(state['step']),
@@ -205,6 +210,9 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--workdir', required=True, help='training run directory')
   parser.add_argument('--system', default=None, help="another size of the run's family")
+  parser.add_argument(
+    '--num_neighbours', type=int, default=None, help="a local flow's k (default: the run's)"
+  )
   parser.add_argument('--out', required=True, help='JSON output path')
   parser.add_argument('--num_flow_samples', type=int, default=65536)
   parser.add_argument('--hmc_chains', type=int, default=None, help="default: the run's hmc")
@@ -226,7 +234,14 @@ def main(argv=None) -> int:
   }
   if args.num_flow_samples < 2:
     parser.error(f'--num_flow_samples={args.num_flow_samples} must be at least 2.')
-  record = estimate(args.workdir, args.system, args.num_flow_samples, hmc, args.seed)
+  record = estimate(
+    args.workdir,
+    args.system,
+    args.num_flow_samples,
+    hmc,
+    args.seed,
+    num_neighbours=args.num_neighbours,
+  )
   directory = os.path.dirname(os.path.abspath(args.out))
   os.makedirs(directory, exist_ok=True)
   with open(args.out, 'w') as f:

@@ -94,20 +94,28 @@ def test_hmc_samples_outside_the_flow_are_counted_not_dropped(local_run, tmp_pat
 def test_a_run_starts_from_another_size_of_its_family(local_run):
   _, workdir = local_run
   larger = monatomic_water.get_config('mw_cubic_216,local_tiny')
+  larger.model.num_neighbours = 4  # k does not shape the parameters (run: 16)
   params = runs.initial_params(workdir, larger)
   _, _, state = runs.load_run(workdir)
   for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(state['ema_params'])):
     np.testing.assert_array_equal(a, b)
-  # k does not shape the parameters: they start a flow with other neighbours.
-  fewer = monatomic_water.get_config('mw_cubic_216,local_tiny')
-  fewer.model.num_neighbours = 4
-  setup = training.build(fewer)[0]
-  x, log_q, _ = setup.sample(params, jax.random.key(1), 4)
-  np.testing.assert_allclose(setup.flow(params).log_prob(x), log_q, atol=1e-3)
   config, setup, moved = runs.load_run(workdir, 'mw_cubic_216')
   assert config.system == 'mw_cubic_216' and setup.system.num_particles == 216
   x, log_q, _ = setup.sample(moved['ema_params'], jax.random.key(0), 4)
   np.testing.assert_allclose(setup.flow(moved['ema_params']).log_prob(x), log_q, atol=1e-3)
+
+
+def test_a_run_evaluates_at_another_size_with_another_neighbour_count(local_run):
+  _, workdir = local_run
+  config, setup, state = runs.load_run(workdir, 'mw_cubic_216', num_neighbours=4)
+  assert config.model.num_neighbours == 4
+  assert all(c.neighbours.shape[1] == 4 for c in setup.flow(state['ema_params']).graph.classes)
+  x, log_q, _ = setup.sample(state['ema_params'], jax.random.key(1), 4)
+  np.testing.assert_allclose(setup.flow(state['ema_params']).log_prob(x), log_q, atol=1e-3)
+  with pytest.raises(ValueError, match=r'num_neighbours=12 splits a shell.*4, 16'):
+    runs.load_run(workdir, 'mw_cubic_216', num_neighbours=12)
+  with pytest.raises(ValueError, match='num_neighbours=12 applies to a local flow only'):
+    runs.for_system(lennard_jones.get_config('lj_32,cpu'), None, num_neighbours=12)
 
 
 def test_transfer_needs_the_same_family_and_a_local_flow(local_run):
@@ -128,6 +136,7 @@ def test_free_energy_writes_both_estimates(local_run, tmp_path, capsys):
   out = tmp_path / 'fe.json'
   assert free_energy.main([f'--workdir={workdir}', f'--out={out}', '--num_flow_samples=512']) == 0
   record = json.loads(out.read_text())
+  assert (record['conditioner'], record['num_neighbours']) == ('local', 16)
   for section in ('importance_sampling', 'lbar'):
     r = record[section]
     assert np.isfinite(r['beta_f_per_particle']) and r['beta_f_per_particle_stderr'] > 0

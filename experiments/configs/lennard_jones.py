@@ -15,8 +15,20 @@ Scalable local flow from HMC samples and the energy (docs/scalable_flows.md):
 
 Variants: `paper` (the published model and optimiser), `cpu` (small, for two CPU
 cores), `local` (the scalable flow; measured here on one of two CPU cores,
-2026-12-05: lj_256 84 min of training + 8.8 min of free_energy, shared core;
-lj_500 not run). Any key can be overridden, e.g. `--config.train.batch_size=64`.
+2026-12-05: lj_256 84 min of training + 8.8 min of free_energy, shared core).
+lj_500 starts from the lj_256 run:
+
+  python -m experiments.train \
+    --config=experiments/configs/lennard_jones.py:lj_500,local --workdir=runs/lj_500 \
+    --init_from=runs/lj_256_local --config.train.forward_kl_weight=0.0 \
+    --config.train.num_steps=500 --config.train.learning_rate=2e-4 \
+    --config.train.lr_decay_steps='(250,375)' --config.eval.every_steps=250 \
+    --config.eval.num_samples=4096
+
+took 24.2 min, then free_energy 49.3 min (2026-12-06, one of two cores), and
+gave no usable estimate: ESS 4e-5 and LBAR overlap 6e-6, both marked
+unreliable (docs/scalable_flows.md#results). Any key can be overridden, e.g.
+`--config.train.batch_size=64`.
 """
 
 from experiments.configs import common
