@@ -331,10 +331,12 @@ def train(
     last_save, last_evaluation = time.time(), None
     window, window_start = [], time.time()
     out_of_time = lambda: 0 < t.max_wall_seconds <= wall()
-    while step < t.num_steps and not out_of_time():
+    stop = out_of_time()  # read once per step, so the step that ends the run is logged
+    while step < t.num_steps and not stop:
       state, out = step_fn(state, data)
       step += 1
-      last = step == t.num_steps or out_of_time()
+      stop = out_of_time()
+      last = step == t.num_steps or stop
       window.append(out)
       if int(state['consecutive_nonfinite']) >= t.max_consecutive_nonfinite:
         save(step)  # the parameters are the last finite ones: keep them

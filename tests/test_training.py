@@ -235,7 +235,7 @@ def test_sharded_step_equals_single_device_step():
 def test_wall_time_budget_stops_the_run_evaluated_and_saved(tmp_path):
   """train.max_wall_seconds ends a run early, with a last metrics row and a
   checkpoint at the step it stopped; a resumed run takes no further step."""
-  config = tiny_config(num_steps=10**9, max_wall_seconds=1.5, log_every_steps=10**6)
+  config = tiny_config(num_steps=10**9, max_wall_seconds=3.0, log_every_steps=10**6)
   quadratic = lambda params, key, data: ((params['x'] - 1.0) ** 2, {})
   optimizer = optax.sgd(1e-6)
   run = lambda: loop.train(  # fresh parameters each call: the step donates them
@@ -249,10 +249,10 @@ def test_wall_time_budget_stops_the_run_evaluated_and_saved(tmp_path):
   start = time.time()
   step = int(run().state['step'])
   assert 0 < step < config.train.num_steps
-  assert 1.5 <= time.time() - start < 30
+  assert 3.0 <= time.time() - start < 30
   rows = read_metrics(tmp_path)
   assert [r['step'] for r in rows] == [step]  # the stop is logged though off the cadence
-  assert rows[0]['wall_time'] >= 1.5
+  assert rows[0]['wall_time'] >= 3.0
   ckpt = checkpointing.Checkpointer(str(tmp_path))
   assert ckpt.latest_step == step
   ckpt.close()

@@ -34,7 +34,7 @@ took 11.0 min for mw_cubic_216 and 11.0 min for mw_hex_216 (from mw_hex_64),
 then free_energy 32.6 and 35.6 min. mw_cubic_512 and mw_hex_512 were not
 trained here: the 64 (cubic) and 216 (hexagonal) models evaluate there with
 `--system` (free_energy with 4,096 flow samples and 16 HMC chains of 600
-steps: 22.2 min for mw_cubic_512, HEX512 min for mw_hex_512). Any key can be
+steps: 22.2 min for mw_cubic_512, 13.0 min for mw_hex_512). Any key can be
 overridden, e.g. `--config.train.batch_size=64`.
 """
 
