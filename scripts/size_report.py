@@ -40,6 +40,7 @@ def rows(records: list[dict], baselines: dict[str, dict]) -> list[dict]:
       num_particles=record['num_particles'],
       trained_system=record['trained_system'],
       conditioner=record['conditioner'],
+      hmc_burn_in=record.get('hmc', {}).get('settings', {}).get('burn_in'),
       baseline=base,
     )
     for key, _ in METHODS:
@@ -63,7 +64,7 @@ def _value(estimate: dict) -> str:
 def markdown(table: list[dict]) -> str:
   lines = [
     '| system | model (trained at) | flow IS βF/N | ESS | LBAR βF/N | overlap '
-    '| HMC outside support | Einstein βF/N | IS − E (σ) | LBAR − E (σ) |',
+    '| HMC outside support (burn-in steps) | Einstein βF/N | IS − E (σ) | LBAR − E (σ) |',
     '|---|---|---|---|---|---|---|---|---|---|',
   ]
   notes = []
@@ -76,7 +77,8 @@ def markdown(table: list[dict]) -> str:
       f'{importance["ess"]:.3g}',
       _value(lbar),
       f'{lbar["overlap"]:.3g}',
-      f'{lbar["num_hmc_outside_support"]} of {lbar["num_hmc_samples"]}',
+      f'{lbar["num_hmc_outside_support"]} of {lbar["num_hmc_samples"]}'
+      + (f' ({r["hmc_burn_in"]})' if r['hmc_burn_in'] is not None else ''),
       _value(base) if base else '–',
     ]
     for key, _ in METHODS:

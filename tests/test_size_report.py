@@ -8,7 +8,7 @@ import pytest
 from scripts import size_report
 
 
-def record(system, n, is_value, lbar_value, stderr=0.001, reasons=()):
+def record(system, n, is_value, lbar_value, stderr=0.001, reasons=(), **extra):
   estimate = dict(
     beta_f_per_particle_stderr=stderr, reliable=not reasons, unreliable_reasons=list(reasons)
   )
@@ -25,6 +25,7 @@ def record(system, n, is_value, lbar_value, stderr=0.001, reasons=()):
       num_hmc_outside_support=0,
       num_hmc_samples=1000,
     ),
+    **extra,
   )
 
 
@@ -32,7 +33,7 @@ def test_table_states_each_estimate_against_the_baseline(tmp_path, capsys):
   paths = []
   for i, rec in enumerate(
     [
-      record('mw_cubic_216', 216, -25.08, -25.081),
+      record('mw_cubic_216', 216, -25.08, -25.081, hmc=dict(settings=dict(burn_in=700))),
       record('mw_cubic_64', 64, -25.162, -25.163, reasons=('ESS 1e-4 (2 effective samples)',)),
     ]
   ):
@@ -57,6 +58,8 @@ def test_table_states_each_estimate_against_the_baseline(tmp_path, capsys):
   sigma = math.hypot(0.001, 0.0012)
   assert f'{-25.162 + 25.1633:+.5f} ({(-25.162 + 25.1633) / sigma:+.1f})' in first
   assert [c.strip() for c in second.split('|')[8:11]] == ['–', '–', '–']  # no baseline at 216
+  assert second.split('|')[7].strip() == '0 of 1000 (700)'  # the HMC burn-in, where recorded
+  assert first.split('|')[7].strip() == '0 of 1000'
   assert '-25.16200 ± 0.00100 †' in first and 'ESS 1e-4' in text
   assert (tmp_path / 'table.png').stat().st_size > 0
   assert 'mw_cubic_216' in capsys.readouterr().out

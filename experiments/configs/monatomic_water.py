@@ -31,11 +31,16 @@ larger sizes start from those runs (docs/scalable_flows.md#results), e.g.
     --config.eval.num_samples=4096
 
 took 11.0 min for mw_cubic_216 and 11.0 min for mw_hex_216 (from mw_hex_64),
-then free_energy 32.6 and 35.6 min. mw_cubic_512 and mw_hex_512 were not
-trained here: the 64 (cubic) and 216 (hexagonal) models evaluate there with
-`--system` (free_energy with 4,096 flow samples and 16 HMC chains of 600
-steps: 22.2 min for mw_cubic_512, 13.0 min for mw_hex_512). Any key can be
-overridden, e.g. `--config.train.batch_size=64`.
+then free_energy 32.6 and 35.6 min. mw_cubic_512 continues from the 216 run
+with the same flags and `--config.train.num_steps=240
+--config.train.lr_decay_steps='(120,180)' --config.eval.every_steps=240
+--config.eval.num_samples=2048` (17.6 min, 2026-12-06, both cores busy), then
+`scripts.free_energy --num_flow_samples=4096 --hmc_chains=16 --hmc_steps=600`
+(14.1 min). The 64 (cubic) and 216 (hexagonal) models also evaluate at 512
+unchanged with `--system` (the same free_energy flags: 22.2 min for
+mw_cubic_512, 13.0 min for mw_hex_512). No ice flow gives a reliable
+importance-sampling estimate at 512 yet (docs/scalable_flows.md#results).
+Any key can be overridden, e.g. `--config.train.batch_size=64`.
 """
 
 from experiments.configs import common
