@@ -366,10 +366,12 @@ def train(
     if ckpt.latest_step != step:
       save(step)
     if evaluation and last_evaluation is None:
-      # No step was taken in this call (the run had finished): the final
-      # parameters were evaluated before the last checkpoint, so the row is
-      # returned, not written again.
+      # No step was taken in this call. A resumed run evaluated its final
+      # parameters before its last checkpoint, so the row is returned, not
+      # written again; a fresh run out of time before its first step writes it.
       last_evaluation = evaluate_row(step)
+      if restored is None:
+        metrics.write(last_evaluation)
   finally:
     if progress is not None:
       progress.close()

@@ -257,3 +257,28 @@ def test_wall_time_budget_stops_the_run_evaluated_and_saved(tmp_path):
   assert ckpt.latest_step == step
   ckpt.close()
   assert int(run().state['step']) == step
+
+
+def test_a_run_out_of_time_before_its_first_step_logs_its_evaluation(tmp_path):
+  """A budget spent before the first step (e.g. by compilation) still leaves
+  the evaluation of the initial parameters in metrics.jsonl, and a step-0
+  checkpoint."""
+  config = tiny_config(num_steps=10, max_wall_seconds=1e-9)
+  evaluation = loop.Evaluation(
+    compile=lambda params: lambda params, step: dict(x=float(params['x'])), every_steps=5
+  )
+  result = loop.train(
+    config,
+    str(tmp_path),
+    loss_fn=lambda params, key, data: ((params['x'] - 1.0) ** 2, {}),
+    params={'x': jnp.full((), 0.25)},
+    optimizer=optax.sgd(0.1),
+    meta={},
+    evaluation=evaluation,
+  )
+  assert int(result.state['step']) == 0
+  (row,) = read_metrics(tmp_path)
+  assert row['step'] == 0 and row['x'] == 0.25 and row == result.evaluation
+  ckpt = checkpointing.Checkpointer(str(tmp_path))
+  assert ckpt.latest_step == 0
+  ckpt.close()
