@@ -312,11 +312,12 @@ def train(
         f.write(config.to_json_best_effort(indent=2))
     wall_offset = float(state['wall_time'])
     wall = lambda: wall_offset + time.time() - start_time
+    out_of_time = lambda: 0 < t.max_wall_seconds <= wall()
 
     step = int(state['step'])
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
       compiling = pool.submit(evaluation.compile, state['ema_params']) if evaluation else None
-      if step < t.num_steps:  # a finished run compiles no step
+      if step < t.num_steps and not out_of_time():  # a finished run compiles no step
         step_fn = make_train_step(loss_fn, optimizer, t.ema_decay).lower(state, data).compile()
       evaluate = compiling.result() if compiling else None
 
@@ -330,7 +331,6 @@ def train(
     progress = Progress(step, t.num_steps)
     last_save, last_evaluation = time.time(), None
     window, window_start = [], time.time()
-    out_of_time = lambda: 0 < t.max_wall_seconds <= wall()
     stop = out_of_time()  # read once per step, so the step that ends the run is logged
     while step < t.num_steps and not stop:
       state, out = step_fn(state, data)
