@@ -3,7 +3,7 @@
 Given flow samples x ~ q with log q(x) and physical energies U(x), the
 log-weights ln w = −βU(x) − ln q(x) give the importance-sampling estimate of
 ln Z_fixed (the configurational integral with particle 0 fixed; see
-`flows.convention`), hence βF/N in the project convention, the effective sample
+`systems.convention`), hence βF/N in the project convention, the effective sample
 size and the energy averages under q and reweighted to the Boltzmann
 distribution.
 """
@@ -14,8 +14,7 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
-from flows import convention, estimators
-from systems import System
+from systems import System, convention, estimators
 
 # (key, n) -> positions (n, N, 3), log q (n,), physical energy (n,).
 SampleFn = Callable[[jax.Array, int], tuple[jax.Array, jax.Array, jax.Array]]
@@ -67,7 +66,7 @@ def summarize(samples: dict, system: System) -> dict:
     convention), `mean_energy` (reweighted to the target, the estimate of ⟨U⟩),
     `mean_energy_flow` (under q, finite energies), `num_samples` (used),
     `num_zero_weight` (of them, energy +∞), `num_nonfinite` (left out),
-    `reliable` and `unreliable_reasons` (list of str; see flows.estimators).
+    `reliable` and `unreliable_reasons` (list of str; see systems.estimators).
     With fewer than two samples of finite weight every estimate is NaN and the
     reason says how many samples were non-finite and the likely cause.
   """

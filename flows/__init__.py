@@ -1,12 +1,12 @@
 """Normalizing flows for atomic solids (Flax NNX) and free-energy estimators."""
 
-from flows.conditioner import Conditioner
-from flows.couplings import CircularShift, CouplingLayer, SplitCoupling
 from flows.embeddings import circular_features
-from flows.lattice_base import LatticeBase, wigner_seitz_half_width
-from flows.local_model import LocalSolidFlow
-from flows.model import SolidFlow
-from flows.transformer import Transformer
+from flows.local.model import LocalSolidFlow
+from flows.transformer.attention import Transformer
+from flows.transformer.conditioner import Conditioner
+from flows.transformer.couplings import CircularShift, CouplingLayer, SplitCoupling
+from flows.transformer.lattice_base import LatticeBase, wigner_seitz_half_width
+from flows.transformer.model import SolidFlow
 
 __all__ = [
   'CircularShift',

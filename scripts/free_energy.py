@@ -12,7 +12,7 @@ where the larger box holds the whole shell that the 64 box split) and:
 2. draws HMC samples of the target (experiments.hmc_samples.draw: chains on
    the lattice, centre of mass fixed; the run's hmc settings unless flags
    override them) and evaluates the flow's ln q on them;
-3. LBAR between the two sample sets (flows.estimators.lbar), whose error
+3. LBAR between the two sample sets (systems.estimators.lbar), whose error
    counts the HMC chains' correlation (statistical inefficiency of the
    reverse Fermi terms). HMC samples outside the flow's support (two
    particles in one lattice cell) have ln q = −∞: they are counted in the
@@ -22,7 +22,7 @@ Writes F.json with `importance_sampling` and `lbar` sections, each with
 `beta_f_per_particle`, `beta_f_per_particle_stderr` (and `ess` for importance
 sampling), whether the estimate is reliable and why not, plus the sample
 counts and timings, and prints one line per estimate. βF/N is in the
-project convention (flows.convention). Progress bars follow the long parts
+project convention (systems.convention). Progress bars follow the long parts
 on a terminal.
 """
 
@@ -38,7 +38,7 @@ import numpy as np
 from absl import logging
 
 from experiments import evaluation, hmc_samples, runs, training
-from flows import convention, estimators
+from systems import convention, estimators
 
 
 def _bar(total: int, description: str):

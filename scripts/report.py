@@ -10,13 +10,13 @@ and optionally log_q (m,), the flow's log-density on them (which enables
 LBAR). Writes W/report.json, W/report.md, PNG figures in W/figures/ and, with
 samples, W/samples.xyz.
 
-Every estimate is judged by `flows.estimators` (too few effective samples, too
+Every estimate is judged by `systems.estimators` (too few effective samples, too
 little overlap, too many infinite works): rows carry `reliable` and
 `unreliable_reasons`, and unreliable ones are marked UNRELIABLE in the table,
 the figure and the printed lines.
 
 Free energies are βF/N in kT per particle in the convention of
-`flows.convention`; ln Z is ln Z_fixed (particle 0 pinned), in nats.
+`systems.convention`; ln Z is ln Z_fixed (particle 0 pinned), in nats.
 """
 
 import argparse
@@ -30,9 +30,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from flows import convention, estimators
 from scripts import observables, xyz
-from systems import System, get_system
+from systems import System, convention, estimators, get_system
 
 _LENGTH_UNIT = {'lennard_jones': 'σ', 'monatomic_water': 'Å'}
 _SPECIES = {'lennard_jones': 'Ar', 'monatomic_water': 'O'}
@@ -765,7 +764,7 @@ def collect_estimates(
       energies['Einstein baseline'] = baseline['mean_energy'] / n
   if not all(r['reliable'] for r in rows):
     notes.append(
-      "UNRELIABLE rows failed flows.estimators' checks "
+      "UNRELIABLE rows failed systems.estimators' checks "
       f'({estimators.RELIABILITY_RULES}): their error bars mean nothing.'
     )
   return rows, energies, notes

@@ -20,7 +20,7 @@ import sys
 
 import numpy as np
 
-from flows import estimators
+from systems import estimators
 
 METHODS = (('importance_sampling', 'flow IS'), ('lbar', 'LBAR'))
 

@@ -16,7 +16,7 @@ at smaller n); each method's mean ± std is over the blocks. The
 reference is MBAR over all samples of all ladder states; its error comes from
 MBAR on groups of independent chains (pymbar's own error, which takes the
 samples as independent, is printed beside it). Every subset's estimate is
-judged by `flows.estimators` (effective samples, overlap, infinite works);
+judged by `systems.estimators` (effective samples, overlap, infinite works);
 each method reports the fraction of its subsets judged reliable, and the
 table marks methods for which that is below 100 %.
 """
@@ -30,9 +30,9 @@ import ml_collections
 import numpy as np
 
 from experiments import tfep_stages
-from flows import estimators, targeted
+from flows import targeted
 from scripts import observables
-from systems import ladders
+from systems import estimators, ladders
 
 METHODS = ('FEP', 'BAR', 'MBAR', 'LFEP', 'LBAR')
 STRUCTURE_SETS = ('A', 'B', 'M(A)', 'M⁻¹(B)')  # held-out samples, then mapped
@@ -41,7 +41,7 @@ STRUCTURE_SETS = ('A', 'B', 'M(A)', 'M⁻¹(B)')  # held-out samples, then mappe
 def subset_estimates(works: dict, reduced: np.ndarray, num_train: int, n: int, j: int) -> dict:
   """The five estimates (value, stderr, reasons) on held-out block j of size n.
 
-  `reasons` (tuple of str) says why flows.estimators judged the estimate
+  `reasons` (tuple of str) says why systems.estimators judged the estimate
   unreliable, empty if it did not.
   """
   block = slice(j * n, (j + 1) * n)
@@ -258,7 +258,7 @@ def markdown(table: dict) -> str:
     'independent, though both come from the same samples and adjacent '
     'subsets are adjacent stretches of the same chains. '
     '"(x % reliable)": only that share of the subsets\' estimates passed '
-    f"flows.estimators' checks ({estimators.RELIABILITY_RULES}), so the error "
+    f"systems.estimators' checks ({estimators.RELIABILITY_RULES}), so the error "
     'bars of the others mean nothing. Reliable subsets per method, and a reason '
     'given for an unreliable one:',
     '',

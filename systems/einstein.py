@@ -20,7 +20,7 @@ Counting as the published values do, Z = N! (V/N) N^{3/2} Z_W, hence
 Stages are trusted only if every adjacent pair has a two-state overlap-matrix
 element (pymbar's definition, `estimators.adjacent_pair_overlap`) ≥
 `min_overlap`; otherwise `InsufficientOverlapError` names the
-pair. pymbar is imported lazily (through flows.estimators) when MBAR runs.
+pair. pymbar is imported lazily (through systems.estimators) when MBAR runs.
 """
 
 import dataclasses
@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from systems import sampler
+from systems import estimators, sampler
 
 
 class InsufficientOverlapError(ValueError):
@@ -202,8 +202,6 @@ def lambda_path(
   counts = np.array([du.size for du, _ in kept], dtype=np.int64)
 
   u_kn = beta * (lambdas[:, None] * flat_du + (1.0 - lambdas[:, None]) * flat_ue)
-  from flows import estimators  # lazy: pymbar is imported only here
-
   estimate = estimators.mbar(u_kn, counts)
   adjacent = np.asarray(estimate.adjacent_pair_overlap)
   bad = np.flatnonzero(adjacent < min_overlap)

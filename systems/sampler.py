@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flows.estimators import statistical_inefficiency
+from systems.estimators import statistical_inefficiency
 
 JITTER = 0.2  # each proposal's step is uniform in step_size·(1 ± JITTER)
 

@@ -9,8 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from flows import convention
-from systems import einstein
+from systems import convention, einstein
 
 
 def test_log_z_einstein_matches_numerical_integral_on_fixed_com_subspace():
@@ -30,7 +29,7 @@ def test_beta_f_per_particle_agrees_with_the_pinned_particle_route():
   """Two routes to βF/N of a harmonic solid, U = (k/2) Σ_i |u_i − ū|² in the
   displacements u from the sites, for every labelling of the sites:
   einstein.beta_f_per_particle from the analytic ln Z_W (centre of mass fixed,
-  Frenkel–Ladd), and flows.convention.beta_f_per_particle from ln Z_fixed, the
+  Frenkel–Ladd), and systems.convention.beta_f_per_particle from ln Z_fixed, the
   flow's integral with particle 0 pinned at its site, done here as a Gaussian
   integral over the other particles with their Hessian from autodiff, times
   the (N−1)! labellings of the other particles."""

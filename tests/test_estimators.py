@@ -1,4 +1,4 @@
-"""Analytic and calibration checks of flows.estimators (float64 numpy, fixed seeds)."""
+"""Analytic and calibration checks of systems.estimators (float64 numpy, fixed seeds)."""
 
 import dataclasses
 import os
@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flows import estimators as est
+from systems import estimators as est
 
 REPO = Path(__file__).resolve().parents[1]
 DIM = 3
@@ -409,7 +409,7 @@ def run_fresh_python(code):
 def test_mbar_leaves_jax_x64_off():
   out = run_fresh_python(
     'import numpy as np\n'
-    'import flows.estimators as est\n'
+    'import systems.estimators as est\n'
     'import jax\n'
     'x = np.random.default_rng(0).normal(size=200)\n'
     'res = est.mbar(np.stack([x**2 / 2, (x - 0.3)**2 / 2]), [100, 100])\n'
@@ -422,7 +422,7 @@ def test_mbar_leaves_jax_x64_off():
 def test_package_import_does_not_import_pymbar():
   out = run_fresh_python(
     'import sys\n'
-    'import flows, flows.estimators, systems, systems.sampler, systems.einstein\n'
+    'import flows, systems.estimators, systems, systems.sampler, systems.einstein\n'
     "print('pymbar' in sys.modules)\n"
   )
   assert out.split() == ['False']

@@ -9,8 +9,7 @@ import pytest
 
 from experiments import evaluation, training
 from experiments.configs import lennard_jones, monatomic_water
-from flows import convention
-from systems import get_system
+from systems import convention, get_system
 
 from conftest import perturb
 

@@ -27,8 +27,8 @@ import pytest
 from flax import nnx
 
 from flows import CircularShift, CouplingLayer, LocalSolidFlow, SolidFlow, SplitCoupling
-from flows.radial import RadialSpline
 from flows.targeted import TargetedMap
+from flows.targeted.radial import RadialSpline
 from systems.box import minimum_image
 
 from conftest import perturb

@@ -9,7 +9,8 @@ import pytest
 from flax import nnx
 from scipy import stats
 
-from flows import LatticeBase, SolidFlow, convention
+from flows import LatticeBase, SolidFlow
+from systems import convention
 from systems.box import minimum_image
 
 from conftest import perturb
@@ -167,7 +168,7 @@ def test_convention_hand_computed():
 
 @pytest.mark.parametrize('num_tokens', [5, 20])
 def test_attention_paths_agree_and_are_permutation_equivariant(monkeypatch, num_tokens):
-  from flows import transformer
+  from flows.transformer import attention as transformer
 
   with jax.enable_x64(True):
     attention = transformer.SelfAttention(8, 2, nnx.initializers.lecun_normal(), rngs=nnx.Rngs(3))

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from flows.radial import RadialSpline
+from flows.targeted.radial import RadialSpline
 
 from conftest import perturb
 

@@ -10,9 +10,9 @@ from flax import nnx
 from scipy import stats
 
 from experiments.configs import lennard_jones, monatomic_water
-from flows.gaussian_base import GaussianDisplacementBase
-from flows.lattice_graph import LatticeGraph
-from flows.local_model import LocalSolidFlow
+from flows.local.gaussian_base import GaussianDisplacementBase
+from flows.local.lattice_graph import LatticeGraph
+from flows.local.model import LocalSolidFlow
 from systems import get_system, harmonic, make_system
 
 # A small FCC Lennard-Jones crystal whose box exceeds twice the cutoff, so

@@ -17,7 +17,8 @@ from flax import nnx
 
 from experiments import runs, training
 from experiments.configs import monatomic_water
-from flows import SolidFlow, SplitCoupling, transformer
+from flows import SolidFlow, SplitCoupling
+from flows.transformer import attention as transformer
 
 from conftest import perturb
 

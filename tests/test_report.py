@@ -14,9 +14,8 @@ import ase.io
 import numpy as np
 import pytest
 
-from flows import convention, estimators
 from scripts import observables, report, xyz
-from systems import get_system
+from systems import convention, estimators, get_system
 from systems.box import minimum_image
 
 SYSTEM = 'mw_cubic_8'

@@ -17,7 +17,7 @@ per state: 40 held-out subsets of 10⁴ and all 400 disjoint ones of 10³, so
 56 min of run and 2.7 min of report on two CPU cores, 46 min of it sampling,
 5.6 GiB peak RSS, a 3.8 GB samples.npz) and `paper` (10³, 10⁴, 10⁵ samples
 per state and a paper-sized model; for an accelerator), and `cpu_local` (the
-`cpu` run with the local conditioner, flows.column_coupling, in place of the
+`cpu` run with the local conditioner, flows.targeted.column_coupling, in place of the
 transformer: one ColumnCoupling layer of width 32 with cylinders of radius
 2.5 σ, whose training step takes about as long as `cpu`'s; same sampler, so
 the samples.npz of a `cpu` workdir may be copied into its workdir to skip
@@ -91,7 +91,7 @@ def make_config(
       centre_on_sites=False,  # act on displacements from lattice sites (solids only)
       radial_bins=0,  # bins of a RadialSpline before each layer (0: none)
       conditioner='transformer',  # coupling layers: 'transformer' (CouplingLayer) or
-      # 'local' (flows.column_coupling.ColumnCoupling: cylinders of neighbours;
+      # 'local' (flows.targeted.column_coupling.ColumnCoupling: cylinders of neighbours;
       # embedding_size is its width; no centre_on_sites)
       local_cutoff=2.5,  # cylinder radius of the local conditioner (σ, ≤ half the box edge)
     )
@@ -166,7 +166,7 @@ def _paper() -> dict:
   )
 
 
-# The `cpu` map with local couplings (flows.column_coupling) in place of the
+# The `cpu` map with local couplings (flows.targeted.column_coupling) in place of the
 # transformer's, sized to train in about the time of `cpu`.
 CPU_LOCAL_MODEL = dict(conditioner='local', num_layers=1, embedding_size=32, local_cutoff=2.5)
 

@@ -10,7 +10,7 @@ satisfy E_A[exp(−Φ_F)] = exp(−ΔF) and E_B[exp(−Φ_R)] = exp(ΔF), ΔF = 
 for any bijection M (Jarzynski 2002). By Jensen E_A[Φ_F] ≥ ΔF and
 E_B[Φ_R] ≥ −ΔF, so the one-sided LFEP loss E_A[Φ_F] and the two-sided LBAR loss
 ½(E_A[Φ_F] + E_B[Φ_R]) are minimised (to ΔF and 0) by a map that pushes A
-exactly onto B. The works feed flows.estimators: fep_forward (one-sided TFEP)
+exactly onto B. The works feed systems.estimators: fep_forward (one-sided TFEP)
 and bar (BAR on the mapped works).
 
 A reduced potential is a function (..., M, 3) -> (...) in kT; a map is any
@@ -23,10 +23,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from flows import estimators
-from flows.column_coupling import ColumnCoupling
-from flows.couplings import CouplingLayer, undo_axis_rolls
-from flows.radial import RadialSpline
+from flows.targeted.column_coupling import ColumnCoupling
+from flows.targeted.radial import RadialSpline
+from flows.transformer.couplings import CouplingLayer, undo_axis_rolls
+from systems import estimators
 from systems.box import wrap
 
 ReducedPotential = Callable[[jnp.ndarray], jnp.ndarray]
@@ -53,7 +53,7 @@ class TargetedMap(nnx.Module):
   equivariant under permutations of particles 1..M−1 together with their sites.
 
   With `radial_bins` > 0 every coupling layer is preceded by a
-  flows.radial.RadialSpline about the centre of the box (a solute fixed
+  flows.targeted.radial.RadialSpline about the centre of the box (a solute fixed
   there): it moves each particle along its ray from the centre, the bulk of
   what a solvent does when the solute grows. The first one sits on the
   solute; later ones sit on the box centre of coordinates that the earlier
@@ -63,7 +63,7 @@ class TargetedMap(nnx.Module):
   baseline that shows what the coupling layers add.
 
   With `conditioner` = 'local' every coupling layer is a
-  flows.column_coupling.ColumnCoupling instead: six coupling steps (even and
+  flows.targeted.column_coupling.ColumnCoupling instead: six coupling steps (even and
   odd particles, each axis in turn) whose splines see only the other group's
   particles within a cylinder of radius `local_cutoff` about the moving
   particle's column, plus its own position (a local many-body conditioner,
@@ -248,7 +248,7 @@ def estimate(work_forward, work_reverse=None):
   """ΔF = f_B − f_A (kT) from held-out works: one-sided FEP, or BAR given both.
 
   With identity-map works these are plain FEP and BAR, with mapped works LFEP
-  and LBAR. Returns a flows.estimators.Estimate.
+  and LBAR. Returns a systems.estimators.Estimate.
   """
   if work_reverse is None:
     return estimators.fep_forward(work_forward)

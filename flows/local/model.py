@@ -7,17 +7,17 @@ successor of the paper's model in Schebek, Noé & Rogal, Nat. Commun. 17,
 other M = N − 1 particles; unlike it, particles are labelled by their
 lattice sites and the flow acts on their displacements u_i from their sites:
 
-    u⁰ ~ N(0, s²C)  (flows.gaussian_base)  ->  u = σ·f(u⁰/σ)  ->  y_i = r_i + u_i,
+    u⁰ ~ N(0, s²C)  (flows.local.gaussian_base)  ->  u = σ·f(u⁰/σ)  ->  y_i = r_i + u_i,
 
 with C the harmonic crystal's covariance (or σ²I), f a chain of LocalLayers
-(flows.displacement_couplings) and σ the base's mean per-coordinate
+(flows.local.couplings) and σ the base's mean per-coordinate
 standard deviation. The layers' parameters do not depend on N: one set of
 weights runs at every size of a lattice family (the covariance is the
 system's own).
 
 Density and exactness. Let S (the solid's basin) be the configurations in
 which every particle lies in the Voronoi cell of a different site
-(flows.lattice_graph gives the exact test), and S_id ⊂ S those in which
+(flows.local.lattice_graph gives the exact test), and S_id ⊂ S those in which
 particle i sits in the cell of site i. Every configuration in S has exactly
 one labelling in S_id, so for x in S
 
@@ -39,9 +39,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from flows.displacement_couplings import LocalLayer
-from flows.gaussian_base import GaussianDisplacementBase
-from flows.lattice_graph import LatticeGraph
+from flows.local.couplings import LocalLayer
+from flows.local.gaussian_base import GaussianDisplacementBase
+from flows.local.lattice_graph import LatticeGraph
 from systems.box import minimum_image, wrap
 
 
@@ -152,7 +152,7 @@ class LocalSolidFlow(nnx.Module):
   def in_own_cells(self, u) -> jnp.ndarray:
     """(..., M) True where displacement u_i (..., M, 3) keeps particle i in its
     own site's Voronoi cell (|u_i| < d_nn and nearer its site than to every
-    site image within 2·d_nn of it; exact, flows.lattice_graph)."""
+    site image within 2·d_nn of it; exact, flows.local.lattice_graph)."""
     offsets = jnp.asarray(self.graph.basin_offsets, u.dtype)  # (M, K, 3)
     own = jnp.sum(u * u, axis=-1)  # (..., M)
     other = jnp.sum((u[..., None, :] - offsets) ** 2, axis=-1)  # (..., M, K)

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from flows import embeddings, splines
-from flows.transformer import Transformer
+from flows.transformer.attention import Transformer
 
 
 class Conditioner(nnx.Module):

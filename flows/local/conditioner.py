@@ -1,7 +1,7 @@
 """Local conditioner: spline parameters of a particle from its lattice neighbours.
 
 For a moving particle i with k conditioning neighbours j (a
-flows.lattice_graph.ColourClass), the node feature is a continuous-filter
+flows.local.lattice_graph.ColourClass), the node feature is a continuous-filter
 convolution of the neighbours' displacements (its context),
 
     h_i = (1/k) Σ_j [W(e_ij) v_j + b(e_ij)],     W(e) ∈ R^{d×3}, b(e) ∈ R^d,

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from flows import splines
-from flows.conditioner import Conditioner
+from flows.transformer.conditioner import Conditioner
 from systems.box import wrap
 
 NUM_COORDS = 3

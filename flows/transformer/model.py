@@ -9,7 +9,7 @@ box-scaled coordinates y/L ∈ [−1/2, 1/2)³ (as the published code does for
 non-cubic boxes); the rescaling contributes no net log-det.
 
 log_q is the normalised density of the N − 1 relative coordinates, including
-−ln((N−1)!); see flows.convention for turning its importance-sampling
+−ln((N−1)!); see systems.convention for turning its importance-sampling
 normaliser into free energies.
 """
 
@@ -20,8 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from flows.couplings import CouplingLayer, undo_axis_rolls
-from flows.lattice_base import LatticeBase, wigner_seitz_half_width
+from flows.transformer.couplings import CouplingLayer, undo_axis_rolls
+from flows.transformer.lattice_base import LatticeBase, wigner_seitz_half_width
 from systems.box import minimum_image, wrap
 
 

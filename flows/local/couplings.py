@@ -1,10 +1,10 @@
 """Coupling layers on the displacements of a crystal's particles from their sites.
 
-A ColourCoupling moves the particles of one colour class (flows.lattice_graph)
+A ColourCoupling moves the particles of one colour class (flows.local.lattice_graph)
 and leaves every other particle fixed: each moving particle's displacement
 coordinates x, y, z pass in turn through monotone rational-quadratic splines
 on [−B, B] (in the flow's unit) with identity tails outside, whose parameters
-come from a flows.local_conditioner.LocalConditioner of its neighbours'
+come from a flows.local.conditioner.LocalConditioner of its neighbours'
 displacements and the particle's two other coordinates. Each of the three
 steps has a triangular Jacobian, so
 
@@ -20,8 +20,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from flows import splines
-from flows.lattice_graph import ColourClass
-from flows.local_conditioner import LocalConditioner
+from flows.local.conditioner import LocalConditioner
+from flows.local.lattice_graph import ColourClass
 
 
 def neighbour_displacements(v: jnp.ndarray, neighbours) -> jnp.ndarray:

@@ -1,0 +1,2 @@
+"""The paper's flow: lattice base, transformer conditioners, circular spline couplings
+(flows.transformer.model.SolidFlow)."""
