@@ -1,4 +1,5 @@
-"""Checks of scripts.observables (g(r)), scripts.xyz (extended XYZ) and scripts.report.
+"""Checks of scripts.observables (g(r)), scripts.xyz (extended XYZ) and scripts.report (with
+scripts.reporting: reading, estimates, figures).
 
 The fake run is an Einstein crystal of mw_cubic_8: U = U0 + k/2 Σ_{i≥1} |d_i|²
 with d_i the displacement of particle i relative to particle 0 from its site,
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 
 from scripts import observables, report, xyz
+from scripts.reporting import estimates
 from systems import convention, estimators, get_system
 from systems.box import minimum_image
 
@@ -361,7 +363,7 @@ def test_report_marks_unreliable_estimates_everywhere(tmp_path, capsys):
   assert not flow['reliable'] and 'effective samples of 49' in flow['unreliable_reasons'][0]
   assert not lbar['reliable'] and lbar['num_infinite'] == [0, 100]
   assert any('100 of 1000 reverse works infinite' in r for r in lbar['unreliable_reasons'])
-  assert report.evaluation_reasons(row) == [
+  assert estimates.evaluation_reasons(row) == [
     'ESS 0.01 (10 effective samples of 1000; need >= 100)'
   ]  # drawn as an UNRELIABLE point in free_energy.png
   text = open(tmp_path / 'report.md').read()
