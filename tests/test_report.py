@@ -305,7 +305,8 @@ def test_report_values_match_direct_computation(fake_report):
   system = get_system(SYSTEM)
   data = np.load(os.path.join(workdir, 'samples.npz'))
   keep = np.isfinite(data['energy'])
-  direct = estimators.importance_sampling(-system.beta * data['energy'][keep] - data['log_q'][keep])
+  energy, log_w = data['energy'][keep], -system.beta * data['energy'][keep] - data['log_q'][keep]
+  direct = estimators.importance_sampling(log_w)
   rows = {r['estimator']: r for r in result['estimators']}
   flow = rows['flow importance sampling']
   n = system.num_particles
@@ -317,6 +318,12 @@ def test_report_values_match_direct_computation(fake_report):
   assert flow['stderr_delta'] == pytest.approx(direct.stderr_delta / n)
   assert flow['stderr_bootstrap'] == pytest.approx(direct.stderr_bootstrap / n)
   assert result['samples']['num_nonfinite'] == 1
+  assert result['samples']['ess'] == pytest.approx(direct.ess)
+  weights = np.exp(log_w - log_w.max())
+  assert result['energies']['flow q'] == pytest.approx(np.mean(energy) / n)
+  assert result['energies']['flow reweighted to p'] == pytest.approx(
+    np.sum(weights * energy) / np.sum(weights) / n
+  )
   base = rows['Einstein crystal (MBAR)']
   assert flow['delta_to_baseline_sigma'] == pytest.approx(
     (flow['beta_f_per_particle'] - base['beta_f_per_particle'])
