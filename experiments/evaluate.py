@@ -18,6 +18,8 @@ defines no flags.
 import json
 import os
 
+from experiments import flag_checks
+
 
 def main():
   from absl import app, flags, logging
@@ -39,6 +41,17 @@ def main():
 
   def _main(argv):
     del argv
+    flag_checks.check(
+      {
+        '--num_samples': (num_samples_flag.value, flag_checks.POSITIVE_INT),
+        '--batch_size': (
+          batch_size_flag.value,
+          (flag_checks.NON_NEGATIVE_INT[0], "an integer >= 0 (0: the config's eval.batch_size)"),
+        ),
+        '--seed': (seed_flag.value, flag_checks.SEED),
+        '--num_neighbours': (num_neighbours_flag.value, flag_checks.POSITIVE_INT),
+      }
+    )
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     import jax
     import numpy as np

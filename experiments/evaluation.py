@@ -62,8 +62,10 @@ def summarize(samples: dict, system: System) -> dict:
 
   Returns:
     JSON-ready dict: `ess` (fraction), `log_z` and `log_z_stderr` (ln Z_fixed),
-    `beta_f_per_particle` and `beta_f_per_particle_stderr` (project
-    convention), `mean_energy` (reweighted to the target, the estimate of ⟨U⟩),
+    `log_z_stderr_delta` and `log_z_stderr_bootstrap` (the two errors whose
+    larger is `log_z_stderr`), `beta_f_per_particle` and
+    `beta_f_per_particle_stderr` (project convention), `mean_energy`
+    (reweighted to the target, the estimate of ⟨U⟩),
     `mean_energy_flow` (under q, finite energies), `num_samples` (used),
     `num_zero_weight` (of them, energy +∞), `num_nonfinite` (left out),
     `reliable` and `unreliable_reasons` (list of str; see systems.estimators).
@@ -84,6 +86,8 @@ def summarize(samples: dict, system: System) -> dict:
       ess=float('nan'),
       log_z=float('nan'),
       log_z_stderr=float('nan'),
+      log_z_stderr_delta=float('nan'),
+      log_z_stderr_bootstrap=float('nan'),
       beta_f_per_particle=float('nan'),
       beta_f_per_particle_stderr=float('nan'),
       mean_energy=float('nan'),
@@ -110,6 +114,8 @@ def summarize(samples: dict, system: System) -> dict:
     ess=float(estimate.ess),
     log_z=float(estimate.value),
     log_z_stderr=float(estimate.stderr),
+    log_z_stderr_delta=float(estimate.stderr_delta),
+    log_z_stderr_bootstrap=float(estimate.stderr_bootstrap),
     beta_f_per_particle=float(
       convention.beta_f_per_particle(estimate.value, n, system.volume, system.thermal_wavelength)
     ),

@@ -43,7 +43,7 @@ from absl import app, flags
 from jax.extend.core import ClosedJaxpr, Jaxpr
 from ml_collections import config_flags
 
-from experiments import training
+from experiments import flag_checks, training
 from scripts.benchmark_energy import energy_grad_throughput
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config.', lock_config=True)
@@ -367,6 +367,16 @@ def sweep(out: str) -> None:
 
 def main(argv):
   del argv
+  flag_checks.check(
+    {
+      '--steps': (_STEPS.value, flag_checks.POSITIVE_INT),
+      '--warmup': (_WARMUP.value, flag_checks.NON_NEGATIVE_INT),
+      '--batch_size': (
+        _BATCH.value,
+        (flag_checks.NON_NEGATIVE_INT[0], "an integer >= 0 (0: the config's train.batch_size)"),
+      ),
+    }
+  )
   if _SWEEP.value:
     if not _OUT.value:
       raise app.UsageError('--sweep needs --out.')

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments import flag_checks
 from systems import System, get_system, monatomic_water
 
 METHODS = ('neighbour_list', 'dense')
@@ -78,6 +79,14 @@ def main() -> None:
   parser.add_argument('--dense_batch', type=int, default=8)
   parser.add_argument('--out', default='', help='optional JSON output path')
   args = parser.parse_args()
+  flag_checks.check(
+    {
+      '--batch': (args.batch, flag_checks.POSITIVE_INT),
+      '--repeats': (args.repeats, flag_checks.POSITIVE_INT),
+      '--dense_max_n': (args.dense_max_n, flag_checks.NON_NEGATIVE_INT),
+      '--dense_batch': (args.dense_batch, flag_checks.POSITIVE_INT),
+    }
+  )
 
   rows = []
   print(f'device: {jax.devices()[0].device_kind} ({jax.default_backend()}), float32')

@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from experiments import evaluation, hmc_samples, runs, training
+from experiments import evaluation, flag_checks, hmc_samples, runs, training
 from systems import convention, estimators
 
 
@@ -206,6 +206,49 @@ def lines(record: dict) -> str:
   return '\n'.join(out)
 
 
+def _run_hmc(workdir: str) -> dict:
+  """The hmc section of run `workdir`'s config.json ({} without one: load_run then says why)."""
+  try:
+    with open(os.path.join(workdir, 'config.json')) as f:
+      return json.load(f).get('hmc', {})
+  except (OSError, json.JSONDecodeError):
+    return {}
+
+
+def check_flags(args) -> None:
+  """Exits with one line naming every bad flag, before anything is loaded.
+
+  --hmc_steps must suit --hmc_thin (experiments.hmc_samples.draw); a flag left
+  unset takes the run's value from its config.json.
+  """
+  relations = []
+  if args.hmc_steps is not None or args.hmc_thin is not None:
+    run = _run_hmc(args.workdir)
+    steps, thin = (
+      (f'--hmc_{name}', flag) if flag is not None else (f"the run's hmc.{key}", run.get(key))
+      for name, flag, key in (
+        ('steps', args.hmc_steps, 'num_steps'),
+        ('thin', args.hmc_thin, 'thin'),
+      )
+    )
+    if steps[1] is not None and thin[1] is not None:
+      relations.append(
+        lambda: flag_checks.multiple_of(*steps, *thin, factor=hmc_samples.NUM_CHUNKS, minimum=2)
+      )
+  flag_checks.check(
+    {
+      '--num_neighbours': (args.num_neighbours, flag_checks.POSITIVE_INT),
+      '--num_flow_samples': (args.num_flow_samples, flag_checks.at_least(2)),
+      '--hmc_chains': (args.hmc_chains, flag_checks.POSITIVE_INT),
+      '--hmc_steps': (args.hmc_steps, flag_checks.POSITIVE_INT),
+      '--hmc_thin': (args.hmc_thin, flag_checks.POSITIVE_INT),
+      '--hmc_burn_in': (args.hmc_burn_in, flag_checks.NON_NEGATIVE_INT),
+      '--seed': (args.seed, flag_checks.SEED),
+    },
+    relations,
+  )
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--workdir', required=True, help='training run directory')
@@ -221,6 +264,7 @@ def main(argv=None) -> int:
   parser.add_argument('--hmc_burn_in', type=int, default=None)
   parser.add_argument('--seed', type=int, default=0)
   args = parser.parse_args(argv)
+  check_flags(args)
   logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
   hmc = {
     key: value
@@ -232,8 +276,6 @@ def main(argv=None) -> int:
     )
     if value is not None
   }
-  if args.num_flow_samples < 2:
-    parser.error(f'--num_flow_samples={args.num_flow_samples} must be at least 2.')
   record = estimate(
     args.workdir,
     args.system,

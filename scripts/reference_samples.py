@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments import flag_checks
 from experiments.runs import load_run
 from systems import get_system, sampler
 
@@ -61,6 +62,18 @@ def main(argv=None) -> dict:
   )
   parser.add_argument('--seed', type=int, default=0)
   args = parser.parse_args(argv)
+  flag_checks.check(
+    {
+      '--chains': (args.chains, flag_checks.POSITIVE_INT),
+      '--steps': (args.steps, flag_checks.POSITIVE_INT),
+      '--burn_in': (args.burn_in, flag_checks.NON_NEGATIVE_INT),
+      '--thin': (args.thin, flag_checks.POSITIVE_INT),
+      '--step_size': (args.step_size, flag_checks.POSITIVE),
+      '--seed': (args.seed, flag_checks.SEED),
+    },
+    # systems.sampler stores steps/thin samples per chain, at least two for their g.
+    [lambda: flag_checks.multiple_of('--steps', args.steps, '--thin', args.thin, minimum=2)],
+  )
 
   start = time.time()
   system = get_system(args.system)

@@ -8,8 +8,8 @@ of scripts.einstein_baseline, matches them by system, and writes OUT.md (a
 table: βF/N ± σ of each estimate, the ESS, LBAR's overlap and HMC samples
 outside the flow's support, the Einstein baseline, and each flow estimate's
 distance from it in combined σ; estimates judged unreliable are marked) and
-OUT.png (each estimate minus the baseline against N, with ±σ bars), and
-prints the table.
+OUT.png (each estimate minus the baseline against N, with ±σ bars; colour:
+method, marker: lattice family, open: unreliable), and prints the table.
 """
 
 import argparse
@@ -18,11 +18,17 @@ import math
 import os
 import sys
 
-import numpy as np
-
 from systems import estimators
 
 METHODS = (('importance_sampling', 'flow IS'), ('lbar', 'LBAR'))
+COLOURS = ('C0', 'C1')  # of METHODS in the figure
+FAMILY_MARKERS = {'mw_cubic': 'o', 'mw_hex': 's', 'lj': '^'}
+SPREAD = 0.03  # ln-x step between neighbouring points at one N in the figure
+
+
+def _family(system: str) -> str:
+  """The lattice family of a named system: 'mw_cubic_64' -> 'mw_cubic'."""
+  return system.rsplit('_', 1)[0]
 
 
 def _read(path: str) -> dict:
@@ -33,7 +39,7 @@ def _read(path: str) -> dict:
 def rows(records: list[dict], baselines: dict[str, dict]) -> list[dict]:
   """One row per free-energy record, with its system's baseline (if any)."""
   out = []
-  for record in sorted(records, key=lambda r: (r['system'].rsplit('_', 1)[0], r['num_particles'])):
+  for record in sorted(records, key=lambda r: (_family(r['system']), r['num_particles'])):
     base = baselines.get(record['system'])
     row = dict(
       system=record['system'],
@@ -92,58 +98,75 @@ def markdown(table: list[dict]) -> str:
   return '\n'.join(lines + [''] + notes) + '\n'
 
 
-def plot(table: list[dict], path: str) -> None:
-  """Each estimate minus the Einstein baseline (±σ, combined) against N."""
-  from matplotlib.figure import Figure
+def positions(table: list[dict]) -> dict[tuple[str, int], float]:
+  """x of each (method key, row index): the points at one N spread about N, evenly in ln x.
 
-  fig = Figure(figsize=(6.4, 4.2), layout='constrained')
-  ax = fig.subplots()
+  Flow IS first, then LBAR, each in table order; their geometric mean is N.
+  """
+  points = [(key, i) for key, _ in METHODS for i in range(len(table))]
+  out = {}
+  for n in {r['num_particles'] for r in table}:
+    at_n = [p for p in points if table[p[1]]['num_particles'] == n]
+    for j, p in enumerate(at_n):
+      out[p] = n * math.exp(SPREAD * (j - (len(at_n) - 1) / 2))
+  return out
+
+
+def plot(table: list[dict], path: str):
+  """Each estimate minus the Einstein baseline (±σ, combined) against N; returns the Figure.
+
+  Colour: the method; marker: the lattice family; open: judged unreliable.
+  """
+  from matplotlib.figure import Figure
+  from matplotlib.lines import Line2D
+
   with_base = [r for r in table if r['baseline']]
-  for (key, label), offset, colour in zip(METHODS, (-0.04, 0.04), ('C0', 'C1')):
-    n = np.array([r['num_particles'] for r in with_base], float)
-    delta = np.array([r[key + '_delta'] for r in with_base])
-    err = np.array(
-      [
-        math.hypot(
-          r[key]['beta_f_per_particle_stderr'], r['baseline']['beta_f_per_particle_stderr']
-        )
-        for r in with_base
-      ]
+  families = sorted({_family(r['system']) for r in with_base})
+  unknown = [f for f in families if f not in FAMILY_MARKERS]
+  if unknown:
+    raise ValueError(
+      f'no figure marker for families {unknown}; expected one of {list(FAMILY_MARKERS)}'
     )
-    reliable = np.array([r[key]['reliable'] for r in with_base], bool)
-    x = n * np.exp(offset)
-    ax.errorbar(
-      x[reliable], delta[reliable], err[reliable], fmt='o', color=colour, capsize=3, label=label
-    )
-    if (~reliable).any():
-      ax.errorbar(
-        x[~reliable],
-        delta[~reliable],
-        err[~reliable],
-        fmt='o',
-        mfc='none',
-        color=colour,
-        capsize=3,
-        label=f'{label} (unreliable)',
+  fig = Figure(figsize=(7.2, 4.4), layout='constrained')
+  ax = fig.subplots()
+  x = positions(with_base)
+  for (key, _), colour in zip(METHODS, COLOURS):
+    for i, r in enumerate(with_base):
+      err = math.hypot(
+        r[key]['beta_f_per_particle_stderr'], r['baseline']['beta_f_per_particle_stderr']
       )
-    for xi, di, r in zip(x, delta, with_base):
-      ax.annotate(
-        r['system'].rsplit('_', 1)[0],
-        (xi, di),
-        fontsize=6,
-        xytext=(3, 3),
-        textcoords='offset points',
+      ax.errorbar(
+        x[key, i],
+        r[key + '_delta'],
+        err,
+        fmt=FAMILY_MARKERS[_family(r['system'])],
+        color=colour,
+        mfc=colour if r[key]['reliable'] else 'white',
+        capsize=3,
+        ms=6,
       )
   ax.axhline(0.0, color='k', lw=0.8)
   ax.set_xscale('log')
+  sizes = sorted({r['num_particles'] for r in with_base})
+  ax.set_xticks(sizes, [str(n) for n in sizes])
+  ax.minorticks_off()
   ax.set(
     xlabel='N (particles)',
     ylabel='βF/N − Einstein baseline (kT per particle)',
     title='Flow estimates against the Einstein crystal (±1σ combined)',
   )
-  ax.grid(alpha=0.3, which='both')
-  ax.legend(fontsize=8)
+  ax.grid(alpha=0.3)
+  handles = [
+    Line2D([], [], ls='', marker='o', color=c, label=label)
+    for (_, label), c in zip(METHODS, COLOURS)
+  ]
+  handles += [
+    Line2D([], [], ls='', marker=FAMILY_MARKERS[f], color='0.4', label=f) for f in families
+  ]
+  handles.append(Line2D([], [], ls='', marker='o', color='0.4', mfc='white', label='unreliable'))
+  ax.legend(handles=handles, fontsize=8, loc='center left', bbox_to_anchor=(1.01, 0.5))
   fig.savefig(path, dpi=120)
+  return fig
 
 
 def main(argv=None) -> int:

@@ -1,4 +1,5 @@
-"""Checks of scripts.observables (g(r)), scripts.xyz (extended XYZ) and scripts.report.
+"""Checks of scripts.observables (g(r)), scripts.xyz (extended XYZ) and scripts.report (with
+scripts.reporting: reading, estimates, figures).
 
 The fake run is an Einstein crystal of mw_cubic_8: U = U0 + k/2 Σ_{i≥1} |d_i|²
 with d_i the displacement of particle i relative to particle 0 from its site,
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 
 from scripts import observables, report, xyz
+from scripts.reporting import estimates
 from systems import convention, estimators, get_system
 from systems.box import minimum_image
 
@@ -303,7 +305,8 @@ def test_report_values_match_direct_computation(fake_report):
   system = get_system(SYSTEM)
   data = np.load(os.path.join(workdir, 'samples.npz'))
   keep = np.isfinite(data['energy'])
-  direct = estimators.importance_sampling(-system.beta * data['energy'][keep] - data['log_q'][keep])
+  energy, log_w = data['energy'][keep], -system.beta * data['energy'][keep] - data['log_q'][keep]
+  direct = estimators.importance_sampling(log_w)
   rows = {r['estimator']: r for r in result['estimators']}
   flow = rows['flow importance sampling']
   n = system.num_particles
@@ -315,6 +318,12 @@ def test_report_values_match_direct_computation(fake_report):
   assert flow['stderr_delta'] == pytest.approx(direct.stderr_delta / n)
   assert flow['stderr_bootstrap'] == pytest.approx(direct.stderr_bootstrap / n)
   assert result['samples']['num_nonfinite'] == 1
+  assert result['samples']['ess'] == pytest.approx(direct.ess)
+  weights = np.exp(log_w - log_w.max())
+  assert result['energies']['flow q'] == pytest.approx(np.mean(energy) / n)
+  assert result['energies']['flow reweighted to p'] == pytest.approx(
+    np.sum(weights * energy) / np.sum(weights) / n
+  )
   base = rows['Einstein crystal (MBAR)']
   assert flow['delta_to_baseline_sigma'] == pytest.approx(
     (flow['beta_f_per_particle'] - base['beta_f_per_particle'])
@@ -361,7 +370,7 @@ def test_report_marks_unreliable_estimates_everywhere(tmp_path, capsys):
   assert not flow['reliable'] and 'effective samples of 49' in flow['unreliable_reasons'][0]
   assert not lbar['reliable'] and lbar['num_infinite'] == [0, 100]
   assert any('100 of 1000 reverse works infinite' in r for r in lbar['unreliable_reasons'])
-  assert report.evaluation_reasons(row) == [
+  assert estimates.evaluation_reasons(row) == [
     'ESS 0.01 (10 effective samples of 1000; need >= 100)'
   ]  # drawn as an UNRELIABLE point in free_energy.png
   text = open(tmp_path / 'report.md').read()

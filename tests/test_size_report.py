@@ -70,3 +70,52 @@ def test_rows_without_a_baseline_have_no_deltas():
   assert row['baseline'] is None and 'lbar_delta' not in row
   with pytest.raises(KeyError):
     row['importance_sampling_delta_sigma']
+
+
+def with_baseline(rec, value=-25.0, stderr=0.001):
+  system = rec['system']
+  (row,) = size_report.rows(
+    [rec],
+    {system: dict(system=system, beta_f_per_particle=value, beta_f_per_particle_stderr=stderr)},
+  )
+  return row
+
+
+def test_points_at_one_size_are_spread_about_it_and_never_coincide():
+  table = [
+    with_baseline(record('mw_cubic_64', 64, -25.0, -25.0)),
+    with_baseline(record('mw_hex_64', 64, -25.0, -25.0)),
+    with_baseline(record('lj_256', 256, 3.1, 3.1)),
+  ]
+  x = size_report.positions(table)
+  assert len(x) == 6 and len(set(x.values())) == 6
+  at_64 = [x['importance_sampling', 0], x['importance_sampling', 1], x['lbar', 0], x['lbar', 1]]
+  assert at_64 == sorted(at_64)  # flow IS left of LBAR, each in table order
+  assert math.prod(at_64) ** 0.25 == pytest.approx(64.0)
+  assert math.log(at_64[1] / at_64[0]) == pytest.approx(size_report.SPREAD)
+  assert x['importance_sampling', 2] < 256.0 < x['lbar', 2]
+
+
+def test_figure_marks_family_by_marker_and_has_a_legend_not_labels(tmp_path):
+  table = [
+    with_baseline(record('mw_cubic_64', 64, -25.0, -25.0, reasons=('ESS 1e-4',))),
+    with_baseline(record('mw_hex_64', 64, -25.0, -25.0)),
+  ]
+  fig = size_report.plot(table, str(tmp_path / 'f.png'))
+  (ax,) = fig.axes
+  assert not ax.texts  # no per-point labels to collide
+  legend = [t.get_text() for t in ax.get_legend().get_texts()]
+  assert legend == ['flow IS', 'LBAR', 'mw_cubic', 'mw_hex', 'unreliable']
+  points = [line for line in ax.lines if line.get_marker() in ('o', 's')]
+  assert sorted((line.get_marker(), line.get_markerfacecolor() == 'white') for line in points) == [
+    ('o', True),  # both estimates of mw_cubic_64 are unreliable: open
+    ('o', True),
+    ('s', False),
+    ('s', False),
+  ]
+
+
+def test_figure_refuses_a_family_without_a_marker(tmp_path):
+  table = [with_baseline(record('fcc_argon_32', 32, 1.0, 1.0))]
+  with pytest.raises(ValueError, match=r"\['fcc_argon'\]"):
+    size_report.plot(table, str(tmp_path / 'f.png'))

@@ -1,4 +1,5 @@
-"""The TFEP report: its MBAR reference (error from independent chains), table, structure."""
+"""The TFEP report (scripts.tfep_report, scripts.reporting.tfep_*): its MBAR reference (error
+from independent chains), table, structure."""
 
 import re
 import shutil
@@ -12,6 +13,7 @@ from flax import nnx
 
 from flows import targeted
 from scripts import observables, tfep_report
+from scripts.reporting import tfep_estimates, tfep_structure
 from systems import sampler
 from systems.box import wrap
 
@@ -34,7 +36,7 @@ def harmonic_ladder(num_chains, num_times, rho, seed=0):
 
 def test_reference_error_covers_correlated_chains():
   data, exact = harmonic_ladder(num_chains=40, num_times=250, rho=0.95)
-  ref = tfep_report.reference(data, num_chains=40)
+  ref = tfep_estimates.reference(data, num_chains=40)
   assert ref['num_groups'] == 10 and ref['samples_per_state'] == 10_000
   # x² decorrelates with ρ², so g = (1 + ρ²)/(1 − ρ²) ≈ 19.5 and the true
   # error is ≈ 4.4× pymbar's, which takes the samples as independent
@@ -44,7 +46,7 @@ def test_reference_error_covers_correlated_chains():
 
 def test_reference_error_matches_pymbar_for_independent_samples():
   data, exact = harmonic_ladder(num_chains=40, num_times=250, rho=0.0, seed=1)
-  ref = tfep_report.reference(data, num_chains=40)
+  ref = tfep_estimates.reference(data, num_chains=40)
   assert 0.4 < ref['stderr'] / ref['pymbar_stderr'] < 2.0  # 10 groups: ±25 % scatter
   assert abs(ref['value'] - exact) < 4 * ref['stderr']
 
@@ -52,18 +54,18 @@ def test_reference_error_matches_pymbar_for_independent_samples():
 def test_reference_rejects_samples_not_time_major_over_the_chains():
   data, _ = harmonic_ladder(num_chains=4, num_times=5, rho=0.0)
   with pytest.raises(ValueError, match='num_chains=3'):
-    tfep_report.reference(data, num_chains=3)
+    tfep_estimates.reference(data, num_chains=3)
 
 
 def test_variance_ratio_interval_has_its_coverage():
-  low, high = tfep_report.variance_ratio_interval(1.0, 5)
+  low, high = tfep_estimates.variance_ratio_interval(1.0, 5)
   np.testing.assert_allclose([1 / low, high], [6.388, 6.388], rtol=1e-3)  # F(4, 4) 95 %
   rng = np.random.default_rng(0)
   true_ratio, k, covered = 4.0, 10, 0
   for _ in range(2000):
     a = rng.normal(0.0, np.sqrt(true_ratio), k)
     b = rng.normal(0.0, 1.0, k)
-    low, high = tfep_report.variance_ratio_interval(a.var(ddof=1) / b.var(ddof=1), k)
+    low, high = tfep_estimates.variance_ratio_interval(a.var(ddof=1) / b.var(ddof=1), k)
     covered += low <= true_ratio <= high
   assert 0.87 < covered / 2000 < 0.93
 
@@ -97,10 +99,10 @@ def harmonic_table_inputs():
 
 def test_table_uses_every_disjoint_block_and_agrees_with_the_exact_delta_f():
   config, data, works, exact = harmonic_table_inputs()
-  table = tfep_report.make_table(config, data, works)
+  table = tfep_estimates.make_table(config, data, works)
   assert [row['num_subsets'] for row in table['rows']] == [9, 3]  # 9000 held out
   for row in table['rows']:
-    for method in tfep_report.METHODS:
+    for method in tfep_estimates.METHODS:
       stats = row[method]
       assert abs(stats['mean'] - exact) < 4 * stats['std'] / np.sqrt(row['num_subsets'])
   # per-sample work std ≈ 0.15 kT mapped against ≈ 2 kT plain
@@ -108,14 +110,14 @@ def test_table_uses_every_disjoint_block_and_agrees_with_the_exact_delta_f():
   assert abs(table['reference']['value'] - exact) < 4 * table['reference']['stderr']
 
   assert all(
-    row[m]['reliable_fraction'] == 1.0 for row in table['rows'] for m in tfep_report.METHODS
+    row[m]['reliable_fraction'] == 1.0 for row in table['rows'] for m in tfep_estimates.METHODS
   )
   assert table['reference']['reliable']
   assert not re.search(r'\(\d+ % reliable\)', tfep_report.markdown(table))
 
   config.eval.sample_sizes = (6000,)
   with pytest.raises(ValueError, match='n = 6000'):
-    tfep_report.make_table(config, data, works)
+    tfep_estimates.make_table(config, data, works)
 
 
 def test_table_reports_the_share_of_subsets_judged_reliable():
@@ -126,7 +128,7 @@ def test_table_reports_the_share_of_subsets_judged_reliable():
   # e^{1.5 x²}, infinite variance): a sample or two carry each FEP subset.
   works['mapped_reverse'][np.arange(3)[:, None] * 1000 + np.arange(20)] = np.inf
   works['plain_forward'] = -works['plain_forward']
-  table = tfep_report.make_table(config, data, works)
+  table = tfep_estimates.make_table(config, data, works)
   (row,) = table['rows']
   assert row['LBAR']['reliable_fraction'] == pytest.approx(6 / 9)
   assert row['LBAR']['example_unreliable_reason'].startswith('20 of 1000 reverse works infinite')
@@ -174,7 +176,7 @@ def test_structure_of_the_identity_and_of_a_translation():
     num_frequencies=2,
     rngs=nnx.Rngs(0),
   )
-  result = tfep_report.structure(config, ladder, data, identity, num_bins=8)
+  result = tfep_structure.structure(config, ladder, data, identity, num_bins=8)
   assert result['num_frames'] == 30
   for kind in ('pair', 'solute'):
     np.testing.assert_allclose(result[kind]['M(A)'], result[kind]['A'], atol=1e-12)
@@ -186,7 +188,9 @@ def test_structure_of_the_identity_and_of_a_translation():
   # A translation keeps all pair distances and moves the particles relative to
   # the solute: by +shift for M(A), by −shift for M⁻¹(B).
   shift = np.array([1.3, -0.4, 0.7])
-  moved = tfep_report.structure(config, ladder, data, Translation(shift, lower, upper), num_bins=8)
+  moved = tfep_structure.structure(
+    config, ladder, data, Translation(shift, lower, upper), num_bins=8
+  )
   np.testing.assert_allclose(moved['pair']['M(A)'], moved['pair']['A'], atol=1e-9)
   np.testing.assert_allclose(moved['pair']['M⁻¹(B)'], moved['pair']['B'], atol=1e-9)
   box = np.full(3, upper - lower)
@@ -197,7 +201,7 @@ def test_structure_of_the_identity_and_of_a_translation():
     np.testing.assert_allclose(moved['solute'][name], expected, atol=1e-9)
   assert not np.allclose(moved['solute']['M(A)'], moved['solute']['A'])
   without_solute = types.SimpleNamespace(**{**vars(ladder), 'solute': None})
-  assert set(tfep_report.structure(config, without_solute, data, identity)) == {
+  assert set(tfep_structure.structure(config, without_solute, data, identity)) == {
     'num_frames',
     'pair',
   }
