@@ -3,7 +3,8 @@ r"""Report of a training run: figures, βF/N from every available estimator, an 
   python -m scripts.report --workdir=W [--baseline=F.json] [--hmc_samples=M.npz]
 
 Reads W/metrics.jsonl and W/config.json, and if present W/eval.json and
-W/samples.npz (from `experiments.evaluate --samples_out`); --baseline is the
+W/samples.npz (from `experiments.evaluate --samples_out`; its samples of energy
++∞ count as zero weights, as in eval.json); --baseline is the
 JSON of `scripts.einstein_baseline`, --hmc_samples an .npz of HMC samples of
 the target (`scripts.reference_samples`) with positions (m, N, 3), energy (m,)
 and optionally log_q (m,), the flow's log-density on them (which enables
@@ -72,12 +73,16 @@ def markdown(report: dict) -> str:
       details.append(f'ESS {r["ess"]:.3g}')
     if 'num_samples' in r:
       details.append(f'n = {r["num_samples"]}')
+    if r.get('num_zero_weight'):
+      details.append(f'{r["num_zero_weight"]} with U = +∞ (zero weight)')
     if 'num_stages' in r:
       details.append(f'{r["num_stages"]} stages')
     if 'min_adjacent_overlap' in r:
       details.append(f'min overlap {r["min_adjacent_overlap"]:.3f}')
     if 'overlap' in r:
       details.append(f'overlap {r["overlap"]:.3g}')
+    if any(r.get('num_infinite', ())):
+      details.append('infinite works (forward, reverse) {}, {}'.format(*r['num_infinite']))
     delta = (
       f'{r["delta_to_baseline"]:+.2g} ({r["delta_to_baseline_sigma"]:+.2f} σ)'
       if 'delta_to_baseline' in r
@@ -169,6 +174,7 @@ def write_report(
     else dict(
       num_samples=len(flow.energy),
       num_nonfinite=flow.num_nonfinite,
+      num_zero_weight=found.flow_summary['num_zero_weight'],
       ess=found.flow_summary['ess'],
     ),
     hmc_samples=None

@@ -15,6 +15,7 @@ import ase.io
 import numpy as np
 import pytest
 
+from experiments import evaluation
 from scripts import observables, report, xyz
 from scripts.reporting import estimates
 from systems import convention, estimators, get_system
@@ -377,6 +378,70 @@ def test_report_marks_unreliable_estimates_everywhere(tmp_path, capsys):
   for row in (flow, lbar):
     note = 'UNRELIABLE: ' + '; '.join(row['unreliable_reasons'])
     assert f'**{note}**' in text and note in printed
+
+
+def test_report_counts_infinite_energy_flow_samples_as_zero_weights(tmp_path):
+  # 3 of the 399 kept flow samples (one more has a NaN energy) overlap: U = +inf.
+  # They are zero weights, as in experiments.evaluation.summarize (eval.json);
+  # dropping them would divide the same weight sum by 396 instead of 399.
+  system = get_system(SYSTEM)
+  hmc_path, baseline_path = make_fake_run(str(tmp_path), num_samples=400, num_hmc=300)
+  samples_path = tmp_path / 'samples.npz'
+  with np.load(samples_path) as data:
+    flow = dict(data)
+  flow['energy'][[1, 5, 200]] = np.inf
+  np.savez(samples_path, **flow)
+  args = [f'--workdir={tmp_path}', f'--baseline={baseline_path}', f'--hmc_samples={hmc_path}']
+  assert report.main([*args, '--rdf_frames=20']) == 0
+  with open(tmp_path / 'report.json') as f:
+    result = json.load(f)
+  rows = {r['estimator']: r for r in result['estimators']}
+  row = rows['flow importance sampling']
+  with pytest.warns(UserWarning, match='1 of 400 evaluation samples'):  # the NaN one
+    kept = evaluation.summarize(dict(log_q=flow['log_q'], energy=flow['energy']), system)
+  finite = np.isfinite(flow['energy'])
+  dropped = evaluation.summarize(
+    dict(log_q=flow['log_q'][finite], energy=flow['energy'][finite]), system
+  )
+  for key in (
+    'ess',
+    'log_z',
+    'log_z_stderr',
+    'beta_f_per_particle',
+    'num_samples',
+    'num_zero_weight',
+  ):
+    assert row[key] == kept[key], key
+  assert row['stderr'] == kept['beta_f_per_particle_stderr']
+  assert (row['num_samples'], row['num_zero_weight']) == (399, 3)
+  assert result['samples'] == dict(
+    num_samples=399, num_nonfinite=1, num_zero_weight=3, ess=kept['ess']
+  )
+  assert row['log_z'] == pytest.approx(dropped['log_z'] - math.log(399 / 396), abs=1e-12)
+  assert row['ess'] == pytest.approx(dropped['ess'] * 396 / 399, rel=1e-12)
+  assert result['energies']['flow reweighted to p'] == kept['mean_energy'] / system.num_particles
+  # LBAR: the +inf energies are infinite forward works, counted, not dropped.
+  with np.load(hmc_path) as hmc:
+    log_q_p, log_p_p = hmc['log_q'], -system.beta * hmc['energy']
+  used = ~np.isnan(flow['energy'])
+  lbar = estimators.lbar(flow['log_q'][used], -system.beta * flow['energy'][used], log_q_p, log_p_p)
+  lbar_dropped = estimators.lbar(
+    flow['log_q'][finite], -system.beta * flow['energy'][finite], log_q_p, log_p_p
+  )
+  lbar_row = rows['LBAR (flow + reference)']
+  assert lbar_row['num_infinite'] == [3, 1] and lbar_row['num_samples'] == [399, 300]
+  assert lbar_row['log_z'] == lbar.value and lbar.value < lbar_dropped.value - 1e-4
+  # Every figure is still drawn, the hidden samples counted; the table and notes say why.
+  assert len(result['figures']) == 7
+  for path in result['figures']:
+    with open(tmp_path / path, 'rb') as f:
+      assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+  text = open(tmp_path / 'report.md').read()
+  assert '3 with U = +∞ (zero weight)' in text
+  assert 'infinite works (forward, reverse) 3, 1' in text
+  assert '3 flow samples have energy +∞' in text
+  _, _, _, energies, _ = read_with_ase(tmp_path / 'samples.xyz')  # frames 1 and 5: U = +inf
+  np.testing.assert_array_equal(energies, flow['energy'][1:11])
 
 
 def test_report_judges_eval_json_rows_written_before_the_judgement(tmp_path):

@@ -52,19 +52,20 @@ def _row(estimator: str, source: str, value: float, stderr: float, reasons, **de
 
 
 def log_weights(samples: Samples, system: System) -> np.ndarray:
-  """ln w = −βU − ln q (n,), nats: importance log-weights of flow samples."""
+  """ln w = −βU − ln q (n,), nats: importance log-weights of flow samples
+  (−inf, a zero weight, where U = +inf)."""
   return -system.beta * samples.energy - samples.log_q
 
 
 def importance_weights(samples: Samples, system: System) -> np.ndarray:
-  """Normalised importance weights (n,) of flow samples, summing to 1."""
+  """Normalised importance weights (n,) of flow samples, summing to 1 (0 where U = +inf)."""
   log_w = log_weights(samples, system)
   weights = np.exp(log_w - log_w.max())
   return weights / weights.sum()
 
 
 def flow_summary(flow: Samples, system: System) -> dict:
-  """experiments.evaluation.summarize of the (finite) flow samples."""
+  """experiments.evaluation.summarize of the kept flow samples (energy +inf: zero weight)."""
   return evaluation.summarize(dict(log_q=flow.log_q, energy=flow.energy), system)
 
 
@@ -81,7 +82,7 @@ def evaluation_reasons(record: dict) -> list[str]:
 
 def importance_sampling_row(summary: dict, num_particles: int, source: str) -> dict:
   """βF/N by importance sampling from a `flow_summary`, with its delta and
-  bootstrap stderr (per particle) and ln Z."""
+  bootstrap stderr (per particle), ln Z and the count of zero weights (U = +inf)."""
   return _row(
     'flow importance sampling',
     source,
@@ -94,6 +95,7 @@ def importance_sampling_row(summary: dict, num_particles: int, source: str) -> d
     log_z_stderr=summary['log_z_stderr'],
     ess=summary['ess'],
     num_samples=summary['num_samples'],
+    num_zero_weight=summary['num_zero_weight'],
   )
 
 
@@ -181,7 +183,16 @@ def collect_estimates(run: Run) -> Estimates:
     energies['flow q'] = summary['mean_energy_flow'] / n
     energies['flow reweighted to p'] = summary['mean_energy'] / n
     if flow.num_nonfinite:
-      notes.append(f'{flow.num_nonfinite} non-finite flow samples were left out.')
+      notes.append(
+        f'{flow.num_nonfinite} flow samples with a NaN or −∞ energy, a non-finite ln q '
+        'or non-finite positions were left out.'
+      )
+    if flow.num_infinite_energy:
+      notes.append(
+        f'{flow.num_infinite_energy} flow samples have energy +∞ (overlapping particles, '
+        "or outside the solid's basin): importance sampling counts them as zero weights "
+        'and LBAR as infinite forward works; the energy and overlap figures leave them out.'
+      )
   elif run.final_eval is not None:
     rows.append(recorded_row(run.final_eval, 'eval.json'))
   elif run.evaluation:

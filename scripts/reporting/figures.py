@@ -68,6 +68,11 @@ def _clip_early(ax, steps, values, spread=None, include=()) -> None:
     )
 
 
+def _with_hidden(label: str, num_hidden: int, what: str) -> str:
+  """A legend label that counts the `num_hidden` samples (`what`) left off the plot."""
+  return f'{label} ({num_hidden} {what} not shown)' if num_hidden else label
+
+
 def _baseline_band(ax, baseline: dict | None) -> None:
   if baseline is not None:
     value, err = baseline['beta_f_per_particle'], baseline['beta_f_per_particle_stderr']
@@ -152,17 +157,23 @@ def plot_energy_histograms(
   figures_dir: str,
 ) -> str:
   """Histograms of U/N: flow samples, reweighted flow samples (ESS from
-  `flow_summary`, evaluation.summarize of them), reference samples."""
+  `flow_summary`, evaluation.summarize of them), reference samples. Samples of
+  energy +inf (zero weight) are left out and counted in the legend."""
   n = system.num_particles
   series = []  # (label, U/N, weights, colour)
   if flow is not None:
-    ess = flow_summary['ess']
+    ess, finite = flow_summary['ess'], np.isfinite(flow.energy)
     series += [
-      ('flow q', flow.energy / n, None, _FLOW),
+      (
+        _with_hidden('flow q', np.sum(~finite), 'with U = +∞'),
+        flow.energy[finite] / n,
+        None,
+        _FLOW,
+      ),
       (
         f'flow reweighted to p (ESS {ess:.2g})',
-        flow.energy / n,
-        importance_weights(flow, system),
+        flow.energy[finite] / n,
+        importance_weights(flow, system)[finite],
         _REWEIGHTED,
       ),
     ]
@@ -241,8 +252,9 @@ def plot_overlap(
 ) -> str:
   """ln q vs −βU − ln Ẑ (a perfect flow lies on the diagonal) and works βU + ln q.
 
-  `log_z` maps an estimator label to its ln Z estimate (nats); the first one
-  shifts the scatter.
+  Samples with an infinite work (U = +inf or ln q = −inf) are off both panels;
+  the legend counts them. `log_z` maps an estimator label to its ln Z estimate
+  (nats); the first one shifts the scatter.
   """
   fig, (ax_scatter, ax_work) = _figure(2)
   beta = system.beta
@@ -250,7 +262,10 @@ def plot_overlap(
   sources = [('flow q', flow, _FLOW)]
   if hmc is not None and hmc.log_q is not None:
     sources.append(('HMC samples of p', hmc, _HMC))
-  inside = {label: np.isfinite(s.log_q) for label, s, _ in sources}  # ln q = −∞ off the plot
+  inside = {label: np.isfinite(s.log_q) & np.isfinite(s.energy) for label, s, _ in sources}
+  legend = {
+    label: _with_hidden(label, np.sum(~inside[label]), 'with an infinite work') for label in inside
+  }
   points = {
     label: (-beta * s.energy[inside[label]] - shift, s.log_q[inside[label]])
     for label, s, _ in sources
@@ -259,7 +274,7 @@ def plot_overlap(
   for label, _, colour in sources:
     x, y = points[label]
     ax_scatter.scatter(
-      _spread(x), _spread(y), s=3, alpha=0.3, color=colour, label=label, rasterized=True
+      _spread(x), _spread(y), s=3, alpha=0.3, color=colour, label=legend[label], rasterized=True
     )
   ax_scatter.plot([lo, hi], [lo, hi], color='k', lw=1, label='q = p')
   ax_scatter.set(

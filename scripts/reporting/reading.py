@@ -15,12 +15,15 @@ from systems import System, get_system
 
 @dataclasses.dataclass(frozen=True)
 class Samples:
-  """Finite samples of one source (non-finite ones dropped and counted).
+  """Samples of one source (the num_nonfinite others, with NaN or disallowed
+  infinite entries, dropped).
 
-  positions: (n, N, 3), length unit. energy: (n,) physical energy, energy
-  unit. log_q: (n,) flow log-density over the N − 1 relative coordinates
-  (nats), or None; −inf (kept) for the num_outside_support reference samples
-  that lie outside the flow's support.
+  positions: (n, N, 3), length unit, finite. energy: (n,) physical energy,
+  energy unit; +inf (kept) for the num_infinite_energy flow samples of zero
+  target density (overlapping particles, or outside a LocalSolidFlow's basin).
+  log_q: (n,) flow log-density over the N − 1 relative coordinates (nats), or
+  None; −inf (kept) for the num_outside_support reference samples that lie
+  outside the flow's support.
   """
 
   positions: np.ndarray
@@ -28,6 +31,7 @@ class Samples:
   log_q: np.ndarray | None
   num_nonfinite: int
   num_outside_support: int = 0
+  num_infinite_energy: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,13 +116,22 @@ def read_metrics(workdir: str) -> tuple[list[dict], list[dict]]:
 
 
 def read_samples(
-  path: str, system: System, what: str, need_log_q: bool, outside_support_ok: bool = False
+  path: str,
+  system: System,
+  what: str,
+  need_log_q: bool,
+  outside_support_ok: bool = False,
+  infinite_energy_ok: bool = False,
 ) -> Samples:
   """Samples from an .npz with positions (n, N, 3), energy (n,), optional log_q (n,).
 
   Checks N, and box and beta where the file stores them, against `system`.
   With `outside_support_ok` (target samples) log_q = −inf is kept: LBAR must
-  count those samples, and dropping them would bias it.
+  count those samples, and dropping them would bias it. With
+  `infinite_energy_ok` (flow samples) energy = +inf is kept: importance
+  sampling counts those as zero weights and LBAR as infinite forward works, as
+  `experiments.evaluation.summarize` does; dropping them would bias ln Z upward.
+  At least two samples need a finite energy.
   """
   if not os.path.isfile(path):
     raise FileNotFoundError(f'{what} not found at {path!r}.')
@@ -149,23 +162,28 @@ def read_samples(
       f'{what} {path!r}: beta={float(arrays["beta"])} differs from '
       f'beta={system.beta} of {system.name}.'
     )
-  outside = np.zeros(num_samples, bool)
-  if outside_support_ok and 'log_q' in per_sample:
-    outside = per_sample['log_q'] == -np.inf
-  finite = np.isfinite(positions).all(axis=(1, 2))
+  infinities = {'log_q': (-np.inf, outside_support_ok), 'energy': (np.inf, infinite_energy_ok)}
+  kept = np.isfinite(positions).all(axis=(1, 2))
   for key, value in per_sample.items():
-    finite &= np.isfinite(value) | (outside if key == 'log_q' else False)
-  if finite.sum() < 2:
-    raise ValueError(f'{what} {path!r} has {int(finite.sum())} finite samples; need >= 2.')
-  if not finite.all():
-    positions = positions[finite]
-    per_sample = {k: v[finite] for k, v in per_sample.items()}
+    infinity, allowed = infinities[key]
+    kept &= np.isfinite(value) | (allowed & (value == infinity))
+  finite_energy = kept & np.isfinite(per_sample['energy'])
+  if finite_energy.sum() < 2:
+    raise ValueError(
+      f'{what} {path!r} has {int(finite_energy.sum())} usable samples of finite energy '
+      f'(of {num_samples}); need >= 2.'
+    )
+  if not kept.all():
+    positions = positions[kept]
+    per_sample = {k: v[kept] for k, v in per_sample.items()}
+  log_q = per_sample.get('log_q')
   return Samples(
     positions=positions,
     energy=per_sample['energy'],
-    log_q=per_sample.get('log_q'),
-    num_nonfinite=int(finite.size - finite.sum()),
-    num_outside_support=int((outside & finite).sum()),
+    log_q=log_q,
+    num_nonfinite=int(kept.size - kept.sum()),
+    num_outside_support=0 if log_q is None else int(np.sum(log_q == -np.inf)),
+    num_infinite_energy=int(np.sum(per_sample['energy'] == np.inf)),
   )
 
 
@@ -199,7 +217,7 @@ def read_run(workdir: str, baseline_path: str | None = None, hmc_path: str | Non
     baseline=None if baseline_path is None else read_baseline(baseline_path, system),
     final_eval=read_json(eval_path, 'eval.json') if os.path.isfile(eval_path) else None,
     flow=(
-      read_samples(samples_path, system, 'samples.npz', need_log_q=True)
+      read_samples(samples_path, system, 'samples.npz', need_log_q=True, infinite_energy_ok=True)
       if os.path.isfile(samples_path)
       else None
     ),
