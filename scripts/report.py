@@ -268,7 +268,7 @@ def baseline_row(baseline: dict, source: str) -> dict:
     if k in baseline
   }
   reasons = (
-    estimators.mbar_reasons(baseline['min_adjacent_overlap'])
+    estimators.mbar_reasons(baseline['min_adjacent_overlap'], baseline['samples_per_stage'])
     if 'min_adjacent_overlap' in baseline
     else ()
   )

@@ -63,6 +63,7 @@ from scipy.special import logsumexp
 __all__ = [
   'MIN_EFFECTIVE_SAMPLES',
   'MIN_OVERLAP',
+  'MIN_STATE_SAMPLES',
   'MIN_OVERLAP_SAMPLES',
   'MAX_INFINITE_WORK_FRACTION',
   'RELIABILITY_RULES',
@@ -70,6 +71,7 @@ __all__ = [
   'WeightedEstimate',
   'BAREstimate',
   'MBAREstimate',
+  'MBARConvergenceError',
   'weighted_reasons',
   'two_state_reasons',
   'mbar_reasons',
@@ -87,13 +89,15 @@ __all__ = [
 
 MIN_EFFECTIVE_SAMPLES = 100  # importance sampling / FEP: least n·ESS for a meaningful error bar
 MIN_OVERLAP = 0.03  # MBAR: least adjacent two-state overlap (Klimovich et al. 2015)
+MIN_STATE_SAMPLES = 50  # MBAR: least decorrelated samples in the sparsest state
 MIN_OVERLAP_SAMPLES = 10  # BAR, LBAR: least (n_F + n_R)·overlap
 MAX_INFINITE_WORK_FRACTION = 0.01  # BAR, LBAR: most infinite works on either side
 RELIABILITY_RULES = (  # the rules in words, for reports
   f'at least {MIN_EFFECTIVE_SAMPLES} effective samples n·ESS (importance sampling, FEP); at '
   f'least {MIN_OVERLAP_SAMPLES} samples of two-state overlap (n_F + n_R)·overlap and at most '
   f'{MAX_INFINITE_WORK_FRACTION:.0%} infinite works on either side (BAR, LBAR); an adjacent '
-  f'overlap of at least {MIN_OVERLAP} (MBAR)'
+  f'overlap of at least {MIN_OVERLAP} and at least {MIN_STATE_SAMPLES} decorrelated samples in '
+  f'every state (MBAR)'
 )
 
 
@@ -223,12 +227,24 @@ def unreliable_note(reasons) -> str:
   return f'UNRELIABLE: {"; ".join(reasons)}' if reasons else ''
 
 
-def mbar_reasons(min_adjacent_overlap: float) -> tuple[str, ...]:
-  """Why an MBAR error bar is meaningless: () or one reason.  Unreliable when the
-  smallest two-state overlap of adjacent states is below ``MIN_OVERLAP``."""
-  if min_adjacent_overlap >= MIN_OVERLAP:
-    return ()
-  return (f'smallest adjacent-pair overlap {min_adjacent_overlap:.2g} (need >= {MIN_OVERLAP})',)
+def mbar_reasons(min_adjacent_overlap: float, min_state_samples: int) -> tuple[str, ...]:
+  """Why an MBAR error bar is meaningless: () or the failed rules.
+
+  Unreliable when the smallest two-state overlap of adjacent states is below
+  ``MIN_OVERLAP``, or when the sparsest state has fewer than
+  ``MIN_STATE_SAMPLES`` decorrelated samples (``min_state_samples``).
+  """
+  reasons = []
+  if min_adjacent_overlap < MIN_OVERLAP:
+    reasons.append(
+      f'smallest adjacent-pair overlap {min_adjacent_overlap:.2g} (need >= {MIN_OVERLAP})'
+    )
+  if min_state_samples < MIN_STATE_SAMPLES:
+    reasons.append(
+      f'{min_state_samples} decorrelated samples in the sparsest state '
+      f'(need >= {MIN_STATE_SAMPLES})'
+    )
+  return tuple(reasons)
 
 
 def _as_samples(name: str, values, *, allow: str = 'finite') -> np.ndarray:
@@ -522,12 +538,51 @@ def import_pymbar():
   return pymbar
 
 
-def mbar(u_kn, n_k) -> MBAREstimate:
+class MBARConvergenceError(RuntimeError):
+  """pymbar's solver did not reach its tolerance."""
+
+
+@contextlib.contextmanager
+def _pymbar_solver_failures():
+  """Collects the messages of pymbar's solver warnings (a failed solve) instead of
+  printing them; pymbar's other warnings still go to the usual handlers."""
+  records = []
+  handler = logging.Handler(logging.WARNING)
+  handler.emit = records.append
+  logger = logging.getLogger('pymbar')
+  propagate = logger.propagate
+  logger.addHandler(handler)
+  logger.propagate = False
+  failures = []
+  try:
+    yield failures
+  finally:
+    logger.removeHandler(handler)
+    logger.propagate = propagate
+    for record in records:
+      if record.name == 'pymbar.mbar_solvers':
+        failures.append(record.getMessage())
+      else:
+        logging.getLogger(record.name).handle(record)
+
+
+def mbar(u_kn, n_k, *, max_iterations: int = 10_000) -> MBAREstimate:
   """MBAR (pymbar 4) free energies of K states relative to state 0.
 
   ``u_kn``: shape (K, N), finite reduced potential of every sample n under every
   state k, samples ordered by the state they were drawn from; ``n_k``: shape (K,),
-  non-negative integer sample counts summing to N.
+  non-negative integer sample counts summing to N, of decorrelated samples (the
+  rule on the sparsest state's count assumes so).
+
+  Solved by pymbar's "adaptive" method alone (Newton–Raphson or self-consistent
+  iteration, whichever lowers the gradient more, at most ``max_iterations``
+  steps), which converges on MBAR's convex objective; pymbar's default tries
+  scipy's "hybr" first, which often fails and logs a warning before "adaptive"
+  succeeds. A converged solve logs nothing.
+
+  Raises:
+    MBARConvergenceError: the solver did not reach pymbar's tolerance (its
+      messages included).
   """
   u = np.asarray(u_kn, dtype=np.float64)
   if u.ndim != 2 or u.shape[0] < 2 or u.shape[1] < 2:
@@ -544,10 +599,22 @@ def mbar(u_kn, n_k) -> MBAREstimate:
     raise ValueError(
       f'n_k must be {u.shape[0]} non-negative integers summing to N={u.shape[1]}, got {counts!r}'
     )
+  if int(max_iterations) != max_iterations or max_iterations < 1:
+    raise ValueError(f'max_iterations={max_iterations!r} must be a positive integer')
 
   pymbar = import_pymbar()
   with _jax_x64_preserved():  # in case pymbar was imported elsewhere with jax
-    solver = pymbar.MBAR(u, counts.astype(np.int64))
+    with _pymbar_solver_failures() as failures:
+      solver = pymbar.MBAR(
+        u,
+        counts.astype(np.int64),
+        maximum_iterations=max_iterations,
+        solver_protocol=(dict(method='adaptive', options=dict(min_sc_iter=0)),),
+      )
+    if failures:
+      raise MBARConvergenceError(
+        f'MBAR did not converge in max_iterations={max_iterations}: ' + ' '.join(failures)
+      )
     differences = solver.compute_free_energy_differences()
     overlap = np.asarray(solver.compute_overlap()['matrix'], dtype=np.float64)
   delta_f = np.array(differences['Delta_f'][0], dtype=np.float64)
@@ -565,7 +632,7 @@ def mbar(u_kn, n_k) -> MBAREstimate:
     adjacent_pair_overlap=pairwise,
     min_adjacent_overlap=float(pairwise.min()),
     num_samples=tuple(int(c) for c in counts),
-    reasons=mbar_reasons(float(pairwise.min())),
+    reasons=mbar_reasons(float(pairwise.min()), int(counts.min())),
   )
 
 

@@ -2,6 +2,7 @@
 integration, βF/N against the flows' pinned-particle convention, the λ path
 with MBAR against an analytic harmonic answer, and refusal on poor stage overlap."""
 
+import json
 import math
 
 import jax
@@ -9,7 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from systems import convention, einstein
+from scripts import einstein_baseline
+from systems import convention, einstein, estimators
 
 
 def test_log_z_einstein_matches_numerical_integral_on_fixed_com_subspace():
@@ -85,6 +87,40 @@ def test_lambda_path_recovers_harmonic_partition_function():
   assert path.log_z_stderr < 0.05
   assert path.adjacent_overlap.min() >= 0.05
   assert path.mean_energy == pytest.approx(offset + 1.5 * (n - 1) / beta, abs=0.3)
+  assert path.reliable and path.samples_per_stage.min() >= estimators.MIN_STATE_SAMPLES
+
+
+def test_short_path_is_judged_unreliable_by_its_sparsest_stage():
+  """The same harmonic solid, one chain per stage: a prefix of each chain has
+  too few decorrelated samples, the full chains enough; the prefix is the
+  first records of the full run (`StageEnergies.select`)."""
+  n, beta, k_einstein, k_true = 4, 1.3, 1.0, 2.5
+  sites = np.random.default_rng(2).uniform(0, 4, size=(n, 3))
+  lambdas = einstein.lambda_schedule(6)
+  stages = einstein.sample_stages(
+    _harmonic_solid(sites, k_true, 0.0),
+    sites,
+    beta,
+    k_einstein,
+    lambdas,
+    jax.random.PRNGKey(5),
+    chains_per_stage=2,
+    num_steps=800,
+    burn_in=100,
+    step_size=0.3,
+  )
+  short = stages.select(slice(0, 1), 40)
+  assert short.delta_u.shape == short.u_einstein.shape == (6, 1, 40)
+  np.testing.assert_array_equal(short.delta_u, stages.delta_u[:, :1, :40])
+  full = einstein.path_from_stages(stages, lambdas, beta, k_einstein)
+  cut = einstein.path_from_stages(short, lambdas, beta, k_einstein)
+  assert full.reliable, full.reasons
+  sparsest = int(cut.samples_per_stage.min())
+  assert sparsest < estimators.MIN_STATE_SAMPLES
+  assert cut.reasons == (
+    f'{sparsest} decorrelated samples in the sparsest state '
+    f'(need >= {estimators.MIN_STATE_SAMPLES})',
+  )
 
 
 def test_too_few_stages_are_refused_naming_the_pair():
@@ -128,3 +164,43 @@ def test_bad_lambdas_raise(lambdas):
 def test_log_z_einstein_rejects_bad_input(args, match):
   with pytest.raises(ValueError, match=match):
     einstein.log_z_einstein(*args)
+
+
+MW8_SPRING = '23.467'  # fitted spring of docs/baselines/mw_cubic_8.json (skips the fit)
+
+
+@pytest.mark.parametrize(
+  'flags, message',
+  [
+    (['--steps=-1'], '--steps=-1: expected a positive integer'),
+    (
+      ['--chains=0', '--spring=-2'],
+      '--chains=0: expected a positive integer; --spring=-2.0: expected a positive finite number',
+    ),
+    (['--stages=1'], '--stages=1: expected an integer >= 2'),
+    (['--min_overlap=0.7'], '--min_overlap=0.7: expected a number in [0, 0.5]'),
+    (['--steps=30', '--thin=4'], '--thin=4: expected a divisor of --steps=30'),
+  ],
+)
+def test_baseline_bad_flags_end_with_one_line(flags, message, tmp_path, capsys):
+  out = tmp_path / 'f.json'
+  code = einstein_baseline.main(['--system=mw_cubic_8', f'--out={out}', *flags])
+  assert code == 2
+  assert capsys.readouterr().err.splitlines() == [f'Bad flag values: {message}']
+  assert not out.exists()
+
+
+def test_baseline_record_and_line_say_when_unreliable(tmp_path, capsys):
+  out = tmp_path / 'f.json'
+  flags = ['--stages=24', '--chains=2', '--steps=16', '--burn_in=20', f'--spring={MW8_SPRING}']
+  assert einstein_baseline.main(['--system=mw_cubic_8', f'--out={out}', *flags]) == 0
+  record = json.loads(out.read_text())
+  assert record['samples_per_stage'] == min(record['samples_per_stage_all'])
+  assert record['samples_per_stage'] < estimators.MIN_STATE_SAMPLES
+  assert record['reliable'] is False
+  assert record['unreliable_reasons'] == list(
+    estimators.mbar_reasons(record['min_adjacent_overlap'], record['samples_per_stage'])
+  )
+  line = capsys.readouterr().out
+  assert f'{record["samples_per_stage"]} decorrelated samples in the sparsest stage' in line
+  assert 'UNRELIABLE: ' + record['unreliable_reasons'][0] in line

@@ -1,6 +1,7 @@
 """Analytic and calibration checks of systems.estimators (float64 numpy, fixed seeds)."""
 
 import dataclasses
+import logging
 import os
 import subprocess
 import sys
@@ -493,3 +494,52 @@ def test_bar_error_counts_the_correlation_of_reverse_chains():
   assert est.bar(w_f, w_r).statistical_inefficiency == 1.0
   with pytest.raises(ValueError, match='reverse_chains=7'):
     est.bar(w_f, w_r, reverse_chains=7)
+
+
+# --- MBAR solver -------------------------------------------------------------
+
+
+def spring_ladder(num_states=60, per_state=40, dim=30):
+  """Harmonic states of springs 1..100 on a sin² ladder: (u_kn, n_k, exact f_K − f_0)."""
+  rng = np.random.default_rng(0)
+  springs = 1.0 + 99.0 * np.sin(0.5 * np.pi * np.linspace(0.0, 1.0, num_states)) ** 2
+  x = np.concatenate([rng.normal(0.0, k**-0.5, (per_state, dim)) for k in springs])
+  u_kn = 0.5 * springs[:, None] * np.sum(x * x, axis=-1)[None]
+  return u_kn, np.full(num_states, per_state), 0.5 * dim * np.log(springs[-1])
+
+
+def test_mbar_solve_prints_and_logs_nothing(capfd, caplog):
+  u_kn, n_k, exact = spring_ladder()
+  pymbar = est.import_pymbar()
+  with caplog.at_level(logging.WARNING):
+    pymbar.MBAR(u_kn, n_k)  # pymbar's default protocol: hybr fails first, and says so
+  assert 'Failed to reach a solution to within tolerance with hybr' in caplog.text
+  capfd.readouterr()
+  caplog.clear()
+  with caplog.at_level(logging.DEBUG):
+    result = est.mbar(u_kn, n_k)
+  assert caplog.records == []
+  assert capfd.readouterr() == ('', '')
+  assert abs(result.delta_f[-1] - exact) < 3.0 * result.stderr[-1]
+
+
+def test_mbar_that_cannot_converge_raises():
+  u_kn, n_k, _ = spring_ladder()
+  with pytest.raises(est.MBARConvergenceError, match='did not converge in max_iterations=1'):
+    est.mbar(u_kn, n_k, max_iterations=1)
+  with pytest.raises(ValueError, match='max_iterations=0'):
+    est.mbar(u_kn, n_k, max_iterations=0)
+
+
+def test_mbar_is_unreliable_with_few_decorrelated_samples_in_a_state():
+  threshold = est.MIN_STATE_SAMPLES
+  assert est.mbar_reasons(0.3, threshold) == ()
+  assert est.mbar_reasons(0.3, threshold - 1) == (
+    f'{threshold - 1} decorrelated samples in the sparsest state (need >= {threshold})',
+  )
+  assert len(est.mbar_reasons(0.01, threshold - 1)) == 2
+  u_kn, n_k, _ = spring_ladder(num_states=6, per_state=threshold - 1, dim=3)
+  result = est.mbar(u_kn, n_k)
+  assert result.min_adjacent_overlap >= est.MIN_OVERLAP
+  assert result.reasons == est.mbar_reasons(result.min_adjacent_overlap, threshold - 1)
+  assert not result.reliable
