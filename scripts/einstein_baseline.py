@@ -10,7 +10,7 @@ Flags left unset take per-system defaults (`DEFAULTS`, by particle number).
 The record says whether its error bar is to be trusted (`reliable`,
 `unreliable_reasons`: systems.estimators.mbar_reasons, judging the adjacent
 overlap and `samples_per_stage`, the decorrelated samples of the sparsest
-stage), and so does the printed line.
+stage, per chain), and so does the printed line.
 """
 
 import argparse
@@ -25,14 +25,18 @@ import jax.numpy as jnp
 from systems import einstein, estimators, get_system, sampler
 
 # Per particle number: stages, chains per stage, production steps, burn-in,
-# stored every `thin` steps, leapfrog steps per HMC proposal.
+# stored every `thin` steps, leapfrog steps per HMC proposal. Chains are long
+# enough for the sparsest stage to keep ~1.5x estimators.MIN_CHAIN_SAMPLES
+# decorrelated samples per chain: g (in steps) grows with N, ~45 at 64, 65-85
+# at 216, 130 at 512 from 500-step chains, which underestimate it; thin keeps
+# ~16 records per g.
 DEFAULTS = {
   8: dict(stages=24, chains=16, steps=2500, burn_in=500, thin=1, leapfrog=2),
   32: dict(stages=44, chains=8, steps=2000, burn_in=400, thin=2, leapfrog=2),
-  64: dict(stages=80, chains=4, steps=600, burn_in=200, thin=2, leapfrog=2),
+  64: dict(stages=80, chains=4, steps=1400, burn_in=200, thin=2, leapfrog=2),
   # Adjacent overlap falls as the variance of ΔU grows ∝ N: stages ∝ √N.
-  216: dict(stages=150, chains=4, steps=600, burn_in=200, thin=2, leapfrog=2),
-  512: dict(stages=230, chains=2, steps=600, burn_in=200, thin=2, leapfrog=2),
+  216: dict(stages=150, chains=4, steps=2400, burn_in=400, thin=4, leapfrog=2),
+  512: dict(stages=230, chains=2, steps=4800, burn_in=800, thin=8, leapfrog=2),
 }
 FIT_CHAINS, FIT_STEPS = 8, 300
 
@@ -163,7 +167,8 @@ def main(argv=None) -> int:
     f'{record["beta_f_per_particle_stderr"]:.5f}, <U> = {path.mean_energy:.3f} '
     f'{system.energy_unit}, {record["num_stages"]} stages, min overlap '
     f'{record["min_adjacent_overlap"]:.3f}, {record["samples_per_stage"]} decorrelated samples '
-    f'in the sparsest stage, {record["wall_time_seconds"]:.0f} s; '
+    f'in the sparsest stage ({record["samples_per_stage"] / settings["chains"]:.3g} per chain), '
+    f'{record["wall_time_seconds"]:.0f} s; '
     f'{estimators.unreliable_note(path.reasons) or "reliable"}'
   )
   return 0

@@ -133,8 +133,8 @@ class LambdaPathResult:
   mean_energy, mean_energy_stderr: ⟨U⟩ at λ = 1 (energy unit).
   acceptance: (K,) mean HMC acceptance per stage.
   reasons: why log_z_stderr is not to be trusted (`estimators.mbar_reasons`:
-    too little adjacent overlap, or too few decorrelated samples in the
-    sparsest stage); empty when reliable.
+    too little adjacent overlap, or too few decorrelated samples per chain in
+    the sparsest stage); empty when reliable.
   """
 
   log_z: float
@@ -306,7 +306,7 @@ def path_from_stages(
   counts = np.array([du.size for du, _ in kept], dtype=np.int64)
 
   u_kn = beta * (lambdas[:, None] * flat_du + (1.0 - lambdas[:, None]) * flat_ue)
-  estimate = estimators.mbar(u_kn, counts)
+  estimate = estimators.mbar(u_kn, counts, chains_per_state=delta_u.shape[1])
   adjacent = np.asarray(estimate.adjacent_pair_overlap)
   bad = np.flatnonzero(adjacent < min_overlap)
   if bad.size:

@@ -87,7 +87,7 @@ def test_lambda_path_recovers_harmonic_partition_function():
   assert path.log_z_stderr < 0.05
   assert path.adjacent_overlap.min() >= 0.05
   assert path.mean_energy == pytest.approx(offset + 1.5 * (n - 1) / beta, abs=0.3)
-  assert path.reliable and path.samples_per_stage.min() >= estimators.MIN_STATE_SAMPLES
+  assert path.reliable and path.samples_per_stage.min() >= 8 * estimators.MIN_CHAIN_SAMPLES
 
 
 def test_short_path_is_judged_unreliable_by_its_sparsest_stage():
@@ -116,11 +116,9 @@ def test_short_path_is_judged_unreliable_by_its_sparsest_stage():
   cut = einstein.path_from_stages(short, lambdas, beta, k_einstein)
   assert full.reliable, full.reasons
   sparsest = int(cut.samples_per_stage.min())
-  assert sparsest < estimators.MIN_STATE_SAMPLES
-  assert cut.reasons == (
-    f'{sparsest} decorrelated samples in the sparsest state '
-    f'(need >= {estimators.MIN_STATE_SAMPLES})',
-  )
+  assert sparsest < estimators.MIN_CHAIN_SAMPLES
+  assert cut.reasons == estimators.mbar_reasons(cut.adjacent_overlap.min(), sparsest, 1)
+  assert len(cut.reasons) == 1 and 'per chain' in cut.reasons[0]
 
 
 def test_too_few_stages_are_refused_naming_the_pair():
@@ -196,10 +194,10 @@ def test_baseline_record_and_line_say_when_unreliable(tmp_path, capsys):
   assert einstein_baseline.main(['--system=mw_cubic_8', f'--out={out}', *flags]) == 0
   record = json.loads(out.read_text())
   assert record['samples_per_stage'] == min(record['samples_per_stage_all'])
-  assert record['samples_per_stage'] < estimators.MIN_STATE_SAMPLES
+  assert record['samples_per_stage'] < 2 * estimators.MIN_CHAIN_SAMPLES
   assert record['reliable'] is False
   assert record['unreliable_reasons'] == list(
-    estimators.mbar_reasons(record['min_adjacent_overlap'], record['samples_per_stage'])
+    estimators.mbar_reasons(record['min_adjacent_overlap'], record['samples_per_stage'], 2)
   )
   line = capsys.readouterr().out
   assert f'{record["samples_per_stage"]} decorrelated samples in the sparsest stage' in line
