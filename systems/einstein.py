@@ -19,8 +19,12 @@ Counting as the published values do, Z = N! (V/N) N^{3/2} Z_W, hence
 
 Stages are trusted only if every adjacent pair has a two-state overlap-matrix
 element (pymbar's definition, `estimators.adjacent_pair_overlap`) ≥
-`min_overlap`; otherwise `InsufficientOverlapError` names the
-pair. pymbar is imported lazily (through systems.estimators) when MBAR runs.
+`min_overlap`; otherwise `InsufficientOverlapError` names the pair. The error
+bar is judged by `estimators.mbar_reasons` (`LambdaPathResult.reasons`): it is
+too small when the sparsest stage has too few decorrelated samples per chain.
+`lambda_path` is `sample_stages` (HMC) then `path_from_stages` (MBAR), which
+scripts.einstein_coverage runs on subsets of one batch of chains. pymbar is
+imported lazily (through systems.estimators) when MBAR runs.
 """
 
 import dataclasses

@@ -581,15 +581,17 @@ def _pymbar_solver_failures():
   handler = logging.Handler(logging.WARNING)
   handler.emit = records.append
   logger = logging.getLogger('pymbar')
-  propagate = logger.propagate
+  propagate, level = logger.propagate, logger.level
   logger.addHandler(handler)
   logger.propagate = False
+  logger.setLevel(logging.WARNING)  # failures are seen whatever the root logger's level
   failures = []
   try:
     yield failures
   finally:
     logger.removeHandler(handler)
     logger.propagate = propagate
+    logger.setLevel(level)
     for record in records:
       if record.name == 'pymbar.mbar_solvers':
         failures.append(record.getMessage())
