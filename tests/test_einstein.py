@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from scripts import einstein_baseline
+from scripts import einstein_baseline, einstein_coverage
 from systems import convention, einstein, estimators
 
 
@@ -202,3 +202,22 @@ def test_baseline_record_and_line_say_when_unreliable(tmp_path, capsys):
   line = capsys.readouterr().out
   assert f'{record["samples_per_stage"]} decorrelated samples in the sparsest stage' in line
   assert 'UNRELIABLE: ' + record['unreliable_reasons'][0] in line
+
+
+def test_coverage_table_bins_by_samples_per_chain():
+  # truth 10; z = (log_z − 10)/σ: 0.5, −1.5, 3 (per chain 4, 4, 4) and 0.5, −0.5 (12, 30).
+  runs = [
+    dict(log_z=10.5, log_z_stderr=1.0, min_stage_samples=8),
+    dict(log_z=7.0, log_z_stderr=2.0, min_stage_samples=9),
+    dict(log_z=11.5, log_z_stderr=0.5, min_stage_samples=8),
+    dict(log_z=10.25, log_z_stderr=0.5, min_stage_samples=24),
+    dict(log_z=9.5, log_z_stderr=1.0, min_stage_samples=60),
+  ]
+  table = einstein_coverage.coverage_table(runs, 10.0, chains=2)
+  assert [row['samples_per_chain'] for row in table] == ['[0, 5)', '[10, 20)', '[20, 40)']
+  first = table[0]
+  assert first['runs'] == 3
+  assert first['coverage_1sigma'] == pytest.approx(1 / 3)
+  assert first['coverage_2sigma'] == pytest.approx(2 / 3)
+  assert first['rms_z'] == pytest.approx(math.sqrt((0.25 + 2.25 + 9.0) / 3))
+  assert [row['runs'] for row in table[1:]] == [1, 1]
