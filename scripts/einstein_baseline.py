@@ -7,27 +7,36 @@ constant k by equipartition of the mean squared displacement; then all λ
 stages (einstein.lambda_schedule) run together and MBAR joins them (systems.einstein).
 Exits with status 1 and names the pair if adjacent stages overlap too little.
 Flags left unset take per-system defaults (`DEFAULTS`, by particle number).
+The record says whether its error bar is to be trusted (`reliable`,
+`unreliable_reasons`: systems.estimators.mbar_reasons, judging the adjacent
+overlap and `samples_per_stage`, the decorrelated samples of the sparsest
+stage, per chain), and so does the printed line.
 """
 
 import argparse
 import json
+import math
 import sys
 import time
 
 import jax
 import jax.numpy as jnp
 
-from systems import einstein, get_system, sampler
+from systems import einstein, estimators, get_system, sampler
 
 # Per particle number: stages, chains per stage, production steps, burn-in,
-# stored every `thin` steps, leapfrog steps per HMC proposal.
+# stored every `thin` steps, leapfrog steps per HMC proposal. Chains are long
+# enough for the sparsest stage to keep ~1.5x estimators.MIN_CHAIN_SAMPLES
+# decorrelated samples per chain: g (in steps) grows with N, ~45 at 64, 65-85
+# at 216, 130 at 512 from 500-step chains, which underestimate it; thin keeps
+# ~16 records per g.
 DEFAULTS = {
   8: dict(stages=24, chains=16, steps=2500, burn_in=500, thin=1, leapfrog=2),
   32: dict(stages=44, chains=8, steps=2000, burn_in=400, thin=2, leapfrog=2),
-  64: dict(stages=80, chains=4, steps=600, burn_in=200, thin=2, leapfrog=2),
+  64: dict(stages=80, chains=4, steps=1400, burn_in=200, thin=2, leapfrog=2),
   # Adjacent overlap falls as the variance of ΔU grows ∝ N: stages ∝ √N.
-  216: dict(stages=150, chains=4, steps=600, burn_in=200, thin=2, leapfrog=2),
-  512: dict(stages=230, chains=2, steps=600, burn_in=200, thin=2, leapfrog=2),
+  216: dict(stages=150, chains=4, steps=2400, burn_in=400, thin=4, leapfrog=2),
+  512: dict(stages=230, chains=2, steps=4800, burn_in=800, thin=8, leapfrog=2),
 }
 FIT_CHAINS, FIT_STEPS = 8, 300
 
@@ -54,6 +63,26 @@ def fit_spring(system, key) -> float:
   return einstein.spring_from_displacements(run.samples - system.lattice, system.beta)
 
 
+def bad_flags(args) -> list[str]:
+  """'--flag=value: expected ...' for every numeric flag given out of range."""
+  positive_int = 'expected a positive integer'
+  rules = {
+    'stages': (lambda v: v >= 2, 'expected an integer >= 2'),
+    'chains': (lambda v: v >= 1, positive_int),
+    'steps': (lambda v: v >= 1, positive_int),
+    'burn_in': (lambda v: v >= 0, 'expected a non-negative integer'),
+    'thin': (lambda v: v >= 1, positive_int),
+    'leapfrog': (lambda v: v >= 1, positive_int),
+    'spring': (lambda v: v > 0 and math.isfinite(v), 'expected a positive finite number'),
+    'min_overlap': (lambda v: 0 <= v <= 0.5, 'expected a number in [0, 0.5]'),
+  }
+  return [
+    f'--{name}={getattr(args, name)}: {expected}'
+    for name, (ok, expected) in rules.items()
+    if getattr(args, name) is not None and not ok(getattr(args, name))
+  ]
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--system', required=True)
@@ -73,6 +102,12 @@ def main(argv=None) -> int:
     **_defaults(system.num_particles),
     **{k: v for k, v in vars(args).items() if v is not None},
   }
+  bad = bad_flags(args)
+  if not bad and settings['steps'] % settings['thin']:
+    bad = [f'--thin={settings["thin"]}: expected a divisor of --steps={settings["steps"]}']
+  if bad:
+    print(f'Bad flag values: {"; ".join(bad)}', file=sys.stderr)
+    return 2
   key_fit, key_path = jax.random.split(jax.random.PRNGKey(args.seed))
   spring = args.spring or fit_spring(system, key_fit)
   try:
@@ -119,6 +154,8 @@ def main(argv=None) -> int:
     'statistical_inefficiency': float(path.statistical_inefficiency.max()),
     'statistical_inefficiency_all': path.statistical_inefficiency.tolist(),
     'acceptance': path.acceptance.tolist(),
+    'reliable': path.reliable,
+    'unreliable_reasons': list(path.reasons),
     'settings': {**settings, 'min_overlap': args.min_overlap, 'seed': args.seed},
     'wall_time_seconds': time.time() - start,
     'cpu_time_seconds': time.process_time() - cpu_start,
@@ -129,7 +166,10 @@ def main(argv=None) -> int:
     f'{system.name}: βF/N = {record["beta_f_per_particle"]:.5f} ± '
     f'{record["beta_f_per_particle_stderr"]:.5f}, <U> = {path.mean_energy:.3f} '
     f'{system.energy_unit}, {record["num_stages"]} stages, min overlap '
-    f'{record["min_adjacent_overlap"]:.3f}, {record["wall_time_seconds"]:.0f} s'
+    f'{record["min_adjacent_overlap"]:.3f}, {record["samples_per_stage"]} decorrelated samples '
+    f'in the sparsest stage ({record["samples_per_stage"] / settings["chains"]:.3g} per chain), '
+    f'{record["wall_time_seconds"]:.0f} s; '
+    f'{estimators.unreliable_note(path.reasons) or "reliable"}'
   )
   return 0
 

@@ -19,8 +19,12 @@ Counting as the published values do, Z = N! (V/N) N^{3/2} Z_W, hence
 
 Stages are trusted only if every adjacent pair has a two-state overlap-matrix
 element (pymbar's definition, `estimators.adjacent_pair_overlap`) ≥
-`min_overlap`; otherwise `InsufficientOverlapError` names the
-pair. pymbar is imported lazily (through systems.estimators) when MBAR runs.
+`min_overlap`; otherwise `InsufficientOverlapError` names the pair. The error
+bar is judged by `estimators.mbar_reasons` (`LambdaPathResult.reasons`): it is
+too small when the sparsest stage has too few decorrelated samples per chain.
+`lambda_path` is `sample_stages` (HMC) then `path_from_stages` (MBAR), which
+scripts.einstein_coverage runs on subsets of one batch of chains. pymbar is
+imported lazily (through systems.estimators) when MBAR runs.
 """
 
 import dataclasses
@@ -91,6 +95,34 @@ def lambda_schedule(num_stages: int) -> np.ndarray:
 
 
 @dataclasses.dataclass(frozen=True)
+class StageEnergies:
+  """HMC samples of every λ stage, as the energies MBAR needs (K stages, C chains, T records).
+
+  delta_u: (K, C, T) U − U_0 of the stored samples (energy unit, float64).
+  u_einstein: (K, C, T) U_E of the same samples.
+  u_lattice: U_0, the perfect-lattice energy.
+  acceptance: (K, C) mean HMC acceptance per chain.
+  num_particles: N.
+  """
+
+  delta_u: np.ndarray
+  u_einstein: np.ndarray
+  u_lattice: float
+  acceptance: np.ndarray
+  num_particles: int
+
+  def select(self, chains: slice = slice(None), records: int | None = None) -> 'StageEnergies':
+    """The given chains of every stage, cut to their first `records` records."""
+    cut = (slice(None), chains, slice(records))
+    return dataclasses.replace(
+      self,
+      delta_u=self.delta_u[cut],
+      u_einstein=self.u_einstein[cut],
+      acceptance=self.acceptance[:, chains],
+    )
+
+
+@dataclasses.dataclass(frozen=True)
 class LambdaPathResult:
   """MBAR over the λ stages (reduced free energies in kT).
 
@@ -104,6 +136,9 @@ class LambdaPathResult:
     U − U_0 − U_E, averaged over chains; stage k keeps every ⌈g_k⌉-th sample.
   mean_energy, mean_energy_stderr: ⟨U⟩ at λ = 1 (energy unit).
   acceptance: (K,) mean HMC acceptance per stage.
+  reasons: why log_z_stderr is not to be trusted (`estimators.mbar_reasons`:
+    too little adjacent overlap, or too few decorrelated samples per chain in
+    the sparsest stage); empty when reliable.
   """
 
   log_z: float
@@ -116,6 +151,12 @@ class LambdaPathResult:
   mean_energy: float
   mean_energy_stderr: float
   acceptance: np.ndarray
+  reasons: tuple[str, ...]
+
+  @property
+  def reliable(self) -> bool:
+    """True when no reliability rule failed (``reasons`` is empty)."""
+    return not self.reasons
 
 
 def lambda_path(
@@ -136,22 +177,30 @@ def lambda_path(
 ) -> LambdaPathResult:
   """ln Z_W of energy_fn by MBAR along U_λ from the Einstein crystal.
 
-  Args:
-    energy_fn: U(x) for x (N, 3) -> () (energy unit); jax-differentiable.
-    lattice: (N, 3) sites; every chain starts there (centre of mass kept).
-    beta: 1 / energy unit.
-    spring: Einstein spring constant k (energy/length²).
-    lambdas: (K,) increasing stages with λ_0 = 0 and λ_{K−1} = 1.
-    key: PRNG key.
-    chains_per_stage, num_steps, burn_in, thin, num_leapfrog, step_size: HMC
-      settings of `sampler.sample`, per stage (all stages run as one batch).
-    min_overlap: smallest acceptable adjacent overlap-matrix element.
+  `sample_stages` then `path_from_stages`; arguments as there.
 
   Raises:
     InsufficientOverlapError: naming the first adjacent pair below min_overlap
       (both directions of the overlap matrix are checked).
   """
-  lattice = np.asarray(lattice, dtype=np.float64)
+  stages = sample_stages(
+    energy_fn,
+    lattice,
+    beta,
+    spring,
+    lambdas,
+    key,
+    chains_per_stage=chains_per_stage,
+    num_steps=num_steps,
+    burn_in=burn_in,
+    thin=thin,
+    num_leapfrog=num_leapfrog,
+    step_size=step_size,
+  )
+  return path_from_stages(stages, lambdas, beta, spring, min_overlap=min_overlap)
+
+
+def _check_lambdas(lambdas) -> np.ndarray:
   lambdas = np.asarray(lambdas, dtype=np.float64)
   if (
     lambdas.ndim != 1
@@ -161,10 +210,42 @@ def lambda_path(
     or np.any(np.diff(lambdas) <= 0)
   ):
     raise ValueError(f'lambdas must increase from 0 to 1 with at least 2 stages, got {lambdas}.')
+  return lambdas
+
+
+def sample_stages(
+  energy_fn: Callable,
+  lattice,
+  beta: float,
+  spring: float,
+  lambdas,
+  key: jax.Array,
+  *,
+  chains_per_stage: int,
+  num_steps: int,
+  burn_in: int,
+  thin: int = 1,
+  num_leapfrog: int = 2,
+  step_size: float = 0.05,
+) -> StageEnergies:
+  """HMC of every stage U_λ = λ (U − U_0) + (1 − λ) U_E, all stages as one batch.
+
+  Args:
+    energy_fn: U(x) for x (N, 3) -> () (energy unit); jax-differentiable.
+    lattice: (N, 3) sites; every chain starts there (centre of mass kept).
+    beta: 1 / energy unit.
+    spring: Einstein spring constant k (energy/length²).
+    lambdas: (K,) increasing stages with λ_0 = 0 and λ_{K−1} = 1.
+    key: PRNG key.
+    chains_per_stage, num_steps, burn_in, thin, num_leapfrog, step_size: HMC
+      settings of `sampler.sample`, per stage.
+  """
+  lattice = np.asarray(lattice, dtype=np.float64)
+  lambdas = _check_lambdas(lambdas)
   if int(chains_per_stage) != chains_per_stage or chains_per_stage < 1:
     raise ValueError(f'chains_per_stage={chains_per_stage} must be a positive integer.')
   num_stages, num_particles = lambdas.size, lattice.shape[0]
-  u_lattice = float(_energies_float64(energy_fn, lattice[None])[0])
+  u_lattice = float(_energies_float64(energy_fn, lattice[None, None])[0, 0])
 
   def staged_energy(x, lam):
     return lam * (energy_fn(x) - u_lattice) + (1.0 - lam) * einstein_energy(x, lattice, spring)
@@ -186,13 +267,40 @@ def lambda_path(
     fix_centre_of_mass=True,
     energy_args=(chain_lambdas,),
   )
-
   samples = result.samples.reshape(num_stages, chains_per_stage, -1, num_particles, 3)
-  delta_u = (
-    _energies_float64(energy_fn, samples.reshape(-1, num_particles, 3)).reshape(samples.shape[:3])
-    - u_lattice
+  delta_u = _energies_float64(energy_fn, samples) - u_lattice
+  u_einstein = np.stack(
+    [einstein_energy(stage.astype(np.float64), lattice, spring) for stage in samples]
   )
-  u_einstein = einstein_energy(samples.astype(np.float64), lattice, spring)
+  return StageEnergies(
+    delta_u=delta_u,
+    u_einstein=u_einstein,
+    u_lattice=u_lattice,
+    acceptance=result.acceptance.reshape(num_stages, chains_per_stage),
+    num_particles=num_particles,
+  )
+
+
+def path_from_stages(
+  stages: StageEnergies, lambdas, beta: float, spring: float, *, min_overlap: float = 0.05
+) -> LambdaPathResult:
+  """MBAR over the stages' decorrelated samples: ln Z_W and its reliability.
+
+  Stage k keeps every ⌈g_k⌉-th record of each chain, g_k the statistical
+  inefficiency of U − U_0 − U_E averaged over its chains. lambdas, beta and
+  spring as in `sample_stages`; min_overlap: smallest acceptable adjacent
+  overlap-matrix element.
+
+  Raises:
+    InsufficientOverlapError: naming the first adjacent pair below min_overlap.
+  """
+  lambdas = _check_lambdas(lambdas)
+  delta_u, u_einstein = stages.delta_u, stages.u_einstein
+  if delta_u.shape != u_einstein.shape or delta_u.shape[0] != lambdas.size:
+    raise ValueError(
+      f'stage energies must both have shape ({lambdas.size}, C, T), got {delta_u.shape} '
+      f'and {u_einstein.shape}.'
+    )
   g = sampler.statistical_inefficiency(delta_u - u_einstein).mean(axis=1)
   kept = [
     (du[:, ::stride].reshape(-1), ue[:, ::stride].reshape(-1))
@@ -202,7 +310,7 @@ def lambda_path(
   counts = np.array([du.size for du, _ in kept], dtype=np.int64)
 
   u_kn = beta * (lambdas[:, None] * flat_du + (1.0 - lambdas[:, None]) * flat_ue)
-  estimate = estimators.mbar(u_kn, counts)
+  estimate = estimators.mbar(u_kn, counts, chains_per_state=delta_u.shape[1])
   adjacent = np.asarray(estimate.adjacent_pair_overlap)
   bad = np.flatnonzero(adjacent < min_overlap)
   if bad.size:
@@ -215,9 +323,9 @@ def lambda_path(
     )
 
   delta_f = float(estimate.delta_f[-1])
-  energies_one = kept[-1][0] + u_lattice
+  energies_one = kept[-1][0] + stages.u_lattice
   return LambdaPathResult(
-    log_z=log_z_einstein(spring, beta, num_particles) - delta_f - beta * u_lattice,
+    log_z=log_z_einstein(spring, beta, stages.num_particles) - delta_f - beta * stages.u_lattice,
     log_z_stderr=float(estimate.stderr[-1]),
     delta_f=delta_f,
     lambdas=lambdas,
@@ -226,13 +334,17 @@ def lambda_path(
     statistical_inefficiency=g,
     mean_energy=float(energies_one.mean()),
     mean_energy_stderr=float(energies_one.std(ddof=1) / math.sqrt(energies_one.size)),
-    acceptance=result.acceptance.reshape(num_stages, -1).mean(axis=1),
+    acceptance=stages.acceptance.mean(axis=1),
+    reasons=estimate.reasons,
   )
 
 
 def _energies_float64(energy_fn: Callable, x) -> np.ndarray:
-  """energy_fn on x (M, N, 3) in float64, batched; returns (M,) numpy."""
+  """energy_fn on x (S, ..., N, 3) in float64, one leading entry at a time (memory);
+  returns (S, ...) numpy."""
+  x = np.asarray(x)
   with jax.enable_x64(True):
-    x = jnp.asarray(x, jnp.float64)
     fn = jax.jit(lambda y: jax.lax.map(energy_fn, y, batch_size=256))
-    return np.asarray(fn(x))
+    return np.stack(
+      [np.asarray(fn(jnp.asarray(part.reshape(-1, *x.shape[-2:]), jnp.float64))) for part in x]
+    ).reshape(x.shape[:-2])

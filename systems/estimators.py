@@ -45,7 +45,33 @@ place (`weighted_reasons`, `two_state_reasons`, `mbar_reasons`):
   (tests/test_estimators.py).  With far more samples the rule is lenient.
 * MBAR: some adjacent pair of states overlapping less than ``MIN_OVERLAP`` =
   0.03 (the Klimovich et al. fraction; the stages' sample counts are fixed and
-  a few hundred each).
+  a few hundred each).  Or, on MCMC samples, fewer than
+  ``MIN_CHAIN_SAMPLES`` = 20 decorrelated samples per chain in the sparsest
+  state (``n_k`` counts every ⌈g⌉-th record): a chain only some g long
+  underestimates its own statistical inefficiency g, so MBAR counts
+  correlated samples as independent and its error bar is too small; more
+  chains of the same length do not help.  Calibrated by coverage on the
+  Einstein path of mw_cubic_8 (`scripts.einstein_coverage`: 24 stages,
+  burn-in 20 steps, 48 repeats at each of 6-7 chain lengths, the truth one
+  MBAR on all repeats' chains at full length), binned by the sparsest
+  stage's decorrelated samples per chain:
+
+      per chain   2 chains (8-512 steps)         4 chains (6-192 steps)
+                  runs  1σ    2σ    RMS z        runs  1σ    2σ    RMS z
+      [0, 5)        69  0.48  0.81  1.57           91  0.58  0.88  1.29
+      [5, 10)       79  0.56  0.84  1.38           66  0.59  0.88  1.34
+      [10, 20)      75  0.60  0.89  1.20           81  0.60  0.86  1.27
+      [20, 40)      61  0.72  0.97  0.90           50  0.64  0.94  1.12
+      [40, 80)      49  0.67  0.94  1.09            -
+
+  (nominal 0.68, 0.95, 1).  Coverage reaches its nominal level at 20 per
+  chain with either chain count, not at a fixed total (4 chains with 40-80
+  samples in all cover 86 % at 2σ); the estimated g is 2 at 8 steps and
+  saturates near 7.5 from 256 steps on.  The same failure on AR(1) chains
+  is in tests/test_estimators.py.  A mw_cubic_512 baseline with 2 chains of
+  500 steps (4 per chain) and the 216 ones with 4 chains of 600 (10 per
+  chain) fail the rule.
+  Tables and commands: docs/baselines/README.md.
 """
 
 from __future__ import annotations
@@ -63,6 +89,7 @@ from scipy.special import logsumexp
 __all__ = [
   'MIN_EFFECTIVE_SAMPLES',
   'MIN_OVERLAP',
+  'MIN_CHAIN_SAMPLES',
   'MIN_OVERLAP_SAMPLES',
   'MAX_INFINITE_WORK_FRACTION',
   'RELIABILITY_RULES',
@@ -70,6 +97,7 @@ __all__ = [
   'WeightedEstimate',
   'BAREstimate',
   'MBAREstimate',
+  'MBARConvergenceError',
   'weighted_reasons',
   'two_state_reasons',
   'mbar_reasons',
@@ -87,13 +115,15 @@ __all__ = [
 
 MIN_EFFECTIVE_SAMPLES = 100  # importance sampling / FEP: least n·ESS for a meaningful error bar
 MIN_OVERLAP = 0.03  # MBAR: least adjacent two-state overlap (Klimovich et al. 2015)
+MIN_CHAIN_SAMPLES = 20  # MBAR on MCMC chains: least decorrelated samples per chain, sparsest state
 MIN_OVERLAP_SAMPLES = 10  # BAR, LBAR: least (n_F + n_R)·overlap
 MAX_INFINITE_WORK_FRACTION = 0.01  # BAR, LBAR: most infinite works on either side
 RELIABILITY_RULES = (  # the rules in words, for reports
   f'at least {MIN_EFFECTIVE_SAMPLES} effective samples n·ESS (importance sampling, FEP); at '
   f'least {MIN_OVERLAP_SAMPLES} samples of two-state overlap (n_F + n_R)·overlap and at most '
   f'{MAX_INFINITE_WORK_FRACTION:.0%} infinite works on either side (BAR, LBAR); an adjacent '
-  f'overlap of at least {MIN_OVERLAP} (MBAR)'
+  f'overlap of at least {MIN_OVERLAP} and, on MCMC chains, at least {MIN_CHAIN_SAMPLES} '
+  f'decorrelated samples per chain in every state (MBAR)'
 )
 
 
@@ -223,12 +253,29 @@ def unreliable_note(reasons) -> str:
   return f'UNRELIABLE: {"; ".join(reasons)}' if reasons else ''
 
 
-def mbar_reasons(min_adjacent_overlap: float) -> tuple[str, ...]:
-  """Why an MBAR error bar is meaningless: () or one reason.  Unreliable when the
-  smallest two-state overlap of adjacent states is below ``MIN_OVERLAP``."""
-  if min_adjacent_overlap >= MIN_OVERLAP:
-    return ()
-  return (f'smallest adjacent-pair overlap {min_adjacent_overlap:.2g} (need >= {MIN_OVERLAP})',)
+def mbar_reasons(
+  min_adjacent_overlap: float, min_state_samples: int, chains_per_state: int | None = None
+) -> tuple[str, ...]:
+  """Why an MBAR error bar is meaningless: () or the failed rules.
+
+  Unreliable when the smallest two-state overlap of adjacent states is below
+  ``MIN_OVERLAP``, or, for samples from ``chains_per_state`` MCMC chains per
+  state (None: independent samples, no such rule), when the sparsest state
+  has fewer than ``MIN_CHAIN_SAMPLES`` decorrelated samples per chain
+  (``min_state_samples`` of them in all).
+  """
+  reasons = []
+  if min_adjacent_overlap < MIN_OVERLAP:
+    reasons.append(
+      f'smallest adjacent-pair overlap {min_adjacent_overlap:.2g} (need >= {MIN_OVERLAP})'
+    )
+  if chains_per_state is not None and min_state_samples < MIN_CHAIN_SAMPLES * chains_per_state:
+    reasons.append(
+      f'{min_state_samples} decorrelated samples in the sparsest state from {chains_per_state} '
+      f'chains, {min_state_samples / chains_per_state:.3g} per chain '
+      f'(need >= {MIN_CHAIN_SAMPLES} per chain)'
+    )
+  return tuple(reasons)
 
 
 def _as_samples(name: str, values, *, allow: str = 'finite') -> np.ndarray:
@@ -522,12 +569,56 @@ def import_pymbar():
   return pymbar
 
 
-def mbar(u_kn, n_k) -> MBAREstimate:
+class MBARConvergenceError(RuntimeError):
+  """pymbar's solver did not reach its tolerance."""
+
+
+@contextlib.contextmanager
+def _pymbar_solver_failures():
+  """Collects the messages of pymbar's solver warnings (a failed solve) instead of
+  printing them; pymbar's other warnings still go to the usual handlers."""
+  records = []
+  handler = logging.Handler(logging.WARNING)
+  handler.emit = records.append
+  logger = logging.getLogger('pymbar')
+  propagate, level = logger.propagate, logger.level
+  logger.addHandler(handler)
+  logger.propagate = False
+  logger.setLevel(logging.WARNING)  # failures are seen whatever the root logger's level
+  failures = []
+  try:
+    yield failures
+  finally:
+    logger.removeHandler(handler)
+    logger.propagate = propagate
+    logger.setLevel(level)
+    for record in records:
+      if record.name == 'pymbar.mbar_solvers':
+        failures.append(record.getMessage())
+      else:
+        logging.getLogger(record.name).handle(record)
+
+
+def mbar(
+  u_kn, n_k, *, chains_per_state: int | None = None, max_iterations: int = 10_000
+) -> MBAREstimate:
   """MBAR (pymbar 4) free energies of K states relative to state 0.
 
   ``u_kn``: shape (K, N), finite reduced potential of every sample n under every
   state k, samples ordered by the state they were drawn from; ``n_k``: shape (K,),
-  non-negative integer sample counts summing to N.
+  non-negative integer sample counts summing to N.  ``chains_per_state``: the
+  samples are decorrelated (subsampled) records of this many MCMC chains per
+  state, which `mbar_reasons` judges; None for independent samples.
+
+  Solved by pymbar's "adaptive" method alone (Newton–Raphson or self-consistent
+  iteration, whichever lowers the gradient more, at most ``max_iterations``
+  steps), which converges on MBAR's convex objective; pymbar's default tries
+  scipy's "hybr" first, which often fails and logs a warning before "adaptive"
+  succeeds. A converged solve logs nothing.
+
+  Raises:
+    MBARConvergenceError: the solver did not reach pymbar's tolerance (its
+      messages included).
   """
   u = np.asarray(u_kn, dtype=np.float64)
   if u.ndim != 2 or u.shape[0] < 2 or u.shape[1] < 2:
@@ -544,10 +635,22 @@ def mbar(u_kn, n_k) -> MBAREstimate:
     raise ValueError(
       f'n_k must be {u.shape[0]} non-negative integers summing to N={u.shape[1]}, got {counts!r}'
     )
+  if int(max_iterations) != max_iterations or max_iterations < 1:
+    raise ValueError(f'max_iterations={max_iterations!r} must be a positive integer')
 
   pymbar = import_pymbar()
   with _jax_x64_preserved():  # in case pymbar was imported elsewhere with jax
-    solver = pymbar.MBAR(u, counts.astype(np.int64))
+    with _pymbar_solver_failures() as failures:
+      solver = pymbar.MBAR(
+        u,
+        counts.astype(np.int64),
+        maximum_iterations=max_iterations,
+        solver_protocol=(dict(method='adaptive', options=dict(min_sc_iter=0)),),
+      )
+    if failures:
+      raise MBARConvergenceError(
+        f'MBAR did not converge in max_iterations={max_iterations}: ' + ' '.join(failures)
+      )
     differences = solver.compute_free_energy_differences()
     overlap = np.asarray(solver.compute_overlap()['matrix'], dtype=np.float64)
   delta_f = np.array(differences['Delta_f'][0], dtype=np.float64)
@@ -565,7 +668,7 @@ def mbar(u_kn, n_k) -> MBAREstimate:
     adjacent_pair_overlap=pairwise,
     min_adjacent_overlap=float(pairwise.min()),
     num_samples=tuple(int(c) for c in counts),
-    reasons=mbar_reasons(float(pairwise.min())),
+    reasons=mbar_reasons(float(pairwise.min()), int(counts.min()), chains_per_state),
   )
 
 

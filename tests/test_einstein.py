@@ -2,6 +2,7 @@
 integration, βF/N against the flows' pinned-particle convention, the λ path
 with MBAR against an analytic harmonic answer, and refusal on poor stage overlap."""
 
+import json
 import math
 
 import jax
@@ -9,7 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from systems import convention, einstein
+from scripts import einstein_baseline, einstein_coverage
+from systems import convention, einstein, estimators
 
 
 def test_log_z_einstein_matches_numerical_integral_on_fixed_com_subspace():
@@ -85,6 +87,38 @@ def test_lambda_path_recovers_harmonic_partition_function():
   assert path.log_z_stderr < 0.05
   assert path.adjacent_overlap.min() >= 0.05
   assert path.mean_energy == pytest.approx(offset + 1.5 * (n - 1) / beta, abs=0.3)
+  assert path.reliable and path.samples_per_stage.min() >= 8 * estimators.MIN_CHAIN_SAMPLES
+
+
+def test_short_path_is_judged_unreliable_by_its_sparsest_stage():
+  """The same harmonic solid, one chain per stage: a prefix of each chain has
+  too few decorrelated samples, the full chains enough; the prefix is the
+  first records of the full run (`StageEnergies.select`)."""
+  n, beta, k_einstein, k_true = 4, 1.3, 1.0, 2.5
+  sites = np.random.default_rng(2).uniform(0, 4, size=(n, 3))
+  lambdas = einstein.lambda_schedule(6)
+  stages = einstein.sample_stages(
+    _harmonic_solid(sites, k_true, 0.0),
+    sites,
+    beta,
+    k_einstein,
+    lambdas,
+    jax.random.PRNGKey(5),
+    chains_per_stage=2,
+    num_steps=800,
+    burn_in=100,
+    step_size=0.3,
+  )
+  short = stages.select(slice(0, 1), 40)
+  assert short.delta_u.shape == short.u_einstein.shape == (6, 1, 40)
+  np.testing.assert_array_equal(short.delta_u, stages.delta_u[:, :1, :40])
+  full = einstein.path_from_stages(stages, lambdas, beta, k_einstein)
+  cut = einstein.path_from_stages(short, lambdas, beta, k_einstein)
+  assert full.reliable, full.reasons
+  sparsest = int(cut.samples_per_stage.min())
+  assert sparsest < estimators.MIN_CHAIN_SAMPLES
+  assert cut.reasons == estimators.mbar_reasons(cut.adjacent_overlap.min(), sparsest, 1)
+  assert len(cut.reasons) == 1 and 'per chain' in cut.reasons[0]
 
 
 def test_too_few_stages_are_refused_naming_the_pair():
@@ -128,3 +162,62 @@ def test_bad_lambdas_raise(lambdas):
 def test_log_z_einstein_rejects_bad_input(args, match):
   with pytest.raises(ValueError, match=match):
     einstein.log_z_einstein(*args)
+
+
+MW8_SPRING = '23.467'  # fitted spring of docs/baselines/mw_cubic_8.json (skips the fit)
+
+
+@pytest.mark.parametrize(
+  'flags, message',
+  [
+    (['--steps=-1'], '--steps=-1: expected a positive integer'),
+    (
+      ['--chains=0', '--spring=-2'],
+      '--chains=0: expected a positive integer; --spring=-2.0: expected a positive finite number',
+    ),
+    (['--stages=1'], '--stages=1: expected an integer >= 2'),
+    (['--min_overlap=0.7'], '--min_overlap=0.7: expected a number in [0, 0.5]'),
+    (['--steps=30', '--thin=4'], '--thin=4: expected a divisor of --steps=30'),
+  ],
+)
+def test_baseline_bad_flags_end_with_one_line(flags, message, tmp_path, capsys):
+  out = tmp_path / 'f.json'
+  code = einstein_baseline.main(['--system=mw_cubic_8', f'--out={out}', *flags])
+  assert code == 2
+  assert capsys.readouterr().err.splitlines() == [f'Bad flag values: {message}']
+  assert not out.exists()
+
+
+def test_baseline_record_and_line_say_when_unreliable(tmp_path, capsys):
+  out = tmp_path / 'f.json'
+  flags = ['--stages=24', '--chains=2', '--steps=16', '--burn_in=20', f'--spring={MW8_SPRING}']
+  assert einstein_baseline.main(['--system=mw_cubic_8', f'--out={out}', *flags]) == 0
+  record = json.loads(out.read_text())
+  assert record['samples_per_stage'] == min(record['samples_per_stage_all'])
+  assert record['samples_per_stage'] < 2 * estimators.MIN_CHAIN_SAMPLES
+  assert record['reliable'] is False
+  assert record['unreliable_reasons'] == list(
+    estimators.mbar_reasons(record['min_adjacent_overlap'], record['samples_per_stage'], 2)
+  )
+  line = capsys.readouterr().out
+  assert f'{record["samples_per_stage"]} decorrelated samples in the sparsest stage' in line
+  assert 'UNRELIABLE: ' + record['unreliable_reasons'][0] in line
+
+
+def test_coverage_table_bins_by_samples_per_chain():
+  # truth 10; z = (log_z − 10)/σ: 0.5, −1.5, 3 (per chain 4, 4, 4) and 0.5, −0.5 (12, 30).
+  runs = [
+    dict(log_z=10.5, log_z_stderr=1.0, min_stage_samples=8),
+    dict(log_z=7.0, log_z_stderr=2.0, min_stage_samples=9),
+    dict(log_z=11.5, log_z_stderr=0.5, min_stage_samples=8),
+    dict(log_z=10.25, log_z_stderr=0.5, min_stage_samples=24),
+    dict(log_z=9.5, log_z_stderr=1.0, min_stage_samples=60),
+  ]
+  table = einstein_coverage.coverage_table(runs, 10.0, chains=2)
+  assert [row['samples_per_chain'] for row in table] == ['[0, 5)', '[10, 20)', '[20, 40)']
+  first = table[0]
+  assert first['runs'] == 3
+  assert first['coverage_1sigma'] == pytest.approx(1 / 3)
+  assert first['coverage_2sigma'] == pytest.approx(2 / 3)
+  assert first['rms_z'] == pytest.approx(math.sqrt((0.25 + 2.25 + 9.0) / 3))
+  assert [row['runs'] for row in table[1:]] == [1, 1]

@@ -1,6 +1,7 @@
 """Analytic and calibration checks of systems.estimators (float64 numpy, fixed seeds)."""
 
 import dataclasses
+import logging
 import os
 import subprocess
 import sys
@@ -493,3 +494,86 @@ def test_bar_error_counts_the_correlation_of_reverse_chains():
   assert est.bar(w_f, w_r).statistical_inefficiency == 1.0
   with pytest.raises(ValueError, match='reverse_chains=7'):
     est.bar(w_f, w_r, reverse_chains=7)
+
+
+# --- MBAR solver -------------------------------------------------------------
+
+
+def spring_ladder(num_states=60, per_state=40, dim=30):
+  """Harmonic states of springs 1..100 on a sin² ladder: (u_kn, n_k, exact f_K − f_0)."""
+  rng = np.random.default_rng(0)
+  springs = 1.0 + 99.0 * np.sin(0.5 * np.pi * np.linspace(0.0, 1.0, num_states)) ** 2
+  x = np.concatenate([rng.normal(0.0, k**-0.5, (per_state, dim)) for k in springs])
+  u_kn = 0.5 * springs[:, None] * np.sum(x * x, axis=-1)[None]
+  return u_kn, np.full(num_states, per_state), 0.5 * dim * np.log(springs[-1])
+
+
+def test_mbar_solve_prints_and_logs_nothing(capfd, caplog):
+  u_kn, n_k, exact = spring_ladder()
+  pymbar = est.import_pymbar()
+  with caplog.at_level(logging.WARNING):
+    pymbar.MBAR(u_kn, n_k)  # pymbar's default protocol: hybr fails first, and says so
+  assert 'Failed to reach a solution to within tolerance with hybr' in caplog.text
+  capfd.readouterr()
+  caplog.clear()
+  with caplog.at_level(logging.DEBUG):
+    result = est.mbar(u_kn, n_k)
+  assert caplog.records == []
+  assert capfd.readouterr() == ('', '')
+  assert abs(result.delta_f[-1] - exact) < 3.0 * result.stderr[-1]
+
+
+def test_mbar_that_cannot_converge_raises():
+  u_kn, n_k, _ = spring_ladder()
+  with pytest.raises(est.MBARConvergenceError, match='did not converge in max_iterations=1'):
+    est.mbar(u_kn, n_k, max_iterations=1)
+  with pytest.raises(ValueError, match='max_iterations=0'):
+    est.mbar(u_kn, n_k, max_iterations=0)
+
+
+def test_mbar_is_unreliable_with_few_decorrelated_samples_per_chain():
+  need = est.MIN_CHAIN_SAMPLES
+  assert est.mbar_reasons(0.3, 2 * need, 2) == ()
+  assert est.mbar_reasons(0.3, 1, None) == ()  # independent samples: no chain rule
+  assert est.mbar_reasons(0.3, 2 * need - 1, 2) == (
+    f'{2 * need - 1} decorrelated samples in the sparsest state from 2 chains, '
+    f'{(2 * need - 1) / 2:.3g} per chain (need >= {need} per chain)',
+  )
+  assert len(est.mbar_reasons(0.01, 2 * need - 1, 2)) == 2
+  u_kn, n_k, _ = spring_ladder(num_states=6, per_state=3 * need - 3, dim=3)
+  result = est.mbar(u_kn, n_k, chains_per_state=3)
+  assert result.min_adjacent_overlap >= est.MIN_OVERLAP
+  assert result.reasons == est.mbar_reasons(result.min_adjacent_overlap, 3 * need - 3, 3)
+  assert not result.reliable
+  assert est.mbar(u_kn, n_k).reliable
+
+
+def test_mbar_is_judged_unreliable_where_short_chains_fail_its_error_bar():
+  """Four unit Gaussian states 0.6 apart (true Δf = 0), each sampled by two AR(1)
+  chains of correlation 0.95 (g = 39) started in equilibrium and subsampled
+  every ⌈g⌉-th step, g estimated from the chains (as systems.einstein does).
+
+  24 steps per chain: g is underestimated, a few "decorrelated" samples per
+  chain, judged unreliable; the 2σ interval covers 0 in ~65 % of repeats.
+  2048 steps: ~40 samples per chain, judged reliable, 2σ coverage ~95 %.
+  """
+  rng = np.random.default_rng(30)
+  centres, rho, chains, repeats = 0.6 * np.arange(4), 0.95, 2, 100
+  for steps, reliable, coverage_range in ((24, False, (0.0, 0.8)), (2048, True, (0.85, 1.0))):
+    x = rng.standard_normal((repeats, centres.size, chains))
+    z = np.empty((*x.shape, steps))
+    for t in range(steps):
+      x = rho * x + np.sqrt(1.0 - rho**2) * rng.standard_normal(x.shape)
+      z[..., t] = x
+    results = []
+    for series in z:
+      g = est.statistical_inefficiency(series).mean(axis=1)
+      kept = [c + s[:, :: int(np.ceil(gk))].reshape(-1) for c, s, gk in zip(centres, series, g)]
+      samples = np.concatenate(kept)
+      u_kn = 0.5 * (samples[None] - centres[:, None]) ** 2
+      results.append(est.mbar(u_kn, np.array([k.size for k in kept]), chains_per_state=chains))
+    z_scores = np.array([r.delta_f[-1] / r.stderr[-1] for r in results])
+    coverage = np.mean(np.abs(z_scores) < 2.0)
+    assert coverage_range[0] < coverage < coverage_range[1], (steps, coverage)
+    judged = np.mean([r.reliable for r in results])
+    assert (judged > 0.95) if reliable else (judged == 0.0), (steps, judged)

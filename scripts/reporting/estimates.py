@@ -140,7 +140,11 @@ def baseline_row(baseline: dict, source: str) -> dict:
     if k in baseline
   }
   reasons = (
-    estimators.mbar_reasons(baseline['min_adjacent_overlap'])
+    estimators.mbar_reasons(
+      baseline['min_adjacent_overlap'],
+      baseline['samples_per_stage'],
+      baseline.get('settings', {}).get('chains'),
+    )
     if 'min_adjacent_overlap' in baseline
     else ()
   )
