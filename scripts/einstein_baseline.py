@@ -15,13 +15,13 @@ stage, per chain), and so does the printed line.
 
 import argparse
 import json
-import math
 import sys
 import time
 
 import jax
 import jax.numpy as jnp
 
+from experiments import flag_checks
 from systems import einstein, estimators, get_system, sampler
 
 # Per particle number: stages, chains per stage, production steps, burn-in,
@@ -63,24 +63,27 @@ def fit_spring(system, key) -> float:
   return einstein.spring_from_displacements(run.samples - system.lattice, system.beta)
 
 
-def bad_flags(args) -> list[str]:
-  """'--flag=value: expected ...' for every numeric flag given out of range."""
-  positive_int = 'expected a positive integer'
-  rules = {
-    'stages': (lambda v: v >= 2, 'expected an integer >= 2'),
-    'chains': (lambda v: v >= 1, positive_int),
-    'steps': (lambda v: v >= 1, positive_int),
-    'burn_in': (lambda v: v >= 0, 'expected a non-negative integer'),
-    'thin': (lambda v: v >= 1, positive_int),
-    'leapfrog': (lambda v: v >= 1, positive_int),
-    'spring': (lambda v: v > 0 and math.isfinite(v), 'expected a positive finite number'),
-    'min_overlap': (lambda v: 0 <= v <= 0.5, 'expected a number in [0, 0.5]'),
-  }
-  return [
-    f'--{name}={getattr(args, name)}: {expected}'
-    for name, (ok, expected) in rules.items()
-    if getattr(args, name) is not None and not ok(getattr(args, name))
-  ]
+def check_flags(args, settings: dict) -> None:
+  """Ends the command (exit 2, one line) if a numeric flag is out of range, before any work."""
+  flag_checks.check(
+    {
+      '--stages': (args.stages, flag_checks.at_least(2)),
+      '--chains': (args.chains, flag_checks.POSITIVE_INT),
+      '--steps': (args.steps, flag_checks.POSITIVE_INT),
+      '--burn_in': (args.burn_in, flag_checks.NON_NEGATIVE_INT),
+      '--thin': (args.thin, flag_checks.POSITIVE_INT),
+      '--leapfrog': (args.leapfrog, flag_checks.POSITIVE_INT),
+      '--spring': (args.spring, flag_checks.POSITIVE),
+      '--min_overlap': (args.min_overlap, flag_checks.between(0, 0.5)),
+      '--seed': (args.seed, flag_checks.SEED),
+    },
+    # systems.sampler: thin divides steps, at least two stored samples per chain.
+    [
+      lambda: flag_checks.multiple_of(
+        '--steps', settings['steps'], '--thin', settings['thin'], minimum=2
+      )
+    ],
+  )
 
 
 def main(argv=None) -> int:
@@ -102,12 +105,7 @@ def main(argv=None) -> int:
     **_defaults(system.num_particles),
     **{k: v for k, v in vars(args).items() if v is not None},
   }
-  bad = bad_flags(args)
-  if not bad and settings['steps'] % settings['thin']:
-    bad = [f'--thin={settings["thin"]}: expected a divisor of --steps={settings["steps"]}']
-  if bad:
-    print(f'Bad flag values: {"; ".join(bad)}', file=sys.stderr)
-    return 2
+  check_flags(args, settings)
   key_fit, key_path = jax.random.split(jax.random.PRNGKey(args.seed))
   spring = args.spring or fit_spring(system, key_fit)
   try:

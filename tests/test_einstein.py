@@ -173,17 +173,18 @@ MW8_SPRING = '23.467'  # fitted spring of docs/baselines/mw_cubic_8.json (skips 
     (['--steps=-1'], '--steps=-1: expected a positive integer'),
     (
       ['--chains=0', '--spring=-2'],
-      '--chains=0: expected a positive integer; --spring=-2.0: expected a positive finite number',
+      '--chains=0: expected a positive integer; --spring=-2.0: expected a finite number > 0',
     ),
     (['--stages=1'], '--stages=1: expected an integer >= 2'),
-    (['--min_overlap=0.7'], '--min_overlap=0.7: expected a number in [0, 0.5]'),
-    (['--steps=30', '--thin=4'], '--thin=4: expected a divisor of --steps=30'),
+    (['--min_overlap=0.7'], '--min_overlap=0.7: expected a number in (0, 0.5)'),
+    (['--steps=30', '--thin=4'], '--steps=30: expected a multiple of 4 (--thin=4), at least 8'),
   ],
 )
 def test_baseline_bad_flags_end_with_one_line(flags, message, tmp_path, capsys):
   out = tmp_path / 'f.json'
-  code = einstein_baseline.main(['--system=mw_cubic_8', f'--out={out}', *flags])
-  assert code == 2
+  with pytest.raises(SystemExit) as exit_info:
+    einstein_baseline.main(['--system=mw_cubic_8', f'--out={out}', *flags])
+  assert exit_info.value.code == 2
   assert capsys.readouterr().err.splitlines() == [f'Bad flag values: {message}']
   assert not out.exists()
 
