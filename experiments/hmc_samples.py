@@ -59,26 +59,25 @@ def draw(
   x = jnp.broadcast_to(
     jnp.asarray(system.lattice, jnp.float32), (hmc.num_chains, system.num_particles, 3)
   )
-  step_size, burn_in = hmc.step_size, hmc.burn_in
+  # Two compiled runs: the first chunk with burn-in, the others continuing the chains.
+  settings = dict(
+    beta=system.beta,
+    num_steps=chunk,
+    thin=hmc.thin,
+    num_leapfrog=hmc.num_leapfrog,
+    fix_centre_of_mass=True,
+  )
+  first = sampler.make_sampler(system.energy, burn_in=hmc.burn_in, **settings)
+  rest = sampler.make_sampler(system.energy, **settings)
+  step_size = hmc.step_size
   samples, energies, acceptance = [], [], []
   bar = _bar(NUM_CHUNKS, f'HMC {system.name}', progress)
   for i in range(NUM_CHUNKS):
-    run = sampler.sample(
-      system.energy,
-      x,
-      jax.random.fold_in(key, i),
-      beta=system.beta,
-      num_steps=chunk,
-      step_size=step_size,
-      burn_in=burn_in,
-      thin=hmc.thin,
-      num_leapfrog=hmc.num_leapfrog,
-      fix_centre_of_mass=True,
-    )
+    run = (rest if i else first)(x, jax.random.fold_in(key, i), step_size)
     samples.append(run.samples)
     energies.append(run.energies)
     acceptance.append(run.acceptance)
-    x, step_size, burn_in = run.samples[:, -1], run.step_size, 0  # continue the chains
+    x, step_size = run.samples[:, -1], run.step_size  # continue the chains
     if bar is not None:
       bar.update(1)
   if bar is not None:

@@ -68,40 +68,54 @@ def sample(
   x0,
   key: jax.Array,
   *,
-  beta: float,
-  num_steps: int,
   step_size,
-  burn_in: int = 0,
-  thin: int = 1,
-  num_leapfrog: int = 5,
-  target_acceptance: float = 0.8,
-  fix_centre_of_mass: bool = False,
   energy_args: tuple = (),
+  **settings,
 ) -> SamplerResult:
   """Samples exp(−β energy_fn(x)) with C independent HMC chains.
+
+  One call of `make_sampler(energy_fn, **settings)`; to run several chunks of
+  the same chains, make the sampler once and call it per chunk (it compiles once).
 
   Args:
     energy_fn: energy of one configuration, `energy_fn(x, *args) -> ()` for
       x (N, 3); jax-differentiable.
     x0: (C, N, 3) initial positions (length unit).
     key: PRNG key.
-    beta: inverse temperature (1 / energy unit).
-    num_steps: production HMC steps per chain.
     step_size: initial leapfrog step, scalar or per chain (C,) (length unit;
       unit mass, reduced energy βU).
+    energy_args: per-chain extra arguments of energy_fn, each with leading
+      axis C (e.g. a coupling parameter λ per chain).
+    **settings: beta, num_steps, burn_in, thin, num_leapfrog,
+      target_acceptance, fix_centre_of_mass (see make_sampler).
+  """
+  return make_sampler(energy_fn, **settings)(x0, key, step_size, energy_args)
+
+
+def make_sampler(
+  energy_fn: Callable,
+  *,
+  beta: float,
+  num_steps: int,
+  burn_in: int = 0,
+  thin: int = 1,
+  num_leapfrog: int = 5,
+  target_acceptance: float = 0.8,
+  fix_centre_of_mass: bool = False,
+) -> Callable[..., SamplerResult]:
+  """A compiled HMC run: (x0 (C,N,3), key, step_size, energy_args=()) -> SamplerResult.
+
+  Args:
+    energy_fn: as in `sample`.
+    beta: inverse temperature (1 / energy unit).
+    num_steps: production HMC steps per chain.
     burn_in: equilibration steps (step size adapted, nothing stored).
     thin: store every `thin`-th production step; must divide num_steps.
     num_leapfrog: leapfrog steps per proposal (1 gives MALA).
     target_acceptance: acceptance probability aimed at during burn-in, in (0, 1).
     fix_centre_of_mass: sample on Σ_i x_i = Σ_i x0_i (see module docstring).
-    energy_args: per-chain extra arguments of energy_fn, each with leading
-      axis C (e.g. a coupling parameter λ per chain).
   """
-  x0 = jnp.asarray(x0)
-  if x0.ndim != 3 or x0.shape[-1] != 3:
-    raise ValueError(f'x0 must have shape (chains, N, 3), got {x0.shape}.')
-  for name, value in (('beta', beta), ('step_size', step_size)):
-    _check_positive(name, value)
+  _check_positive('beta', beta)
   for name, value in (('num_steps', num_steps), ('thin', thin), ('num_leapfrog', num_leapfrog)):
     _check_positive(name, value, integer=True)
   if int(burn_in) != burn_in or burn_in < 0:
@@ -110,13 +124,6 @@ def sample(
     raise ValueError(f'thin={thin} must divide num_steps={num_steps}.')
   if not 0 < target_acceptance < 1:
     raise ValueError(f'target_acceptance={target_acceptance} must be in (0, 1).')
-  chains = x0.shape[0]
-  for i, arg in enumerate(energy_args):
-    if jnp.shape(arg)[:1] != (chains,):
-      raise ValueError(
-        f'energy_args[{i}] must have leading axis {chains} (chains), got shape {jnp.shape(arg)}.'
-      )
-
   run = _make_runner(
     energy_fn,
     float(beta),
@@ -127,22 +134,35 @@ def sample(
     float(target_acceptance),
     bool(fix_centre_of_mass),
   )
-  keys = jax.random.split(key, chains)
-  if np.ndim(step_size) not in (0, 1) or np.size(step_size) not in (1, chains):
-    raise ValueError(
-      f'step_size must be a scalar or have shape ({chains},), got shape {np.shape(step_size)}.'
+
+  def sample_chains(x0, key: jax.Array, step_size, energy_args: tuple = ()) -> SamplerResult:
+    x0 = jnp.asarray(x0)
+    if x0.ndim != 3 or x0.shape[-1] != 3:
+      raise ValueError(f'x0 must have shape (chains, N, 3), got {x0.shape}.')
+    _check_positive('step_size', step_size)
+    chains = x0.shape[0]
+    for i, arg in enumerate(energy_args):
+      if jnp.shape(arg)[:1] != (chains,):
+        raise ValueError(
+          f'energy_args[{i}] must have leading axis {chains} (chains), got shape {jnp.shape(arg)}.'
+        )
+    if np.ndim(step_size) not in (0, 1) or np.size(step_size) not in (1, chains):
+      raise ValueError(
+        f'step_size must be a scalar or have shape ({chains},), got shape {np.shape(step_size)}.'
+      )
+    step0 = jnp.broadcast_to(jnp.asarray(step_size, x0.dtype), (chains,))
+    samples, energies, acceptance, steps = jax.device_get(
+      run(x0, jax.random.split(key, chains), step0, tuple(jnp.asarray(a) for a in energy_args))
     )
-  step0 = jnp.broadcast_to(jnp.asarray(step_size, x0.dtype), (chains,))
-  samples, energies, acceptance, steps = jax.device_get(
-    run(x0, keys, step0, tuple(jnp.asarray(a) for a in energy_args))
-  )
-  return SamplerResult(
-    samples=np.asarray(samples),
-    energies=np.asarray(energies),
-    acceptance=np.asarray(acceptance),
-    step_size=np.asarray(steps),
-    statistical_inefficiency=statistical_inefficiency(np.asarray(energies)),
-  )
+    return SamplerResult(
+      samples=np.asarray(samples),
+      energies=np.asarray(energies),
+      acceptance=np.asarray(acceptance),
+      step_size=np.asarray(steps),
+      statistical_inefficiency=statistical_inefficiency(np.asarray(energies)),
+    )
+
+  return sample_chains
 
 
 def _make_runner(
