@@ -105,10 +105,14 @@ def section(model: Mapping) -> dict:
 
 def build(model: Mapping, geometry, rngs):
   """The module of a model section: a solid flow for a systems.System, or a TFEP map for a
-  systems.ladders.Ladder."""
+  systems.ladders.Ladder. ValueError naming every bad family key (`problems`)."""
   model = migrate(model)
   kind = kind_of(model)
-  return kind.build(dict(model, **{kind.name: kind.section(model)}), geometry, rngs)
+  model[kind.name] = kind.section(model)
+  bad = problems(model)
+  if bad:
+    raise ValueError('Bad model config values:\n  ' + '\n  '.join(bad))
+  return kind.build(model, geometry, rngs)
 
 
 def shape_keys(model: Mapping | None, size_free: bool = False) -> dict | None:
