@@ -51,7 +51,6 @@ def test_every_solid_config_is_valid(module, arg):
     ('eval.batch_size', -4, 'a positive integer'),
     ('eval.stop_at_stderr', -0.1, 'a number >= 0'),
     ('init_from', None, 'a run directory'),
-    ('model.remat', 1, 'True or False'),
     ('model.transformer.num_layers', 0, 'a positive integer'),
     ('model.transformer.base', 'harmonic', "'lattice'"),
     ('model.transformer.compute_dtype', 'float16', "'float32' or 'bfloat16'"),
@@ -149,6 +148,7 @@ def test_batch_must_split_over_the_devices():
     ('eval.num_subsets', 1, 'an integer >= 2'),
     ('model.conditioner', 'mlp', r"one of \('transformer', 'column'\)"),
     ('model.num_layers', -1, 'an integer >= 0'),
+    ('model.radial_bins', -1, 'an integer >= 0'),
     ('model.transformer.embedding_size', 0, 'a positive integer'),
   ],
 )
