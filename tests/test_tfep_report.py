@@ -162,7 +162,9 @@ def test_structure_of_the_identity_and_of_a_translation():
   config = ml_collections.ConfigDict(
     dict(sampling=dict(num_train=num_train), eval=dict(batch_size=7))
   )
-  layer = dict(num_bins=4, embedding_size=8, num_heads=2, num_blocks=1, num_frequencies=2)
+  layer = dict(
+    num_bins=4, embedding_size=8, num_heads=2, num_blocks=1, num_frequencies=2, use_layernorm=False
+  )
   identity = targeted.TargetedMap(
     6,
     lower,
