@@ -23,6 +23,8 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from flows import registry
+
 T = TypeVar('T')
 
 # Where unreadable checkpoints are moved, under the workdir.
@@ -35,25 +37,12 @@ def _shapes(tree: Any) -> dict[str, list[int]]:
   return {jax.tree_util.keystr(path): list(np.shape(leaf)) for path, leaf in flat}
 
 
-# Model keys that change how a step is computed, not the parameters: a run may
-# resume with them switched.
-COMPUTE_ONLY_MODEL_KEYS = ('remat', 'compute_dtype')
-
-
 def model_shape_keys(model: dict | None) -> dict | None:
-  """The model config without COMPUTE_ONLY_MODEL_KEYS (None stays None).
-
-  A model saved before `conditioner` existed was a transformer; the TFEP
-  `local_cutoff` counts only with conditioner 'local'. So checkpoints written
-  before these keys were added still match the configs that have them.
-  """
-  if model is None:
-    return None
-  model = {k: v for k, v in model.items() if k not in COMPUTE_ONLY_MODEL_KEYS}
-  model.setdefault('conditioner', 'transformer')
-  if model['conditioner'] != 'local':
-    model.pop('local_cutoff', None)
-  return model
+  """The keys of a model config that shape parameters (flows.registry.shape_keys: old flat
+  sections migrated, compute-only keys left out); None stays None. So a run may resume
+  with remat or compute_dtype switched, and checkpoints written before the model
+  sections were nested still match the configs that nest them."""
+  return registry.shape_keys(model)
 
 
 def checkpoint_meta(config: ml_collections.ConfigDict, system: str) -> dict:

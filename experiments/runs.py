@@ -1,9 +1,10 @@
 """Loading a solid-flow training run from its workdir, for evaluation, analysis and transfer.
 
-A run of a local flow (model.conditioner = 'local') can be loaded for another
-system of the same family (systems.System.family: same potential, lattice,
-density and temperature; another N): its layers' parameters do not depend on
-N, and the base is rebuilt for the new system (flows.LocalSolidFlow).
+A run of a transferable flow family (flows.registry: model.conditioner =
+'local') can be loaded for another system of the same family
+(systems.System.family: same potential, lattice, density and temperature;
+another N): its layers' parameters do not depend on N, and the base is
+rebuilt for the new system (flows.LocalSolidFlow).
 """
 
 import json
@@ -12,6 +13,7 @@ import os
 import ml_collections
 
 from experiments import checkpointing, training
+from flows import registry
 from systems import get_system
 
 
@@ -19,6 +21,8 @@ def for_system(
   config: ml_collections.ConfigDict, system: str | None, num_neighbours: int | None = None
 ) -> ml_collections.ConfigDict:
   """A copy of a run's config for `system` (None: the run's own), checked for transfer.
+
+  The copy's model section is in the nested layout (flows.registry.migrate).
 
   Args:
     config: the run's config.
@@ -30,17 +34,20 @@ def for_system(
 
   Raises:
     ValueError: if `system` is of another family than the run's, or the run's
-      flow is not local (the transformer's weights are trained for one N) where
-      `system` differs or `num_neighbours` is given.
+      flow family does not transfer (the transformer's weights are trained for
+      one N) where `system` differs, or has no size-free num_neighbours where
+      it is given.
   """
   config = ml_collections.ConfigDict(config.to_dict())
+  config.model = ml_collections.ConfigDict(registry.migrate(config.model.to_dict()))
+  kind = registry.kind_of(config.model)
   if num_neighbours is not None:
-    if config.model.conditioner != 'local':
+    if 'num_neighbours' not in kind.size_free_keys:
       raise ValueError(
         f"num_neighbours={num_neighbours} applies to a local flow only; this run's "
-        f'model.conditioner is {config.model.conditioner!r}.'
+        f'model.conditioner is {kind.name!r}.'
       )
-    config.model.num_neighbours = num_neighbours
+    config.model[kind.name].num_neighbours = num_neighbours
   if system is None or system == config.system:
     return config
   trained, wanted = get_system(config.system), get_system(system)
@@ -49,10 +56,10 @@ def for_system(
       f'The run trained {config.system}; {system} is of another family (potential, lattice, '
       f'density, temperature: {trained.family} against {wanted.family}).'
     )
-  if config.model.conditioner != 'local':
+  if not kind.transferable:
     raise ValueError(
       f"Only a local flow transfers to another size; this run's model.conditioner is "
-      f'{config.model.conditioner!r}.'
+      f'{kind.name!r}, whose weights are trained for one N.'
     )
   config.system = system
   return config
@@ -66,7 +73,7 @@ def load_run(
   The config is the one stored in the checkpoint, for `system` and
   `num_neighbours` if given (see `for_system`; the state's parameters then
   drive a flow built for that system). The model computes in float32
-  (config.model.compute_dtype is overridden); callers evaluate under
+  (a family's compute_dtype is overridden); callers evaluate under
   jax.default_matmul_precision('highest'), so that GPUs and TPUs do not
   round float32 products to TF32 or bfloat16 either.
 
@@ -82,8 +89,10 @@ def load_run(
     # sampling (forward) and log q of given configurations (inverse) then agree
     # to float32 round-off, as LBAR against HMC samples needs; with bfloat16 a
     # rounding flip in a conditioner can make them differ on a few samples.
-    stored.model.compute_dtype = 'float32'
     config = for_system(stored, system, num_neighbours)
+    family = config.model[config.model.conditioner]
+    if 'compute_dtype' in family:
+      family.compute_dtype = 'float32'
     setup, state = training.build(config)
     meta = checkpointing.checkpoint_meta(stored, stored.system)
     return config, setup, ckpt.restore(state, meta, step)
@@ -111,22 +120,20 @@ def initial_params(workdir: str, config: ml_collections.ConfigDict):
 
   The moving average of the newest checkpoint of `workdir` (what that run
   evaluated), for config.system (a size of its family). The model sections
-  must agree in every key that shapes parameters. A local flow's
-  `num_neighbours` does not (its messages are a mean over neighbours of a
+  must agree in every key that shapes parameters (flows.registry.shape_keys),
+  but for the family's size_free_keys: a local flow's `num_neighbours` does
+  not shape them (its messages are a mean over neighbours of a
   filter of the lattice offset), so it may differ, as it must where a shell
   that the small box truncates is whole at the larger N (mw_hex 64 -> 216).
 
   Raises:
-    ValueError: for a system of another family, or a transformer at another N.
+    ValueError: for a system of another family, or a family that does not transfer
+      at another N.
     checkpointing.CheckpointMismatchError: naming the model keys that differ.
   """
   other, _, state = load_run(workdir)
   for_system(other, config.system)  # the same family, and a local flow if N differs
-  shaped = lambda c: {
-    k: v
-    for k, v in checkpointing.model_shape_keys(c.model.to_dict()).items()
-    if not (k == 'num_neighbours' and c.model.conditioner == 'local')
-  }
+  shaped = lambda c: registry.shape_keys(c.model.to_dict(), size_free=True)
   if shaped(other) != shaped(config):
     differences = sorted(
       k

@@ -28,7 +28,7 @@ import numpy as np
 from flax import nnx
 
 from experiments import checkpointing, loop, validation
-from flows import targeted
+from flows import registry, targeted
 from systems import ladders, sampler
 
 # Config file of each benchmark, for the commands named in error messages.
@@ -165,26 +165,14 @@ def load_or_draw_samples(
 
 
 def make_map(config: ml_collections.ConfigDict, ladder: ladders.Ladder) -> targeted.TargetedMap:
-  """The TargetedMap of `config.model` for `ladder`, seeded by `config.seed`.
-
-  Every model key but centre_on_sites is a TargetedMap argument of the same
-  name (conditioner and local_cutoff included).
-  """
-  model = config.model.to_dict()
-  centre_on_sites = model.pop('centre_on_sites')
-  if centre_on_sites and ladder.sites is None:
+  """The TargetedMap of `config.model` (a map family of flows.registry) for `ladder`,
+  seeded by `config.seed`."""
+  if config.model.centre_on_sites and ladder.sites is None:
     raise ValueError(
       f'model.centre_on_sites=True needs lattice sites, and benchmark '
       f'{config.benchmark!r} has none; set it to False.'
     )
-  return targeted.TargetedMap(
-    ladder.num_particles,
-    ladder.lower,
-    ladder.upper,
-    **model,
-    sites=ladder.sites if centre_on_sites else None,
-    rngs=nnx.Rngs(config.seed),
-  )
+  return registry.build(config.model.to_dict(), ladder, nnx.Rngs(config.seed))
 
 
 def make_loss_fn(

@@ -8,7 +8,9 @@ Override any config key with e.g. --config.train.batch_size=64. With
 --init_from=W a fresh run starts from run W's parameters (its moving
 average), also at another size of W's family for a local flow (e.g. a
 mw_cubic_216 run from a mw_cubic_64 one); a run that already has a
-checkpoint resumes and ignores it. For several hosts, launch one process per
+checkpoint resumes and ignores it. Without the flag, the config's
+`init_from` (set by the fine-tune variants, e.g. `mw_cubic_216,local_from_64`;
+'' for none) is used. For several hosts, launch one process per
 host with --multihost. The library is experiments.training; importing this
 module defines no flags.
 """
@@ -42,8 +44,9 @@ def main():
 
     config, workdir = config_flag.value, workdir_flag.value
     initial = None
-    if init_from_flag.value and not checkpointing.has_checkpoint(workdir):
-      initial = runs.initial_params(init_from_flag.value, config)
+    init_from = init_from_flag.value or config.get('init_from', '')
+    if init_from and not checkpointing.has_checkpoint(workdir):
+      initial = runs.initial_params(init_from, config)
     result = training.train(config, workdir, start_time=start, initial_params=initial)
     if jax.process_index() == 0:
       print(evaluation.result_lines(result, config.system))

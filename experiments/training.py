@@ -12,9 +12,10 @@ the moving average of the parameters by importance sampling every
 eval.every_steps. The batch is sharded over every device (training state
 replicated), so the same code runs on a CPU, a GPU or many hosts.
 
-model.conditioner picks the flow: 'transformer' (flows.SolidFlow, the
-paper's model) or 'local' (flows.LocalSolidFlow: local, size-transferable
-couplings on a Gaussian base, model.base 'harmonic' or 'isotropic').
+model.conditioner picks the flow among the registered solid families
+(flows.registry): 'transformer' (flows.SolidFlow, the paper's model) or
+'local' (flows.LocalSolidFlow: local, size-transferable couplings on a
+Gaussian base), with its keys under model.<conditioner>.
 """
 
 import dataclasses
@@ -30,47 +31,14 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from experiments import checkpointing, evaluation, hmc_samples, loop, validation
-from flows import LocalSolidFlow, SolidFlow
-from systems import System, get_system, harmonic
+from flows import registry
+from flows.solid_flow import SolidFlowBase
+from systems import System, get_system
 
 
-def make_flow(config: ml_collections.ConfigDict, system: System) -> SolidFlow | LocalSolidFlow:
-  """Builds the flow of `config.model` for `system`, seeded by `config.seed`."""
-  m = config.model
-  if m.conditioner == 'local':
-    m3 = 3 * (system.num_particles - 1)
-    covariance = (
-      harmonic.covariance(system) if m.base == 'harmonic' else m.noise_scale**2 * np.eye(m3)
-    )
-    return LocalSolidFlow(
-      system.lattice,
-      system.box,
-      system.basis_index,
-      covariance=covariance,
-      num_layers=m.num_layers,
-      num_bins=m.num_bins,
-      num_neighbours=m.num_neighbours,
-      width=m.embedding_size,
-      filter_width=m.filter_width,
-      spline_range=m.spline_range,
-      remat=m.remat,
-      rngs=nnx.Rngs(config.seed),
-    )
-  return SolidFlow(
-    system.lattice,
-    system.box,
-    num_layers=m.num_layers,
-    num_bins=m.num_bins,
-    embedding_size=m.embedding_size,
-    num_heads=m.num_heads,
-    num_blocks=m.num_blocks,
-    num_frequencies=m.num_frequencies,
-    noise_scale=m.noise_scale,
-    use_layernorm=m.use_layernorm,
-    remat=m.remat,
-    compute_dtype=m.compute_dtype,
-    rngs=nnx.Rngs(config.seed),
-  )
+def make_flow(config: ml_collections.ConfigDict, system: System) -> SolidFlowBase:
+  """Builds the flow of `config.model` (flows.registry) for `system`, seeded by `config.seed`."""
+  return registry.build(config.model.to_dict(), system, nnx.Rngs(config.seed))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,7 +59,7 @@ class Setup:
   def replicated(self) -> NamedSharding:
     return NamedSharding(self.mesh, P())
 
-  def flow(self, params) -> SolidFlow | LocalSolidFlow:
+  def flow(self, params) -> SolidFlowBase:
     return nnx.merge(self.graphdef, params, self.rest)
 
   def sample(self, params, key, num_samples: int):
@@ -99,32 +67,13 @@ class Setup:
     return self.flow(params).sample(key, num_samples, sharding=self.batch_sharding)
 
   def reference_data(self, params, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """What the flow's density of HMC samples takes, and which samples it covers.
-
-    Returns (data, covered): for a LocalSolidFlow the site-labelled
-    displacements (n, N − 1, 3) and the mask of samples in its basin; for a
-    SolidFlow the positions (n, N, 3) themselves, all marked covered (its
-    support moves with training; samples outside it are counted per batch).
-    """
-    flow = self.flow(params)
-    if not isinstance(flow, LocalSolidFlow):
-      return positions.astype(np.float32), np.ones(len(positions), bool)
-    labelled = jax.jit(flow.displacements)
-    parts = [
-      labelled(jnp.asarray(positions[i : i + 256], jnp.float32))
-      for i in range(0, len(positions), 256)
-    ]
-    return (
-      np.concatenate([np.asarray(u) for u, _ in parts]),
-      np.concatenate([np.asarray(ok) for _, ok in parts]),
-    )
+    """What the flow's density of HMC samples takes, and which samples it covers
+    (flows.solid_flow.SolidFlowBase.reference_data)."""
+    return self.flow(params).reference_data(positions)
 
   def log_prob_reference(self, params, data):
     """ln q (n,) of reference_data rows."""
-    flow = self.flow(params)
-    if isinstance(flow, LocalSolidFlow):
-      return flow.log_prob_displacements(data)
-    return flow.log_prob(data)
+    return self.flow(params).log_prob_reference(data)
 
 
 def build(config: ml_collections.ConfigDict, devices: list | None = None) -> tuple[Setup, dict]:

@@ -4,64 +4,49 @@ One set of rules serves the solid-flow configs (experiments/configs/common.py)
 and the TFEP configs (experiments/configs/tfep_solvation.py): each rule
 applies to the keys a config has, so a section that only one kind of config
 has (`states`, `sampling`; `eval.num_samples` or `eval.sample_sizes`) is
-checked where present.
+checked where present. The model family's own keys (model.<conditioner>.*)
+are checked by its rules in flows.registry; the generic tests of values are
+flows.rules.
 """
 
-import math
 from collections.abc import Callable
 
 import ml_collections
+
+from flows import registry
+from flows.rules import (
+  BOOL,
+  NON_NEGATIVE,
+  NON_NEGATIVE_INT,
+  POSITIVE,
+  POSITIVE_INT,
+  is_int,
+  is_number,
+)
 
 
 class ConfigError(ValueError):
   """A config value is out of range or of the wrong kind."""
 
 
-def _is_int(value) -> bool:
-  return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-  return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _positive_int(value) -> bool:
-  return _is_int(value) and value > 0
-
-
-def _non_negative_int(value) -> bool:
-  return _is_int(value) and value >= 0
-
-
-def _positive(value) -> bool:
-  return _is_number(value) and value > 0
-
-
-def _non_negative(value) -> bool:
-  return _is_number(value) and value >= 0
-
-
 def _fraction(value) -> bool:
-  return _is_number(value) and 0 <= value < 1
+  return is_number(value) and 0 <= value < 1
 
 
 def _increasing_positive_ints(value) -> bool:
-  if not isinstance(value, (tuple, list)) or not all(_positive_int(v) for v in value):
+  if not isinstance(value, (tuple, list)) or not all(POSITIVE_INT[0](v) for v in value):
     return False
   return all(a < b for a, b in zip(value, value[1:]))
 
 
 def _non_empty_positive_ints(value) -> bool:
-  return isinstance(value, (tuple, list)) and bool(value) and all(_positive_int(v) for v in value)
+  return isinstance(value, (tuple, list)) and bool(value) and all(POSITIVE_INT[0](v) for v in value)
 
-
-POSITIVE_INT = (_positive_int, 'a positive integer')
-NON_NEGATIVE_INT = (_non_negative_int, 'an integer >= 0')
-POSITIVE = (_positive, 'a finite number > 0')
 
 # Dotted key -> (test, what is expected). Keys a config lacks are skipped.
 RULES: dict[str, tuple[Callable, str]] = {
-  'seed': (_is_int, 'an integer'),
+  'seed': (is_int, 'an integer'),
+  'init_from': (lambda v: isinstance(v, str), 'a run directory (empty: none)'),
   'train.batch_size': POSITIVE_INT,
   'train.num_steps': POSITIVE_INT,
   'train.learning_rate': POSITIVE,
@@ -77,20 +62,15 @@ RULES: dict[str, tuple[Callable, str]] = {
   'train.max_consecutive_nonfinite': POSITIVE_INT,
   'train.log_every_steps': POSITIVE_INT,
   'train.checkpoint_every_seconds': POSITIVE,
-  'train.checkpoint_every_steps': (_non_negative_int, 'an integer >= 0 (0: off)'),
+  'train.checkpoint_every_steps': (NON_NEGATIVE_INT[0], 'an integer >= 0 (0: off)'),
   'train.max_checkpoints_to_keep': POSITIVE_INT,
-  'train.max_wall_seconds': (_non_negative, 'a number >= 0 (0: off)'),
+  'train.max_wall_seconds': (NON_NEGATIVE[0], 'a number >= 0 (0: off)'),
   'train.loss': (lambda v: v in ('lfep', 'lbar'), "'lfep' or 'lbar'"),
-  'train.forward_kl_weight': (lambda v: _is_number(v) and 0 <= v <= 1, 'a number in [0, 1]'),
-  'model.conditioner': (lambda v: v in ('transformer', 'local'), "'transformer' or 'local'"),
-  'model.num_layers': NON_NEGATIVE_INT,
-  'model.num_bins': POSITIVE_INT,
-  'model.embedding_size': POSITIVE_INT,
-  'model.noise_scale': POSITIVE,
-  'model.num_neighbours': POSITIVE_INT,
-  'model.filter_width': POSITIVE_INT,
-  'model.spline_range': POSITIVE,
-  'model.local_cutoff': POSITIVE,
+  'train.forward_kl_weight': (lambda v: is_number(v) and 0 <= v <= 1, 'a number in [0, 1]'),
+  'model.remat': BOOL,
+  'model.num_layers': NON_NEGATIVE_INT,  # TFEP maps (solid flows: model.<conditioner>)
+  'model.radial_bins': NON_NEGATIVE_INT,
+  'model.centre_on_sites': BOOL,
   'hmc.num_chains': POSITIVE_INT,
   'hmc.num_steps': POSITIVE_INT,
   'hmc.burn_in': NON_NEGATIVE_INT,
@@ -100,12 +80,12 @@ RULES: dict[str, tuple[Callable, str]] = {
   'eval.every_steps': POSITIVE_INT,
   'eval.num_samples': POSITIVE_INT,
   'eval.batch_size': POSITIVE_INT,
-  'eval.stop_at_stderr': (_non_negative, 'a number >= 0 (0: never)'),
+  'eval.stop_at_stderr': (NON_NEGATIVE[0], 'a number >= 0 (0: never)'),
   'eval.sample_sizes': (_non_empty_positive_ints, 'a non-empty sequence of positive integers'),
-  'eval.num_subsets': (lambda v: _is_int(v) and v >= 2, 'an integer >= 2'),
+  'eval.num_subsets': (lambda v: is_int(v) and v >= 2, 'an integer >= 2'),
   'states.lambda_a': POSITIVE,
   'states.lambda_b': POSITIVE,
-  'states.num_states': (lambda v: _is_int(v) and v >= 2, 'an integer >= 2'),
+  'states.num_states': (lambda v: is_int(v) and v >= 2, 'an integer >= 2'),
   'sampling.num_chains': POSITIVE_INT,
   'sampling.num_train': POSITIVE_INT,
   'sampling.burn_in': NON_NEGATIVE_INT,
@@ -125,35 +105,6 @@ def _lookup(config: ml_collections.ConfigDict, dotted: str):
   return True, node
 
 
-# Bases each conditioner takes (model.base).
-BASES = {'transformer': ('lattice',), 'local': ('harmonic', 'isotropic')}
-
-
-def _model_problems(config: ml_collections.ConfigDict) -> list[str]:
-  """The model.base that model.conditioner takes; a positive layer count for the
-  transformer (solid flows); no centre_on_sites with the local conditioner (TFEP
-  maps, which have no model.base)."""
-  present, conditioner = _lookup(config, 'model.conditioner')
-  if not present or conditioner not in BASES:
-    return []
-  if not _lookup(config, 'model.base')[0]:  # a TFEP map (flows.targeted.TargetedMap)
-    if conditioner == 'local' and _lookup(config, 'model.centre_on_sites')[1]:
-      return [
-        "model.centre_on_sites=True: expected False with model.conditioner='local' "
-        '(its neighbourhoods need positions, not displacements from sites)'
-      ]
-    return []
-  problems = []
-  if config.model.base not in BASES[conditioner]:
-    problems.append(
-      f'model.base={config.model.base!r}: expected one of {BASES[conditioner]} with '
-      f'model.conditioner={conditioner!r}'
-    )
-  if conditioner == 'transformer' and config.model.num_layers < 1:
-    problems.append(f'model.num_layers={config.model.num_layers!r}: expected >= 1 (transformer)')
-  return problems
-
-
 def validate_config(config: ml_collections.ConfigDict, num_devices: int = 1) -> None:
   """Raises ConfigError listing every key of `config` whose value breaks RULES.
 
@@ -167,13 +118,14 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int = 1) -> 
     present, value = _lookup(config, dotted)
     if present and not test(value):
       problems.append(f'{dotted}={value!r}: expected {expected}')
-  problems += _model_problems(config)
+  if 'model' in config:  # the family's own keys (flows.registry)
+    problems += registry.problems(config.model.to_dict())
   present, thin = _lookup(config, 'hmc.thin')
   steps = config.hmc.num_steps if present else None
   if (
     present
-    and _positive_int(thin)
-    and _positive_int(steps)
+    and POSITIVE_INT[0](thin)
+    and POSITIVE_INT[0](steps)
     and (steps % (10 * thin) or steps < 20 * thin)
   ):
     problems.append(
@@ -181,7 +133,7 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int = 1) -> 
       f'{20 * thin}'
     )
   present, batch_size = _lookup(config, 'train.batch_size')
-  if present and _positive_int(batch_size) and batch_size % num_devices:
+  if present and POSITIVE_INT[0](batch_size) and batch_size % num_devices:
     problems.append(
       f'train.batch_size={batch_size}: expected a multiple of the number of devices ({num_devices})'
     )

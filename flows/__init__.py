@@ -1,4 +1,9 @@
-"""Normalizing flows for atomic solids (Flax NNX) and free-energy estimators."""
+"""Normalizing flows for atomic solids (Flax NNX) and free-energy estimators.
+
+flows.registry maps each model family (model.conditioner) to its builder,
+config keys and transfer rules; flows.bijector holds the one scanned chain of
+layers and flows.solid_flow the contract every solid flow keeps.
+"""
 
 from flows.embeddings import circular_features
 from flows.local.model import LocalSolidFlow

@@ -9,10 +9,10 @@ one call, no host round trip), the evaluation sampler (sample + log q +
 physical energy) and the system's energy + gradient alone, and reads the
 peak host RSS, peak device memory (accelerators only), the matmul FLOPs of
 one step (and XLA's own cost analysis), and the model FLOP utilisation on
-known GPUs (`mfu`, against the peak of model.compute_dtype; `mfu_fp32` and
+known GPUs (`mfu`, against the peak of the model's compute_dtype; `mfu_fp32` and
 `mfu_bf16` against each). Step times are also given in process CPU time,
 which other processes' load disturbs less than wall time. Config keys are overridden as
-usual, e.g. --config.model.compute_dtype=float32.
+usual, e.g. --config.model.transformer.compute_dtype=float32.
 
   python -m scripts.benchmark --config=...:mw_cubic_8,tutorial --sweep \
     --steps=3 --batch_size=16 --out=sweep.json
@@ -44,6 +44,7 @@ from jax.extend.core import ClosedJaxpr, Jaxpr
 from ml_collections import config_flags
 
 from experiments import flag_checks, training
+from flows import registry
 from scripts.benchmark_energy import energy_grad_throughput
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config.', lock_config=True)
@@ -220,16 +221,22 @@ def measure(config, steps: int, warmup: int) -> dict:
     mfu_fp32=achieved / peaks[1] if achieved and peaks else None,
     mfu_bf16=achieved / peaks[0] if achieved and peaks else None,
     mfu=(
-      achieved / peaks[0 if config.model.compute_dtype == 'bfloat16' else 1]
+      achieved / peaks[0 if compute_dtype(config.model.to_dict()) == 'bfloat16' else 1]
       if achieved and peaks
       else None
     ),
   )
 
 
+def compute_dtype(model: dict) -> str:
+  """The matmul dtype of a model section, flat (old rows) or nested: its family's
+  compute_dtype (flows.registry), 'float32' for a family without one."""
+  return registry.section(model).get('compute_dtype', 'float32')
+
+
 def summary(row: dict) -> str:
   """One human-readable line."""
-  dtype = row['model']['compute_dtype']
+  dtype = compute_dtype(row['model'])
   mfu = f', MFU ({dtype} peak) {row["mfu"]:.1%}' if row.get('mfu') else ''
   flops = f', {row["flops_per_step"] / 1e9:.1f} GFLOP/step' if row['flops_per_step'] else ''
   return (

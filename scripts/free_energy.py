@@ -38,6 +38,7 @@ import numpy as np
 from absl import logging
 
 from experiments import evaluation, flag_checks, hmc_samples, runs, training
+from flows import registry
 from systems import convention, estimators
 
 
@@ -167,7 +168,7 @@ def estimate(
     workdir=workdir,
     trained_system=runs.trained_system(workdir),
     conditioner=config.model.conditioner,
-    num_neighbours=config.model.num_neighbours if config.model.conditioner == 'local' else None,
+    num_neighbours=registry.section(config.model.to_dict()).get('num_neighbours'),
     system=s.name,
     num_particles=s.num_particles,
     step=int(state['step']),

@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 
 from experiments import checkpointing
+from experiments.configs import monatomic_water
 
-META = dict(system='toy', model=dict(width=3))
+MODEL = monatomic_water.get_config('mw_cubic_8,tiny').model.to_dict()
+META = dict(system='toy', model=MODEL)
 
 
 def state(value):
@@ -56,7 +58,53 @@ def test_other_state_layout_is_refused_not_taken_for_damage(tmp_path):
     checkpointing.CheckpointMismatchError, match="'ema_params': missing from the checkpoint"
   ):
     ckpt.restore_newest(lambda step: ckpt.restore(newer_layout, META, step))
-  with pytest.raises(checkpointing.CheckpointMismatchError, match='width'):
-    ckpt.restore(state(0), dict(META, model=dict(width=4)))
+  other = dict(MODEL, transformer=dict(MODEL['transformer'], embedding_size=4))
+  with pytest.raises(checkpointing.CheckpointMismatchError, match='transformer.embedding_size'):
+    ckpt.restore(state(0), dict(META, model=other))
   assert saved_steps(tmp_path) == [1]
   ckpt.close()
+
+
+# A model section as checkpoints stored it before the families were nested
+# (experiments/pretrained/*/config.json): flat, the union of every family's keys.
+FLAT_LOCAL = dict(
+  conditioner='local',
+  base='harmonic',
+  num_layers=4,
+  num_bins=8,
+  embedding_size=32,
+  num_heads=2,
+  num_blocks=2,
+  num_frequencies=8,
+  noise_scale=0.2,
+  num_neighbours=16,
+  filter_width=16,
+  spline_range=5.0,
+  use_layernorm=False,
+  remat=True,
+  compute_dtype='float32',
+)
+
+
+def test_an_old_flat_model_matches_its_nested_config_and_compute_keys_may_change(tmp_path):
+  nested = monatomic_water.get_config('mw_cubic_64,local').model.to_dict()
+  assert checkpointing.model_shape_keys(FLAT_LOCAL) == checkpointing.model_shape_keys(nested)
+  ckpt = checkpointing.Checkpointer(str(tmp_path))
+  ckpt.save(1, state(1), dict(META, model=FLAT_LOCAL))
+  switched = dict(nested, remat=False)  # compute-only: may change on resume
+  assert int(ckpt.restore(state(0), dict(META, model=switched))['step']) == 1
+  with pytest.raises(checkpointing.CheckpointMismatchError, match='local.num_layers'):
+    ckpt.restore(
+      state(0), dict(META, model=dict(nested, local=dict(nested['local'], num_layers=2)))
+    )
+  ckpt.close()
+  paper = monatomic_water.get_config('mw_cubic_64,paper').model.to_dict()
+  assert paper['transformer']['compute_dtype'] == 'bfloat16'
+  float32 = dict(paper, transformer=dict(paper['transformer'], compute_dtype='float32'))
+  assert checkpointing.model_shape_keys(paper) == checkpointing.model_shape_keys(float32)
+
+
+def test_an_old_tfep_model_with_the_local_conditioner_is_refused_naming_column():
+  old = dict(num_layers=1, centre_on_sites=False, radial_bins=8, conditioner='local')
+  with pytest.raises(ValueError, match="set model.conditioner='column'"):
+    checkpointing.model_shape_keys(old)

@@ -112,12 +112,12 @@ def test_config_errors_name_the_bad_value(module, arg, message):
 def test_paper_variant_is_the_published_setup():
   config = lennard_jones.get_config('lj_256,paper')
   assert (
-    config.model.num_layers,
-    config.model.num_bins,
-    config.model.embedding_size,
-    config.model.num_heads,
-    config.model.num_blocks,
-    config.model.num_frequencies,
+    config.model.transformer.num_layers,
+    config.model.transformer.num_bins,
+    config.model.transformer.embedding_size,
+    config.model.transformer.num_heads,
+    config.model.transformer.num_blocks,
+    config.model.transformer.num_frequencies,
   ) == (24, 16, 256, 2, 2, 16)
   assert (
     config.train.batch_size,

@@ -1,24 +1,25 @@
 """One property suite that every bijector of the flows passes.
 
 Cases: CircularShift, SplitCoupling A (coordinate 0 | 1, 2), SplitCoupling B
-(coordinates 1, 2 | 0), CouplingLayer, RadialSpline, the SolidFlow chain with
-remat off/on and with layer norm, the TargetedMap of learned targeted FEP:
-plain, site-centred (`sites`), with radial splines, a radial spline alone
-(num_layers=0), and with the local conditioner (ColumnCouplings) with and
-without radial splines, and the LocalSolidFlow chain of local couplings
-(remat off/on). Properties: identity at initialisation (up to the layers' fixed
-coordinate rolls), exact round trip (over the whole box, incl. its boundary;
-for the local chain, which maps displacements from lattice sites in R³, over
-Gaussian displacements and the ends of its splines' range), log-det equal to
-the autodiff Jacobian, periodicity (for the local chain: its density of
-positions is unchanged by box shifts of particles), particle-permutation
-equivariance (for the site-centred map and the local chain: of particles
-permuted together with their sites, particle 0 being the origin; for the
-local TargetedMap: of particles of the same index parity). Parameters
+(coordinates 1, 2 | 0), CouplingLayer, RadialSpline, the SolidFlow chain with remat
+off/on and with layer norm, the TargetedMap of learned targeted FEP: plain, site-centred
+(`sites`), with radial splines, a radial spline alone (num_layers=0), and with the
+column conditioner (ColumnCouplings) with and without radial splines, and the
+LocalSolidFlow chain of local couplings (remat off/on); and every solid family of
+flows.registry (so a new family is picked up), through the solid-flow contract
+(`check_solid_family`). Properties: identity at initialisation (up to the layers' fixed
+coordinate rolls), exact round trip (over the whole box, incl. its boundary; for the
+local chain, which maps displacements from lattice sites in R³, over Gaussian
+displacements and the ends of its splines' range), log-det equal to the autodiff
+Jacobian, periodicity (for the local chain: its density of positions is unchanged by box
+shifts of particles), particle-permutation equivariance (for the site-centred map and
+the local chain: of particles permuted together with their sites, particle 0 being the
+origin; for the column TargetedMap: of particles of the same index parity). Parameters
 are perturbed away from the identity except for the identity test.
 """
 
 import functools
+import types
 
 import jax
 import jax.numpy as jnp
@@ -26,9 +27,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from flows import CircularShift, CouplingLayer, LocalSolidFlow, SolidFlow, SplitCoupling
-from flows.targeted import TargetedMap
+from flows import CircularShift, CouplingLayer, LocalSolidFlow, SolidFlow, SplitCoupling, registry
 from flows.targeted.radial import RadialSpline
+from systems import get_system
 from systems.box import minimum_image
 
 from conftest import perturb
@@ -58,22 +59,25 @@ def _chain(remat=False, use_layernorm=False):
   )
 
 
-def _targeted(num_layers=2, radial_bins=0, sites=None, **kwargs):
-  return TargetedMap(
-    M,  # positional: the number of mapped particles
-    LOWER,
-    UPPER,
+# Small coupling layers of each TFEP map family (column: cylinders of radius 0.8, half
+# the box width is 1, so some pairs of the 3 particles fall outside them).
+MAP_KEYS = {
+  'transformer': CONDITIONER | dict(num_bins=4),
+  'column': dict(num_bins=4, width=8, num_frequencies=2, cutoff=0.8),
+}
+
+
+def _targeted(num_layers=2, radial_bins=0, sites=None, conditioner='transformer'):
+  """A TargetedMap built through flows.registry (as experiments.tfep_stages does)."""
+  geometry = types.SimpleNamespace(num_particles=M, lower=LOWER, upper=UPPER, sites=sites)
+  model = dict(
+    conditioner=conditioner,
     num_layers=num_layers,
     radial_bins=radial_bins,
-    sites=sites,
-    rngs=nnx.Rngs(5),
-    **(TINY | kwargs),
+    centre_on_sites=sites is not None,
+    **{conditioner: MAP_KEYS[conditioner]},
   )
-
-
-# The local conditioner: cylinders of radius 0.8 (half the box width is 1),
-# so some pairs of the 3 particles fall outside them.
-LOCAL_MAP = dict(conditioner='local', local_cutoff=0.8, embedding_size=8)
+  return registry.build(model, geometry, nnx.Rngs(5))
 
 
 def _local(order=None, remat=False):
@@ -114,8 +118,8 @@ BUILDERS = {
   'targeted_map_sites': lambda: _targeted(sites=SITES),
   'targeted_map_radial': lambda: _targeted(radial_bins=4),
   'targeted_map_radial_only': lambda: _targeted(num_layers=0, radial_bins=4),
-  'targeted_map_local': lambda: _targeted(**LOCAL_MAP),
-  'targeted_map_local_radial': lambda: _targeted(radial_bins=4, **LOCAL_MAP),
+  'targeted_map_column': lambda: _targeted(conditioner='column'),
+  'targeted_map_column_radial': lambda: _targeted(radial_bins=4, conditioner='column'),
   'local_chain': _local,
   'local_chain_remat': lambda: _local(remat=True),
 }
@@ -134,21 +138,21 @@ TWINS = {
   'local_chain': lambda: _local(LOCAL_SITES),
   'local_chain_remat': lambda: _local(LOCAL_SITES, remat=True),
 }
-# The local TargetedMap's couplings split the particles by index parity
+# The column TargetedMap's couplings split the particles by index parity
 # (0, 2 | 1): it is equivariant under permutations within each group.
 PARITY_PERMUTATION = np.array([2, 1, 0])
 # Per-case permutations (default PERMUTATION).
 SITE_PERMUTATIONS = {
   'targeted_map_sites': SITE_PERMUTATION,
-  'targeted_map_local': PARITY_PERMUTATION,
-  'targeted_map_local_radial': PARITY_PERMUTATION,
+  'targeted_map_column': PARITY_PERMUTATION,
+  'targeted_map_column_radial': PARITY_PERMUTATION,
 }
 # A RadialSpline's spline depends on the direction of the ray, so its Jacobian
 # at the centre itself depends on the direction of approach (the map is still
 # continuous). Where a chain returns a particle to the centre only up to
 # rounding, the inverse's log-det is that of some other direction: the round
 # trip of the log-det is checked away from the centre.
-SINGULAR_AT_CENTRE = {'targeted_map_radial', 'targeted_map_local_radial'}
+SINGULAR_AT_CENTRE = {'targeted_map_radial', 'targeted_map_column_radial'}
 
 
 def _box_shifts(width):
@@ -317,3 +321,70 @@ def test_permutation_equivariance(name):
     case.periodic_difference(r['y_permuted'], r['y'][:, case.permutation]), 0.0, atol=1e-10
   )
   np.testing.assert_allclose(r['log_det_permuted'], r['log_det'], atol=1e-9)
+
+
+# The system the registered solid families are checked on (the local family's
+# default 16 neighbours need a 64-site ice lattice).
+FAMILY_SYSTEM = 'mw_cubic_64'
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _family_results(graphdef, state, key, shift):
+  flow = nnx.merge(graphdef, state)
+  z, _ = flow.base_sample(key, 8)
+  y, log_det = flow.forward(z)
+  z_back, inv_log_det = flow.inverse(y)
+  flat = lambda v: flow.forward(v.reshape(z.shape[1:]))[0].reshape(-1)
+  jacobians = jax.vmap(jax.jacfwd(flat))(z[:2].reshape(2, -1))
+  x, log_q, weighted = flow.sample(key, 16)
+  return dict(
+    z=z,
+    y=y,
+    log_det=log_det,
+    z_back=z_back,
+    inv_log_det=inv_log_det,
+    jacobian_log_det=jnp.linalg.slogdet(jacobians)[1],
+    log_q=log_q,
+    weighted=weighted,
+    log_prob=flow.log_prob(x),
+    log_prob_box_shifted=flow.log_prob(x + shift),
+    log_prob_translated=flow.log_prob(x + jnp.array([0.3, -0.2, 0.1], x.dtype)),
+  )
+
+
+def check_solid_family(name: str, system: str = FAMILY_SYSTEM):
+  """The suite's properties for the registered solid family `name` (its `tiny` model on
+  `system`), through the solid-flow contract (flows.solid_flow) and the Bijector protocol,
+  in float64: identity at initialisation on base samples; exact round trip and log-det
+  against autodiff away from it; log_prob of its samples equal to their ln q; log_prob
+  unchanged by box shifts of particles and by a translation of the configuration."""
+  kind = registry.get('solid', name)
+  s = get_system(system)
+  model = dict(conditioner=name, remat=False, **{name: dict(kind.defaults, **kind.tiny)})
+  flow = registry.build(model, s, nnx.Rngs(0))
+  assert flow.num_params > 0
+  graphdef, params, rest = nnx.split(flow, nnx.Param, ...)
+  shift = np.zeros((s.num_particles, 3))
+  shift[1] = s.box * np.array([1, -1, 2])
+  shift[2, 0] = -s.box[0]
+  with jax.enable_x64(True):
+    key, shift = jax.random.key(1), jnp.asarray(shift)
+    fresh = _family_results(graphdef, nnx.merge_state(params, rest), key, shift)
+    np.testing.assert_allclose(fresh['y'], fresh['z'], atol=1e-10)
+    np.testing.assert_allclose(fresh['log_det'], 0.0, atol=1e-10)
+    trained = nnx.merge_state(perturb(params, 0.1, seed=7), rest)
+    r = jax.tree.map(np.asarray, _family_results(graphdef, trained, key, shift))
+  assert np.abs(r['log_det']).max() > 0.1  # really away from the identity
+  np.testing.assert_allclose(r['z_back'], r['z'], atol=1e-8)
+  np.testing.assert_allclose(r['inv_log_det'], -r['log_det'], atol=1e-7)
+  np.testing.assert_allclose(r['log_det'][:2], r['jacobian_log_det'], atol=1e-7)
+  weighted = r['weighted']
+  assert weighted.sum() >= 8
+  np.testing.assert_allclose(r['log_prob'][weighted], r['log_q'][weighted], atol=1e-6)
+  np.testing.assert_allclose(r['log_prob_box_shifted'], r['log_prob'], atol=1e-6)
+  np.testing.assert_allclose(r['log_prob_translated'], r['log_prob'], atol=1e-6)
+
+
+@pytest.mark.parametrize('name', registry.names('solid'))
+def test_registered_solid_family(name):
+  check_solid_family(name)

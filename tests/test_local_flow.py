@@ -79,7 +79,7 @@ def test_colours_and_conditioner_shapes_do_not_depend_on_the_size():
   + [(lennard_jones, s) for s in lennard_jones.SYSTEMS],
 )
 def test_every_local_variant_closes_a_shell(module, name):
-  k = module.get_config(f'{name},local').model.num_neighbours
+  k = module.get_config(f'{name},local').model.local.num_neighbours
   assert all(c.neighbours.shape[1] == k for c in graph(name, k).classes)
 
 

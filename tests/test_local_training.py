@@ -94,7 +94,7 @@ def test_hmc_samples_outside_the_flow_are_counted_not_dropped(local_run, tmp_pat
 def test_a_run_starts_from_another_size_of_its_family(local_run):
   _, workdir = local_run
   larger = monatomic_water.get_config('mw_cubic_216,local_tiny')
-  larger.model.num_neighbours = 4  # k does not shape the parameters (run: 16)
+  larger.model.local.num_neighbours = 4  # k does not shape the parameters (run: 16)
   params = runs.initial_params(workdir, larger)
   _, _, state = runs.load_run(workdir)
   for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(state['ema_params'])):
@@ -108,7 +108,7 @@ def test_a_run_starts_from_another_size_of_its_family(local_run):
 def test_a_run_evaluates_at_another_size_with_another_neighbour_count(local_run):
   _, workdir = local_run
   config, setup, state = runs.load_run(workdir, 'mw_cubic_216', num_neighbours=4)
-  assert config.model.num_neighbours == 4
+  assert config.model.local.num_neighbours == 4
   assert all(c.neighbours.shape[1] == 4 for c in setup.flow(state['ema_params']).graph.classes)
   x, log_q, _ = setup.sample(state['ema_params'], jax.random.key(1), 4)
   np.testing.assert_allclose(setup.flow(state['ema_params']).log_prob(x), log_q, atol=1e-3)
@@ -126,8 +126,8 @@ def test_transfer_needs_the_same_family_and_a_local_flow(local_run):
   with pytest.raises(ValueError, match="conditioner is 'transformer'"):
     runs.for_system(transformer, 'lj_256')
   other_model = monatomic_water.get_config('mw_cubic_216,local_tiny')
-  other_model.model.embedding_size = 16
-  with pytest.raises(checkpointing.CheckpointMismatchError, match='embedding_size'):
+  other_model.model.local.embedding_size = 16
+  with pytest.raises(checkpointing.CheckpointMismatchError, match='local.embedding_size'):
     runs.initial_params(workdir, other_model)
 
 

@@ -113,11 +113,11 @@ def test_bf16_coupling_is_an_exact_bijection():
 
 def test_runs_trained_in_bf16_are_evaluated_in_float32(tmp_path):
   config = monatomic_water.get_config('mw_cubic_8,tiny')
-  config.model.compute_dtype = 'bfloat16'
+  config.model.transformer.compute_dtype = 'bfloat16'
   config.train.num_steps = 3
   training.train(config, str(tmp_path))
   loaded, setup, state = runs.load_run(str(tmp_path))
-  assert loaded.model.compute_dtype == 'float32'
+  assert loaded.model.transformer.compute_dtype == 'float32'
   x, log_q, _ = setup.sample(state['params'], jax.random.key(5), 32)
   np.testing.assert_allclose(setup.flow(state['params']).log_prob(x), log_q, atol=1e-4)
 
@@ -138,7 +138,7 @@ def test_bf16_training_loss_and_gradient_match_float32():
   results = {}
   for dtype in ('float32', 'bfloat16'):
     config = monatomic_water.get_config('mw_cubic_8,tiny')
-    config.model.compute_dtype = dtype
+    config.model.transformer.compute_dtype = dtype
     setup, state = training.build(config)
     loss_fn = training.make_loss_fn(setup, 64)
     params = perturb(state['params'], 0.05)

@@ -7,6 +7,7 @@ properties particular to it.
 """
 
 import math
+import types
 
 import jax
 import jax.numpy as jnp
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from flows import targeted
+from flows import registry, targeted
 from systems.box import minimum_image
 
 from conftest import perturb
@@ -50,22 +51,26 @@ def periodic_potential(phase):
   return lambda x: jnp.sum(jnp.cos(k * x + phase) + 0.5 * jnp.sin(2 * k * x), axis=(-2, -1))
 
 
-def small_map(num_mapped=3, num_layers=1, seed=0, sites=None, radial_bins=0, **kwargs):
-  return targeted.TargetedMap(
-    num_mapped=num_mapped,
-    lower=LOWER,
-    upper=UPPER,
+# Small coupling layers of each map family.
+SMALL = {
+  'transformer': dict(num_bins=4, embedding_size=8, num_heads=2, num_blocks=1, num_frequencies=2),
+  'column': dict(num_bins=4, width=8, num_frequencies=2),
+}
+
+
+def small_map(
+  num_mapped=3, num_layers=1, seed=0, sites=None, radial_bins=0, conditioner='transformer', **keys
+):
+  """A TargetedMap built through flows.registry, as experiments.tfep_stages builds one."""
+  geometry = types.SimpleNamespace(num_particles=num_mapped, lower=LOWER, upper=UPPER, sites=sites)
+  model = dict(
+    conditioner=conditioner,
     num_layers=num_layers,
-    num_bins=4,
-    embedding_size=8,
-    num_heads=2,
-    num_blocks=1,
-    num_frequencies=2,
     radial_bins=radial_bins,
-    sites=sites,
-    rngs=nnx.Rngs(seed),
-    **kwargs,
+    centre_on_sites=sites is not None,
+    **{conditioner: dict(SMALL.get(conditioner, {}), **keys)},
   )
+  return registry.build(model, geometry, nnx.Rngs(seed))
 
 
 SITES = np.array([[0.1, 0.2, 1.9], [1.5, -0.8, 0.3], [-0.9, 1.2, 0.7]])
@@ -157,24 +162,24 @@ def test_bad_input_raises():
     small_map(num_layers=-1)
   with pytest.raises(ValueError, match='num_layers=0 needs radial_bins'):
     small_map(num_layers=0, radial_bins=0)
-  with pytest.raises(ValueError, match="conditioner='mlp'"):
+  with pytest.raises(
+    ValueError, match=r"model.conditioner='mlp': expected one of \('transformer', 'column'\)"
+  ):
     small_map(conditioner='mlp')
+  with pytest.raises(ValueError, match="'local' is now called 'column'"):
+    small_map(conditioner='local')
+  for cutoff in (0.0, -1.0):
+    with pytest.raises(
+      ValueError, match=rf'model.column.cutoff={cutoff}: expected a finite number > 0'
+    ):
+      small_map(conditioner='column', cutoff=cutoff)
   half = 0.5 * (UPPER - LOWER)
-  for cutoff in (0.0, -1.0, 1.01 * half):
-    with pytest.raises(ValueError, match=rf'cutoff={cutoff}.*half the box width, {half}'):
-      small_map(conditioner='local', local_cutoff=cutoff)
-  with pytest.raises(ValueError, match='does not take sites'):
-    small_map(conditioner='local', sites=SITES)
+  cutoff = 1.01 * half
+  with pytest.raises(ValueError, match=rf'cutoff={cutoff}.*half the box width, {half}'):
+    small_map(conditioner='column', cutoff=cutoff)
+  with pytest.raises(ValueError, match=r"centre_on_sites=True: expected False with .*'column'"):
+    small_map(conditioner='column', sites=SITES)
   with pytest.raises(ValueError, match='upper'):
-    targeted.TargetedMap(
-      2,
-      1.0,
-      1.0,
-      num_layers=1,
-      num_bins=4,
-      embedding_size=8,
-      num_heads=2,
-      num_blocks=1,
-      num_frequencies=2,
-      rngs=nnx.Rngs(0),
-    )
+    targeted.TargetedMap(2, 1.0, 1.0, num_layers=1, make_layer=lambda rngs: None, rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match='needs make_layer'):
+    targeted.TargetedMap(2, 0.0, 1.0, num_layers=1, rngs=nnx.Rngs(0))

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from flows import targeted
+from flows import CouplingLayer, targeted
 from scripts import observables, tfep_report
 from scripts.reporting import tfep_estimates, tfep_structure
 from systems import sampler
@@ -164,16 +164,15 @@ def test_structure_of_the_identity_and_of_a_translation():
   config = ml_collections.ConfigDict(
     dict(sampling=dict(num_train=num_train), eval=dict(batch_size=7))
   )
+  layer = dict(
+    num_bins=4, embedding_size=8, num_heads=2, num_blocks=1, num_frequencies=2, use_layernorm=False
+  )
   identity = targeted.TargetedMap(
     6,
     lower,
     upper,
     num_layers=1,
-    num_bins=4,
-    embedding_size=8,
-    num_heads=2,
-    num_blocks=1,
-    num_frequencies=2,
+    make_layer=lambda rngs: CouplingLayer(lower=lower, upper=upper, **layer, rngs=rngs),
     rngs=nnx.Rngs(0),
   )
   result = tfep_structure.structure(config, ladder, data, identity, num_bins=8)

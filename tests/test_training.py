@@ -140,8 +140,8 @@ def test_damaged_checkpoint_falls_back_to_the_previous_one(tmp_path):
 def test_checkpoint_of_another_model_is_refused(tmp_path):
   training.train(tiny_config(num_steps=2), str(tmp_path))
   other = tiny_config(num_steps=4)
-  other.model.embedding_size = 16
-  with pytest.raises(checkpointing.CheckpointMismatchError, match='embedding_size'):
+  other.model.transformer.embedding_size = 16
+  with pytest.raises(checkpointing.CheckpointMismatchError, match='transformer.embedding_size'):
     training.train(other, str(tmp_path))
   # The refused run must not have touched the checkpoint.
   assert int(final_params(str(tmp_path), tiny_config())['step']) == 2

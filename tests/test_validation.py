@@ -7,12 +7,26 @@ import pytest
 from experiments import tfep_stages, training, validation
 from experiments.configs import lennard_jones, monatomic_water, tfep_solid, tfep_solvation
 
+FINE_TUNES = {
+  'mw_cubic_216,local_from_64': 'runs/mw_cubic_64',
+  'mw_hex_216,local_from_64': 'runs/mw_hex_64',
+  'mw_cubic_512,local_from_216': 'runs/mw_cubic_216',
+  'lj_500,local_from_256': 'runs/lj_256_local',
+}
 SOLID_CONFIGS = [
   (module, f'{system},{variant}')
   for module in (monatomic_water, lennard_jones)
   for system in module.SYSTEMS
   for variant in module.VARIANTS
+  if '_from_' not in variant or f'{system},{variant}' in FINE_TUNES
 ]
+
+
+def _set(config, dotted, value):
+  *path, name = dotted.split('.')
+  for part in path:
+    config = config[part]
+  config[name] = value
 
 
 @pytest.mark.parametrize('module,arg', SOLID_CONFIGS)
@@ -36,16 +50,71 @@ def test_every_solid_config_is_valid(module, arg):
     ('eval.num_samples', 0, 'a positive integer'),
     ('eval.batch_size', -4, 'a positive integer'),
     ('eval.stop_at_stderr', -0.1, 'a number >= 0'),
+    ('init_from', None, 'a run directory'),
+    ('model.transformer.num_layers', 0, 'a positive integer'),
+    ('model.transformer.base', 'harmonic', "'lattice'"),
+    ('model.transformer.compute_dtype', 'float16', "'float32' or 'bfloat16'"),
+    ('model.transformer.noise_scale', 0.0, 'a finite number > 0'),
   ],
 )
 def test_bad_solid_value_is_named(key, value, expected):
   config = monatomic_water.get_config('mw_cubic_8,tiny')
-  section, name = key.split('.')
-  config[section][name] = value
+  _set(config, key, value)
   with pytest.raises(
     validation.ConfigError, match=re.escape(f'{key}={value!r}: expected ') + expected
   ):
     validation.validate_config(config)
+
+
+@pytest.mark.parametrize(
+  'key,value,expected',
+  [
+    ('model.local.num_layers', -1, 'an integer >= 0'),
+    ('model.local.base', 'lattice', "'harmonic' or 'isotropic'"),
+    ('model.local.num_neighbours', 0, 'a positive integer'),
+    ('model.local.spline_range', float('inf'), 'a finite number > 0'),
+  ],
+)
+def test_bad_local_value_is_named(key, value, expected):
+  config = monatomic_water.get_config('mw_cubic_64,local_tiny')
+  _set(config, key, value)
+  with pytest.raises(
+    validation.ConfigError, match=re.escape(f'{key}={value!r}: expected ') + expected
+  ):
+    validation.validate_config(config)
+
+
+def test_only_the_chosen_family_is_checked_and_switching_family_works():
+  config = monatomic_water.get_config('mw_cubic_64,tiny')
+  config.model.local.num_layers = -1  # not read: the transformer is chosen
+  validation.validate_config(config)
+  config.model.conditioner = 'local'  # --config.model.conditioner=local
+  with pytest.raises(validation.ConfigError, match=r'model.local.num_layers=-1'):
+    validation.validate_config(config)
+  config.model.local.num_layers = 4
+  validation.validate_config(config)
+  config.model.conditioner = 'mlp'
+  known = r"model.conditioner='mlp': expected one of \('transformer', 'local'\)"
+  with pytest.raises(validation.ConfigError, match=known):
+    validation.validate_config(config)
+
+
+@pytest.mark.parametrize('arg,init_from', FINE_TUNES.items())
+def test_fine_tune_variants_carry_their_init_from(arg, init_from):
+  module = lennard_jones if arg.startswith('lj') else monatomic_water
+  config = module.get_config(arg)
+  assert config.init_from == init_from
+  assert config.train.forward_kl_weight == 0.0 and config.train.learning_rate == 2e-4
+  assert config.model.conditioner == 'local'
+  assert module.get_config(arg.split(',')[0] + ',local').init_from == ''
+
+
+def test_fine_tune_variant_of_another_size_is_refused():
+  message = "local_from_64 is for mw_cubic_216, mw_hex_216, not 'mw_cubic_64'"
+  with pytest.raises(ValueError, match=message):
+    monatomic_water.get_config('mw_cubic_64,local_from_64')
+  with pytest.raises(ValueError, match="local_from_256 is for lj_500, not 'lj_256'"):
+    lennard_jones.get_config('lj_256,local_from_256')
 
 
 def test_training_refuses_a_bad_config_before_any_work(tmp_path):
@@ -77,15 +146,15 @@ def test_batch_must_split_over_the_devices():
     ('sampling.step_size', float('nan'), 'a finite number > 0'),
     ('eval.sample_sizes', (), 'a non-empty sequence'),
     ('eval.num_subsets', 1, 'an integer >= 2'),
-    ('model.conditioner', 'mlp', "'transformer' or 'local'"),
-    ('model.local_cutoff', 0.0, 'a finite number > 0'),
-    ('model.local_cutoff', -2.5, 'a finite number > 0'),
+    ('model.conditioner', 'mlp', r"one of \('transformer', 'column'\)"),
+    ('model.num_layers', -1, 'an integer >= 0'),
+    ('model.radial_bins', -1, 'an integer >= 0'),
+    ('model.transformer.embedding_size', 0, 'a positive integer'),
   ],
 )
 def test_bad_tfep_value_is_named_before_sampling(tmp_path, key, value, expected):
   config = tfep_solid.get_config('tiny')
-  section, name = key.split('.')
-  config[section][name] = value
+  _set(config, key, value)
   with pytest.raises(
     validation.ConfigError, match=re.escape(f'{key}={value!r}: expected ') + expected
   ):
@@ -93,12 +162,28 @@ def test_bad_tfep_value_is_named_before_sampling(tmp_path, key, value, expected)
   assert not (tmp_path / 'run').exists()
 
 
-def test_local_tfep_map_refuses_centre_on_sites(tmp_path):
+@pytest.mark.parametrize('value', [0.0, -2.5])
+def test_bad_column_cutoff_is_named(tmp_path, value):
+  config = tfep_solvation.get_config('cpu_local')
+  config.model.column.cutoff = value
+  with pytest.raises(validation.ConfigError, match=rf'model.column.cutoff={value}: expected'):
+    tfep_stages.run(config, str(tmp_path / 'run'))
+  assert not (tmp_path / 'run').exists()
+
+
+def test_column_tfep_map_refuses_centre_on_sites(tmp_path):
   config = tfep_solid.get_config('tiny')  # centre_on_sites=True
-  config.model.conditioner = 'local'
-  with pytest.raises(validation.ConfigError, match=r"model.centre_on_sites=True: .*'local'"):
+  config.model.conditioner = 'column'
+  with pytest.raises(validation.ConfigError, match=r"model.centre_on_sites=True: .*'column'"):
     tfep_stages.run(config, str(tmp_path / 'run'))
   assert not (tmp_path / 'run').exists()
   config.model.centre_on_sites = False
   validation.validate_config(config)
   validation.validate_config(tfep_solvation.get_config('cpu_local'))
+
+
+def test_tfep_map_called_local_is_refused_with_the_new_name():
+  config = tfep_solid.get_config('tiny')
+  config.model.conditioner = 'local'
+  with pytest.raises(validation.ConfigError, match="'local' is now called 'column'"):
+    validation.validate_config(config)

@@ -1,11 +1,19 @@
-"""Shared pieces of the experiment configs: argument parsing and the config skeleton.
+"""Shared pieces of the solid-flow configs: argument parsing and the config skeleton.
 
 A config argument has the form `<system>[,<variant>]`, e.g. `mw_cubic_8,cpu`.
+The model section holds every registered solid family's keys under
+`model.<family>` (flows.registry); `model.conditioner` picks the one read, so
+`--config.model.conditioner=local` switches family, and a family's key is
+overridden as e.g. `--config.model.transformer.compute_dtype=float32` or
+`--config.model.local.num_neighbours=14`.
 """
 
 from collections.abc import Callable, Mapping
 
 import ml_collections
+
+from experiments.configs import base
+from flows import registry
 
 # Paper-scale models multiply in bfloat16 (float32 accumulation, everything
 # else float32), as float32 matmuls at default precision do on TPUs anyway:
@@ -52,21 +60,13 @@ def local_variant(
 ) -> dict:
   """The `local` variant's sections: the scalable flow trained on the mixed objective.
 
-  Four local coupling layers on the harmonic base (docs/scalable_flows.md),
-  half reverse KL and half forward KL on HMC samples, the learning rate cut
-  by 0.3 at half and at three quarters of `num_steps`.
+  Four local coupling layers on the harmonic base (flows/local/spec.py defaults,
+  docs/scalable_flows.md), half reverse KL and half forward KL on HMC
+  samples, the learning rate cut by 0.3 at half and at three quarters of
+  `num_steps`.
   """
   return dict(
-    model=dict(
-      conditioner='local',
-      base='harmonic',
-      num_layers=4,
-      num_bins=8,
-      embedding_size=32,
-      num_neighbours=num_neighbours,
-      filter_width=16,
-      spline_range=5.0,
-    ),
+    model=dict(conditioner='local', local=dict(num_neighbours=num_neighbours)),
     train=dict(
       num_steps=num_steps,
       learning_rate=1e-3,
@@ -81,66 +81,66 @@ def local_variant(
   )
 
 
+def fine_tune(
+  variant: dict, init_from: str, num_steps: int, every_steps: int, num_samples: int
+) -> dict:
+  """`variant` fine-tuning a smaller run of the family (`init_from`, a workdir) by
+  reverse KL alone: lr 2·10⁻⁴ cut by the variant's factor at half and three quarters
+  of `num_steps`, evaluations of `num_samples` every `every_steps` (and at the end)."""
+  return dict(
+    variant,
+    init_from=init_from,
+    train=dict(
+      variant['train'],
+      forward_kl_weight=0.0,
+      num_steps=num_steps,
+      learning_rate=2e-4,
+      lr_decay_steps=(num_steps // 2, 3 * num_steps // 4),
+    ),
+    evaluation=dict(variant['evaluation'], every_steps=every_steps, num_samples=num_samples),
+  )
+
+
 def make_config(
-  system: str, variant: str, *, model: dict, train: dict, evaluation: dict, hmc: dict | None = None
+  system: str,
+  variant: str,
+  *,
+  model: dict,
+  train: dict,
+  evaluation: dict,
+  hmc: dict | None = None,
+  init_from: str = '',
 ) -> ml_collections.ConfigDict:
-  """Builds the full config; every key is documented here once.
+  """Builds the full config; every key is documented here once (the train section in
+  experiments/configs/base.py, each model family's keys in flows/<family>/spec.py).
 
   Args:
     system: a name known to `systems.get_system`.
     variant: the variant name, stored for the record.
-    model: overrides of the model section below.
-    train: overrides of the train section below.
+    model: overrides of the model section below (nested: model.<family>.<key>).
+    train: overrides of the train section (base.train_section).
     evaluation: overrides of the eval section below.
     hmc: overrides of the hmc section below.
+    init_from: a run directory to start a fresh run from (experiments.train).
   """
   config = ml_collections.ConfigDict()
   config.system = system  # named system (systems.get_system)
   config.variant = variant  # which variant of this config file
   config.seed = 42  # seeds parameters, sampling and evaluation
+  config.init_from = init_from  # fresh runs start from this run's parameters ('': none)
 
   config.model = ml_collections.ConfigDict(
-    dict(
-      conditioner='transformer',  # 'transformer' (flows.SolidFlow) or 'local' (LocalSolidFlow)
-      base='lattice',  # transformer: 'lattice'; local: 'harmonic' or 'isotropic' Gaussian
-      num_layers=24,  # flow layers; each = shift + 2 spline couplings (local: 1 per colour)
-      num_bins=16,  # bins of each rational-quadratic spline
-      embedding_size=256,  # conditioner width (transformer, or local context and MLPs)
-      num_heads=2,  # attention heads
-      num_blocks=2,  # transformer blocks per conditioner
-      num_frequencies=8,  # circular Fourier frequencies of the embedding
-      noise_scale=0.2,  # std of the base noise about sites (lattice, isotropic bases; length)
-      num_neighbours=16,  # local: conditioning neighbours of other colours (closes a shell)
-      filter_width=16,  # local: hidden width of the filter MLP of lattice offsets
-      spline_range=5.0,  # local: splines act on [-B, B] base standard deviations
-      use_layernorm=False,  # layer norm in the transformer (published: off)
-      remat=True,  # rematerialise each layer (less memory; faster on CPU)
-      compute_dtype='float32',  # transformer matmuls: 'float32' or 'bfloat16' (mixed precision)
+    base.merged(
+      dict(
+        conditioner='transformer',  # the flow family (flows.registry): 'transformer'
+        # (flows.SolidFlow) or 'local' (flows.LocalSolidFlow); only model.<conditioner> is read
+        remat=True,  # rematerialise each layer (less memory; faster on CPU)
+        **registry.default_sections('solid'),  # model.<family>.*: flows/<family>/spec.py
+      ),
+      model,
     )
   )
-  config.model.update(model)
-
-  config.train = ml_collections.ConfigDict(
-    dict(
-      batch_size=128,  # samples per step (sharded over devices)
-      num_steps=1_000_000,  # total optimiser steps
-      learning_rate=7e-5,  # Adam learning rate
-      lr_decay_steps=(250_000, 500_000),  # steps at which lr is multiplied ...
-      lr_decay_factor=0.1,  # ... by this factor
-      lr_warmup_steps=0,  # linear warm-up from 0 (0: none)
-      adam_b2=0.999,  # Adam second-moment decay
-      max_gradient_norm=1e4,  # global-norm gradient clipping
-      ema_decay=0.0,  # evaluations use an EMA of the parameters (0: none)
-      max_consecutive_nonfinite=20,  # stop after this many skipped steps in a row
-      log_every_steps=50,  # training metrics row every this many steps
-      checkpoint_every_seconds=300.0,  # checkpoint period (and at the end)
-      checkpoint_every_steps=0,  # also every this many steps (0: off)
-      max_checkpoints_to_keep=3,  # older checkpoints are deleted
-      max_wall_seconds=0.0,  # stop (evaluated, saved) after this wall time across resumes (0: off)
-      forward_kl_weight=0.0,  # w: (1-w)·reverse KL + w·forward KL on HMC samples (0: energy only)
-    )
-  )
-  config.train.update(train)
+  config.train = base.train_section('solid', train)
 
   config.hmc = ml_collections.ConfigDict(
     dict(  # HMC samples of the target, drawn once into the workdir (forward KL)

@@ -20,27 +20,39 @@ for like-for-like speed comparisons), `tiny` (seconds; for tests and smoke
 runs), `local` (the scalable flow, mixed objective; the same weights run at
 every size of a family) and `local_tiny` (seconds). Times of `local` measured
 here on one of two CPU cores (2026-12-05, the other core busy), training +
-free_energy: mw_cubic_64 16.8 + 5.6 min, mw_hex_64 22.0 + 8.9 min. The
-larger sizes start from those runs (docs/scalable_flows.md#results), e.g.
+free_energy: mw_cubic_64 16.8 + 5.6 min, mw_hex_64 22.0 + 8.9 min.
+
+The larger sizes fine-tune those runs (docs/scalable_flows.md#results): the
+variants `local_from_64` (mw_cubic_216, mw_hex_216) and `local_from_216`
+(mw_cubic_512) carry their `init_from` (a workdir, overridable with
+`--config.init_from=...`; the `--init_from` flag wins) and the flags of the
+measured runs (reverse KL only, learning rate 2·10⁻⁴ cut at half and three
+quarters of the steps):
 
   python -m experiments.train \
-    --config=experiments/configs/monatomic_water.py:mw_cubic_216,local --workdir=runs/mw_cubic_216 \
-    --init_from=runs/mw_cubic_64 --config.train.forward_kl_weight=0.0 \
-    --config.train.num_steps=600 --config.train.learning_rate=2e-4 \
-    --config.train.lr_decay_steps='(300,450)' --config.eval.every_steps=300 \
-    --config.eval.num_samples=4096
+    --config=experiments/configs/monatomic_water.py:mw_cubic_216,local_from_64 \
+    --workdir=runs/mw_cubic_216  # from runs/mw_cubic_64: 600 steps
+  python -m scripts.free_energy --workdir=runs/mw_cubic_216 --out=runs/mw_cubic_216/fe.json
 
-took 11.0 min for mw_cubic_216 and 11.0 min for mw_hex_216 (from mw_hex_64),
-then free_energy 32.6 and 35.6 min. mw_cubic_512 continues from the 216 run
-with the same flags and `--config.train.num_steps=240
---config.train.lr_decay_steps='(120,180)' --config.eval.every_steps=240
---config.eval.num_samples=2048` (17.6 min, 2026-12-06, both cores busy), then
+took 11.0 min, then free_energy 32.6 min, for βF/N −25.08256 ± 0.00031
+(importance sampling, ESS 0.0036) and −25.08251 ± 0.00007 (LBAR, overlap
+0.054). `mw_hex_216,local_from_64` (from runs/mw_hex_64; k 12 -> 14) took 11.0
++ 35.6 min: −25.08981 ± 0.00063 (IS, UNRELIABLE: 54 effective samples) and
+−25.09002 ± 0.00008 (LBAR, overlap 0.043).
+`mw_cubic_512,local_from_216` (from runs/mw_cubic_216: 240 steps, 2048
+evaluation samples) took 17.6 min (2026-12-06, both cores busy), then
 `scripts.free_energy --num_flow_samples=4096 --hmc_chains=16 --hmc_steps=600`
-(14.1 min). The 64 (cubic) and 216 (hexagonal) models also evaluate at 512
-unchanged with `--system` (the same free_energy flags: 22.2 min for
-mw_cubic_512, 13.0 min for mw_hex_512). No ice flow gives a reliable
-importance-sampling estimate at 512 yet (docs/scalable_flows.md#results).
-Any key can be overridden, e.g. `--config.train.batch_size=64`.
+14.1 min: −25.05939 ± 0.00058 (IS, UNRELIABLE: 11 effective samples) and
+−25.06166 ± 0.00025 (LBAR, overlap 0.015, 960 HMC samples). The 64 (cubic)
+and 216 (hexagonal) models also evaluate at 512 unchanged with `--system` (the
+same free_energy flags: 22.2 min for mw_cubic_512, 13.0 min for mw_hex_512).
+No ice flow gives a reliable importance-sampling estimate at 512 yet
+(docs/scalable_flows.md#results).
+
+Any key can be overridden, e.g. `--config.train.batch_size=64`; a model
+family's keys sit under model.<conditioner>, e.g.
+`--config.model.transformer.compute_dtype=float32` (the `paper` variant in
+float32) or `--config.model.local.num_neighbours=14`.
 """
 
 from experiments.configs import common
@@ -62,8 +74,10 @@ _PAPER_FREQUENCIES = {8: 8, 64: 8, 216: 16, 512: 24}
 def _paper(system: str) -> dict:
   return dict(
     model=dict(
-      num_frequencies=_PAPER_FREQUENCIES[common.num_particles(system)],
-      compute_dtype=common.PAPER_COMPUTE_DTYPE,
+      transformer=dict(
+        num_frequencies=_PAPER_FREQUENCIES[common.num_particles(system)],
+        compute_dtype=common.PAPER_COMPUTE_DTYPE,
+      )
     ),
     train={},
     evaluation={},
@@ -73,7 +87,7 @@ def _paper(system: str) -> dict:
 def _cpu(system: str) -> dict:
   del system
   return dict(
-    model=dict(num_layers=4, embedding_size=32, num_frequencies=2),
+    model=dict(transformer=dict(num_layers=4, embedding_size=32, num_frequencies=2)),
     train=dict(
       num_steps=2000,
       learning_rate=1e-3,
@@ -90,7 +104,7 @@ def _cpu(system: str) -> dict:
 def _tutorial(system: str) -> dict:
   del system
   return dict(
-    model=dict(num_layers=4, embedding_size=32, num_frequencies=2, num_bins=16),
+    model=dict(transformer=dict(num_layers=4, embedding_size=32, num_frequencies=2, num_bins=16)),
     train=dict(num_steps=2000, learning_rate=1e-3, lr_decay_steps=()),
     evaluation=dict(every_steps=500),
   )
@@ -99,7 +113,9 @@ def _tutorial(system: str) -> dict:
 def _tiny(system: str) -> dict:
   del system
   return dict(
-    model=dict(num_layers=1, embedding_size=8, num_frequencies=1, num_bins=4, num_blocks=1),
+    model=dict(
+      transformer=dict(num_layers=1, embedding_size=8, num_frequencies=1, num_bins=4, num_blocks=1)
+    ),
     train=dict(
       batch_size=16,
       num_steps=20,
@@ -133,13 +149,28 @@ def _local(system: str) -> dict:
 
 
 def _local_tiny(system: str) -> dict:
-  tiny = _tiny(system)
+  tiny, local = _tiny(system), _local(system)['model']
   return dict(
-    model=dict(_local(system)['model'], num_layers=1, num_bins=4, embedding_size=8, filter_width=4),
+    model=dict(
+      local,
+      local=dict(local['local'], num_layers=1, num_bins=4, embedding_size=8, filter_width=4),
+    ),
     train=dict(tiny['train'], forward_kl_weight=0.5),
     evaluation=tiny['evaluation'],
     hmc=dict(num_chains=4, num_steps=40, burn_in=10, thin=2, num_leapfrog=2),
   )
+
+
+def _local_from(smaller: int, systems: tuple[str, ...], num_steps: int, every: int, samples: int):
+  """The variant that fine-tunes runs/<family>_<smaller> (module docstring) for `systems`."""
+
+  def variant(system: str) -> dict:
+    if system not in systems:
+      raise ValueError(f'Variant local_from_{smaller} is for {", ".join(systems)}, not {system!r}.')
+    family = system.rsplit('_', 1)[0]
+    return common.fine_tune(_local(system), f'runs/{family}_{smaller}', num_steps, every, samples)
+
+  return variant
 
 
 VARIANTS = {
@@ -149,6 +180,8 @@ VARIANTS = {
   'tiny': _tiny,
   'local': _local,
   'local_tiny': _local_tiny,
+  'local_from_64': _local_from(64, ('mw_cubic_216', 'mw_hex_216'), 600, 300, 4096),
+  'local_from_216': _local_from(216, ('mw_cubic_512',), 240, 240, 2048),
 }
 
 

@@ -67,7 +67,11 @@ def _tiny() -> dict:
   return dict(
     states=dict(_STATES, num_states=2),
     sampling=dict(_SAMPLING, num_chains=2, num_train=8, burn_in=10, thin=1, num_leapfrog=2),
-    model=dict(num_layers=1, num_bins=4, embedding_size=8, num_frequencies=1, centre_on_sites=True),
+    model=dict(
+      num_layers=1,
+      centre_on_sites=True,
+      transformer=dict(num_bins=4, embedding_size=8, num_frequencies=1),
+    ),
     train=dict(batch_size=4, num_steps=20, log_every_steps=5, checkpoint_every_seconds=1e9),
     evaluation=dict(sample_sizes=(4,), num_subsets=2, batch_size=8),
   )

@@ -17,10 +17,11 @@ per state: 40 held-out subsets of 10⁴ and all 400 disjoint ones of 10³, so
 56 min of run and 2.7 min of report on two CPU cores, 46 min of it sampling,
 5.6 GiB peak RSS, a 3.8 GB samples.npz) and `paper` (10³, 10⁴, 10⁵ samples
 per state and a paper-sized model; for an accelerator), and `cpu_local` (the
-`cpu` run with the local conditioner, flows.targeted.column_coupling, in place of the
-transformer: one ColumnCoupling layer of width 32 with cylinders of radius
-2.5 σ, whose training step takes about as long as `cpu`'s; same sampler, so
-the samples.npz of a `cpu` workdir may be copied into its workdir to skip
+`cpu` run with the column conditioner (model.conditioner='column', called
+'local' before), flows.targeted.column_coupling, in place of the transformer:
+one ColumnCoupling layer of width 32 with cylinders of radius 2.5 σ, whose
+training step takes about as long as `cpu`'s; same sampler, so the
+samples.npz of a `cpu` workdir may be copied into its workdir to skip
 sampling).
 
 State A is R_A = 2.597 σ; state B is R_B = 2.75 σ, where plain FEP from A fails
@@ -33,13 +34,31 @@ most of that (held-out mean work 3.1 kT against 4.1 kT with one coupling layer
 alone and 6.8 kT unmapped). Sampling uses long HMC trajectories (20 leapfrog
 steps per stored sample): with 3 steps and thin 4 the chains decorrelated so
 slowly that the reference ΔF drifted by 0.15 kT along the run.
-`make_config` is the skeleton shared with tfep_solid.py.
+`make_config` is the skeleton shared with tfep_solid.py; its train section is
+experiments/configs/base.py's, and a coupling family's keys sit under
+model.<conditioner>, e.g. `--config.model.transformer.embedding_size=64` or
+`--config.model.column.cutoff=2.0`.
 """
 
 import ml_collections
 
+from experiments.configs import base
+from flows import registry
+
 R_A = 2.597
 R_B = 2.75
+
+
+# The TFEP configs' train defaults (the keys are documented in experiments/configs/base.py).
+TRAIN = dict(
+  batch_size=16,
+  num_steps=1000,
+  learning_rate=5e-4,
+  lr_decay_steps=(),
+  max_gradient_norm=100.0,
+  checkpoint_every_seconds=120.0,
+  max_checkpoints_to_keep=2,
+)
 
 
 def make_config(
@@ -80,45 +99,20 @@ def make_config(
   config.sampling.update(sampling)
 
   config.model = ml_collections.ConfigDict(
-    dict(
-      num_layers=1,  # coupling layers (each: 2 spline couplings + shift); 0: radial only
-      num_bins=8,  # bins of each circular rational-quadratic spline
-      embedding_size=32,  # transformer width
-      num_heads=2,  # attention heads
-      num_blocks=1,  # transformer blocks per conditioner
-      num_frequencies=4,  # circular Fourier frequencies of the embedding
-      use_layernorm=False,  # layer norm in the transformer
-      centre_on_sites=False,  # act on displacements from lattice sites (solids only)
-      radial_bins=0,  # bins of a RadialSpline before each layer (0: none)
-      conditioner='transformer',  # coupling layers: 'transformer' (CouplingLayer) or
-      # 'local' (flows.targeted.column_coupling.ColumnCoupling: cylinders of neighbours;
-      # embedding_size is its width; no centre_on_sites)
-      local_cutoff=2.5,  # cylinder radius of the local conditioner (σ, ≤ half the box edge)
+    base.merged(
+      dict(
+        conditioner='transformer',  # the coupling layers (flows.registry map families):
+        # 'transformer' (flows.CouplingLayer) or 'column' (flows.targeted.column_coupling,
+        # cylinders of neighbours; no centre_on_sites); only model.<conditioner> is read
+        num_layers=1,  # coupling layers (each after a RadialSpline if any); 0: radial only
+        radial_bins=0,  # bins of a RadialSpline before each layer (0: none)
+        centre_on_sites=False,  # act on displacements from lattice sites (solids only)
+        **registry.default_sections('map'),  # model.<family>.*: flows/targeted/spec.py
+      ),
+      model,
     )
   )
-  config.model.update(model)
-
-  config.train = ml_collections.ConfigDict(
-    dict(
-      loss='lbar',  # 'lbar' (two-sided) or 'lfep' (one-sided)
-      batch_size=16,  # A (and B) samples per step
-      num_steps=1000,  # optimiser steps
-      learning_rate=5e-4,  # Adam learning rate
-      lr_decay_steps=(),  # steps at which the lr is multiplied ...
-      lr_decay_factor=0.1,  # ... by this factor
-      lr_warmup_steps=0,  # linear warm-up from 0 (0: none)
-      adam_b2=0.999,  # Adam second-moment decay
-      max_gradient_norm=100.0,  # global-norm gradient clipping
-      ema_decay=0.0,  # the works use an EMA of the parameters (0: the parameters)
-      max_consecutive_nonfinite=20,  # stop after this many skipped steps in a row
-      log_every_steps=50,  # metrics row every this many steps
-      checkpoint_every_seconds=120.0,  # checkpoint period (and at the end)
-      checkpoint_every_steps=0,  # also every this many steps (0: off)
-      max_checkpoints_to_keep=2,  # older checkpoints are deleted
-      max_wall_seconds=0.0,  # stop (saved) after this wall time across resumes (0: off)
-    )
-  )
-  config.train.update(train)
+  config.train = base.train_section('tfep', dict(TRAIN, **train))
 
   config.eval = ml_collections.ConfigDict(
     dict(
@@ -152,7 +146,9 @@ def _paper() -> dict:
     states=dict(num_states=8),
     sampling=dict(num_chains=500, num_train=100_000, burn_in=1000, thin=10, num_leapfrog=5),
     model=dict(
-      num_layers=8, num_bins=16, embedding_size=128, num_frequencies=8, num_blocks=2, radial_bins=16
+      num_layers=8,
+      radial_bins=16,
+      transformer=dict(num_bins=16, embedding_size=128, num_frequencies=8, num_blocks=2),
     ),
     train=dict(
       batch_size=256,
@@ -166,14 +162,14 @@ def _paper() -> dict:
   )
 
 
-# The `cpu` map with local couplings (flows.targeted.column_coupling) in place of the
+# The `cpu` map with column couplings (flows.targeted.column_coupling) in place of the
 # transformer's, sized to train in about the time of `cpu`.
-CPU_LOCAL_MODEL = dict(conditioner='local', num_layers=1, embedding_size=32, local_cutoff=2.5)
+CPU_COLUMN_MODEL = dict(conditioner='column', num_layers=1, column=dict(width=32, cutoff=2.5))
 
 
 def _cpu_local() -> dict:
-  cpu = _cpu()  # same sampler (and samples), training and table; local couplings
-  return dict(cpu, model=dict(cpu['model'], **CPU_LOCAL_MODEL))
+  cpu = _cpu()  # same sampler (and samples), training and table; column couplings
+  return dict(cpu, model=dict(cpu['model'], **CPU_COLUMN_MODEL))
 
 
 VARIANTS = {'cpu': _cpu, 'cpu_1e4': _cpu_1e4, 'cpu_local': _cpu_local, 'paper': _paper}

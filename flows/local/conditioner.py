@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from flows.bijector import zero_linear
+
 NUM_COORDS = 3
 
 
@@ -54,18 +56,7 @@ class LocalConditioner(nnx.Module):
       [nnx.Linear(NUM_COORDS - 1, width, use_bias=False, rngs=rngs) for _ in range(NUM_COORDS)]
     )
     self.hidden = nnx.List([nnx.Linear(width, width, rngs=rngs) for _ in range(NUM_COORDS)])
-    self.heads = nnx.List(
-      [
-        nnx.Linear(
-          width,
-          num_params,
-          kernel_init=nnx.initializers.zeros,
-          bias_init=nnx.initializers.zeros,
-          rngs=rngs,
-        )
-        for _ in range(NUM_COORDS)
-      ]
-    )
+    self.heads = nnx.List([zero_linear(width, num_params, rngs=rngs) for _ in range(NUM_COORDS)])
 
   def context(self, neighbour_displacements: jnp.ndarray, offsets: jnp.ndarray) -> jnp.ndarray:
     """Filter-weighted mean of the neighbours' displacements.

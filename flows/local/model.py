@@ -39,13 +39,15 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from flows.bijector import run_chain, stack_layers
 from flows.local.couplings import LocalLayer
 from flows.local.gaussian_base import GaussianDisplacementBase
 from flows.local.lattice_graph import LatticeGraph
+from flows.solid_flow import SolidFlowBase
 from systems.box import minimum_image, wrap
 
 
-class LocalSolidFlow(nnx.Module):
+class LocalSolidFlow(SolidFlowBase):
   """Normalizing flow over N particles of a crystal, with local couplings.
 
   Args:
@@ -97,24 +99,18 @@ class LocalSolidFlow(nnx.Module):
     self.log_num_labellings = math.lgamma(self.num_particles)  # ln M!
     num_colours = len(self.graph.classes)
 
-    @nnx.split_rngs(splits=max(num_layers, 1))
-    @nnx.vmap(in_axes=0, out_axes=0)
-    def make_layers(layer_rngs):
-      return LocalLayer(
+    self.layers = stack_layers(  # stacked on a layer axis; None for no layers
+      lambda layer_rngs: LocalLayer(
         num_colours,
         rngs=layer_rngs,
         num_bins=num_bins,
         spline_range=spline_range,
         width=width,
         filter_width=filter_width,
-      )
-
-    self.layers = make_layers(rngs) if num_layers else None  # stacked on a layer axis
-
-  @property
-  def num_params(self) -> int:
-    """Total number of trainable parameters."""
-    return sum(math.prod(p.shape) for p in jax.tree.leaves(nnx.state(self, nnx.Param)))
+      ),
+      num_layers,
+      rngs,
+    )
 
   def _check_displacements(self, u):
     if u.shape[-2:] != (self.num_particles - 1, 3):
@@ -122,21 +118,8 @@ class LocalSolidFlow(nnx.Module):
 
   def _chain(self, u, method: str):
     """The layers' `method` on displacements u (..., M, 3) (length units)."""
-    log_det = jnp.zeros(u.shape[:-2], u.dtype)
-    if self.layers is None:
-      return u, log_det
     unit = self.base.unit
-    classes = self.graph.classes
-    graphdef, params = nnx.split(self.layers)
-
-    def step(carry, layer_params):
-      v, total = carry
-      v, ld = getattr(nnx.merge(graphdef, layer_params), method)(v, classes)
-      return (v, total + ld), None
-
-    if self.remat:
-      step = jax.checkpoint(step)
-    (v, log_det), _ = jax.lax.scan(step, (u / unit, log_det), params, reverse=(method == 'inverse'))
+    v, log_det = run_chain(self.layers, u / unit, method, self.graph.classes, remat=self.remat)
     return v * unit, log_det
 
   def forward(self, u):
@@ -175,9 +158,7 @@ class LocalSolidFlow(nnx.Module):
     Samples outside the basin (mask False) have zero weight (module docstring).
     `sharding`, if given, constrains the batch layout of the base samples.
     """
-    u0, log_base = self.base.sample_and_log_prob(key, num_samples)
-    if sharding is not None:
-      u0, log_base = jax.lax.with_sharding_constraint((u0, log_base), sharding)
+    u0, log_base = self.base_sample(key, num_samples, sharding)
     u, log_det = self._chain(u0, 'forward')
     log_q = log_base - log_det - self.log_num_labellings
     return self.positions(u), log_q, self.in_basin(u)
@@ -215,3 +196,20 @@ class LocalSolidFlow(nnx.Module):
     """ln q (...) of positions x (..., N, 3) (any real values, periodic); −∞ outside S."""
     u, ok = self.displacements(x)
     return jnp.where(ok, self.log_prob_displacements(u), -jnp.inf)
+
+  def reference_data(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Site-labelled displacements (n, M, 3) of reference positions (n, N, 3) and the mask
+    (n,) of those in the basin (`displacements`, in batches of 256)."""
+    labelled = jax.jit(self.displacements)
+    parts = [
+      labelled(jnp.asarray(positions[i : i + 256], jnp.float32))
+      for i in range(0, len(positions), 256)
+    ]
+    return (
+      np.concatenate([np.asarray(u) for u, _ in parts]),
+      np.concatenate([np.asarray(ok) for _, ok in parts]),
+    )
+
+  def log_prob_reference(self, data):
+    """ln q (n,) of site-labelled displacements (reference_data rows)."""
+    return self.log_prob_displacements(data)

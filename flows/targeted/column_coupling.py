@@ -49,6 +49,7 @@ import numpy as np
 from flax import nnx
 
 from flows import embeddings, splines
+from flows.bijector import zero_linear
 from systems.box import minimum_image, wrap
 
 NUM_COORDS = 3
@@ -81,13 +82,7 @@ class _StepConditioner(nnx.Module):
     self.message = nnx.Linear(pair_features, width, kernel_init=_init(pair_features), rngs=rngs)
     self.own = nnx.Linear(2 * circular, width, kernel_init=_init(2 * circular), rngs=rngs)
     self.hidden = nnx.Linear(width, width, kernel_init=_init(width), rngs=rngs)
-    self.head = nnx.Linear(
-      width,
-      num_params,
-      kernel_init=nnx.initializers.zeros,
-      bias_init=nnx.initializers.zeros,
-      rngs=rngs,
-    )
+    self.head = zero_linear(width, num_params, rngs=rngs)
 
   def __call__(self, weighted_basis, neighbour_features, own_features, norm):
     """weighted_basis (..., Mi, Mj, R), the envelope times the basis of each pair;
@@ -118,6 +113,8 @@ class ColumnCoupling(nnx.Module):
     num_radial: R ≥ 1, Chebyshev basis functions of the pair distance.
     rngs: parameter initialisation.
   """
+
+  axis_roll = 0  # it does not roll the coordinate axes
 
   def __init__(
     self,

@@ -23,15 +23,37 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from flows.targeted.column_coupling import ColumnCoupling
+from flows.bijector import run_chain, stack_layers
 from flows.targeted.radial import RadialSpline
-from flows.transformer.couplings import CouplingLayer, undo_axis_rolls
+from flows.transformer.couplings import undo_axis_rolls
 from systems import estimators
 from systems.box import wrap
 
 ReducedPotential = Callable[[jnp.ndarray], jnp.ndarray]
 
-CONDITIONERS = ('transformer', 'local')
+
+class _MapStep(nnx.Module):
+  """One step of the map's chain: a RadialSpline (optional) then a coupling layer (optional)."""
+
+  def __init__(self, radial, coupling):
+    self.radial, self.coupling = radial, coupling
+
+  def _layers(self):
+    return [layer for layer in (self.radial, self.coupling) if layer is not None]
+
+  def forward(self, x):
+    log_det = jnp.zeros(x.shape[:-2], x.dtype)
+    for layer in self._layers():
+      x, ld = layer.forward(x)
+      log_det = log_det + ld
+    return x, log_det
+
+  def inverse(self, y):
+    log_det = jnp.zeros(y.shape[:-2], y.dtype)
+    for layer in reversed(self._layers()):
+      y, ld = layer.inverse(y)
+      log_det = log_det + ld
+    return y, log_det
 
 
 class TargetedMap(nnx.Module):
@@ -41,6 +63,12 @@ class TargetedMap(nnx.Module):
   Identity at initialisation (zero circular shifts, zero spline heads, and the
   layers' net roll of the coordinate axes undone), so its works start as the
   plain FEP works.
+
+  The coupling layers come from `make_layer` (the map families of
+  flows.registry: 'transformer', flows.CouplingLayer, and 'column',
+  flows.targeted.column_coupling.ColumnCoupling); a layer class's `axis_roll`
+  says by how many places it rolls the coordinate axes (undone by the map).
+  They are stacked and scanned (flows.bijector.run_chain).
 
   With `sites` (a solid's lattice) particle 0 is the origin, as in the
   solid flows: it is left in place, and the couplings act on the other
@@ -62,34 +90,17 @@ class TargetedMap(nnx.Module):
   learned version of the radial maps of the original targeted FEP, and the
   baseline that shows what the coupling layers add.
 
-  With `conditioner` = 'local' every coupling layer is a
-  flows.targeted.column_coupling.ColumnCoupling instead: six coupling steps (even and
-  odd particles, each axis in turn) whose splines see only the other group's
-  particles within a cylinder of radius `local_cutoff` about the moving
-  particle's column, plus its own position (a local many-body conditioner,
-  equivariant under permutations within each index-parity group). Its width
-  is `embedding_size` and its circular features use `num_frequencies`;
-  num_heads, num_blocks and use_layernorm are unused. It does not roll the
-  axes. Neighbourhoods are distances between positions, so it does not take
-  `sites` (the displacements from sites are not positions).
-
   Args:
     num_mapped: M, the particles of a configuration (..., M, 3) that the map
       takes and returns (a fixed solute is not among them; with `sites`,
       particle 0 of them is the origin and maps to itself). Unlike
       SolidFlow's num_particles N, it counts every particle the map sees.
     lower, upper: the periodic cube [lower, upper)³ (length units), upper > lower.
-    num_layers: coupling layers: CouplingLayers (each = two spline couplings
-      + a circular shift) or ColumnCouplings; 0 for a RadialSpline alone
-      (needs radial_bins > 0).
-    num_bins, embedding_size, num_heads, num_blocks, num_frequencies,
-      use_layernorm: as flows.CouplingLayer / flows.Conditioner.
+    num_layers: coupling layers; 0 for a RadialSpline alone (needs radial_bins > 0).
+    make_layer: rngs -> one coupling layer on [lower, upper)³ (a Bijector with
+      a class attribute `axis_roll`); unused when num_layers = 0.
     radial_bins: bins of the RadialSplines (0: none).
-    sites: optional (M, 3) reference positions (length units), see above;
-      transformer conditioner only.
-    conditioner: 'transformer' (CouplingLayers) or 'local' (ColumnCouplings).
-    local_cutoff: cylinder radius of the local conditioner (length units),
-      0 < local_cutoff ≤ (upper − lower)/2; unused by the transformer.
+    sites: optional (M, 3) reference positions (length units), see above.
     rngs: parameter initialisation.
   """
 
@@ -100,16 +111,9 @@ class TargetedMap(nnx.Module):
     upper: float,
     *,
     num_layers: int,
-    num_bins: int,
-    embedding_size: int,
-    num_heads: int,
-    num_blocks: int,
-    num_frequencies: int,
-    use_layernorm: bool = False,
+    make_layer: Callable[[nnx.Rngs], nnx.Module] | None = None,
     radial_bins: int = 0,
     sites=None,
-    conditioner: str = 'transformer',
-    local_cutoff: float = 2.5,
     rngs: nnx.Rngs,
   ):
     if num_mapped < 1:
@@ -123,15 +127,9 @@ class TargetedMap(nnx.Module):
         f'num_layers=0 needs radial_bins > 0, got radial_bins='
         f'{radial_bins}: a map with neither is the identity.'
       )
-    if conditioner not in CONDITIONERS:
-      raise ValueError(f'conditioner={conditioner!r}; expected one of {CONDITIONERS}.')
-    if conditioner == 'local' and sites is not None:
-      raise ValueError(
-        "conditioner='local' does not take sites: its neighbourhoods need positions, "
-        'not displacements from sites.'
-      )
+    if num_layers and make_layer is None:
+      raise ValueError(f'num_layers={num_layers} needs make_layer (a coupling layer factory).')
     self.num_mapped = int(num_mapped)
-    self.conditioner = conditioner
     self.lower, self.upper = float(lower), float(upper)
     if sites is None:
       self.offsets = None
@@ -142,37 +140,17 @@ class TargetedMap(nnx.Module):
       self.offsets = nnx.Variable(
         jnp.asarray(sites[1:] - sites[0] - 0.5 * (lower + upper), jnp.float32)
       )
-    if conditioner == 'local':
-      make_layer = lambda: ColumnCoupling(
-        lower,
-        upper,
-        cutoff=local_cutoff,
-        num_bins=num_bins,
-        width=embedding_size,
-        num_frequencies=num_frequencies,
-        rngs=rngs,
-      )
-    else:
-      make_layer = lambda: CouplingLayer(
-        lower=lower,
-        upper=upper,
-        num_bins=num_bins,
-        embedding_size=embedding_size,
-        num_heads=num_heads,
-        num_blocks=num_blocks,
-        num_frequencies=num_frequencies,
-        use_layernorm=use_layernorm,
-        rngs=rngs,
-      )
-    self.layers = nnx.List([make_layer() for _ in range(num_layers)])
-    # CouplingLayers roll the axes by one each; ColumnCouplings do not.
-    self.num_rolls = num_layers if conditioner == 'transformer' else 0
-    self.radial = nnx.List(
-      [
-        RadialSpline(lower, upper, num_bins=radial_bins, rngs=rngs)
-        for _ in range(max(num_layers, 1) if radial_bins else 0)
-      ]
-    )
+
+    def make_step(step_rngs):
+      radial = None
+      if radial_bins:
+        radial = RadialSpline(lower, upper, num_bins=radial_bins, rngs=step_rngs)
+      return _MapStep(radial, make_layer(step_rngs) if num_layers else None)
+
+    num_steps = max(num_layers, 1) if radial_bins else num_layers
+    self.layers = stack_layers(make_step, num_steps, rngs)  # stacked on a leading axis
+    roll = getattr(self.layers.coupling, 'axis_roll', 0) if num_layers else 0
+    self.num_rolls = num_layers * roll
 
   def _prepare(self, x):
     if x.shape[-2:] != (self.num_mapped, 3):
@@ -180,20 +158,12 @@ class TargetedMap(nnx.Module):
     return wrap(x, self.lower, self.upper)
 
   def _apply(self, x, method: str):
-    """The layers' `method` on x (..., M', 3), their axis rolls undone."""
-    log_det = jnp.zeros(x.shape[:-2], x.dtype)
-    layers = []  # RadialSpline k (if any) before coupling layer k (if any)
-    for k in range(max(len(self.layers), len(self.radial))):
-      layers += [*self.radial[k : k + 1], *self.layers[k : k + 1]]
+    """The chain's `method` on x (..., M', 3), its axis rolls undone."""
+    if method == 'inverse':
+      x = undo_axis_rolls(x, self.num_rolls, method)
+    x, log_det = run_chain(self.layers, x, method)
     if method == 'forward':
-      for layer in layers:
-        x, ld = layer.forward(x)
-        log_det = log_det + ld
-      return undo_axis_rolls(x, self.num_rolls, method), log_det
-    x = undo_axis_rolls(x, self.num_rolls, method)
-    for layer in reversed(layers):
-      x, ld = layer.inverse(x)
-      log_det = log_det + ld
+      x = undo_axis_rolls(x, self.num_rolls, method)
     return x, log_det
 
   def _transform(self, x, method: str):

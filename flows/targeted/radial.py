@@ -24,6 +24,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from flows import splines
+from flows.bijector import zero_linear
 from systems.box import wrap
 
 NUM_DIRECTION_FEATURES = 2
@@ -54,13 +55,7 @@ class RadialSpline(nnx.Module):
         nnx.Linear(hidden_size, hidden_size, kernel_init=init(hidden_size), rngs=rngs),
       ]
     )
-    self.head = nnx.Linear(
-      hidden_size,
-      splines.num_params(num_bins),
-      kernel_init=nnx.initializers.zeros,
-      bias_init=nnx.initializers.zeros,
-      rngs=rngs,
-    )
+    self.head = zero_linear(hidden_size, splines.num_params(num_bins), rngs=rngs)
 
   def _rays(self, x):
     """Displacement d (..., M, 3), cubic radius ρ (..., M), spline params."""

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from flows import embeddings, splines
+from flows.bijector import zero_linear
 from flows.transformer.attention import Transformer
 
 
@@ -54,13 +55,7 @@ class Conditioner(nnx.Module):
       compute_dtype=compute_dtype,
       rngs=rngs,
     )
-    self.head = nnx.Linear(
-      embedding_size,
-      num_outputs * self.params_per_output,
-      kernel_init=nnx.initializers.zeros,
-      bias_init=nnx.initializers.zeros,
-      rngs=rngs,
-    )
+    self.head = zero_linear(embedding_size, num_outputs * self.params_per_output, rngs=rngs)
 
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     """(..., M, num_inputs) in [lower, upper) -> (..., M, num_outputs, 3K+1)."""

@@ -104,6 +104,8 @@ class CouplingLayer(nnx.Module):
   (its bijector list [P, S, A, B] composed right to left, as in distrax.Chain).
   """
 
+  axis_roll = 1  # places by which each layer rolls (x, y, z); undone by undo_axis_rolls
+
   def __init__(
     self, *, lower: float, upper: float, num_bins: int, rngs: nnx.Rngs, **conditioner_kwargs
   ):

@@ -13,19 +13,18 @@ log_q is the normalised density of the N − 1 relative coordinates, including
 normaliser into free energies.
 """
 
-import math
-
-import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from flows.bijector import run_chain, stack_layers
+from flows.solid_flow import SolidFlowBase
 from flows.transformer.couplings import CouplingLayer, undo_axis_rolls
 from flows.transformer.lattice_base import LatticeBase, wigner_seitz_half_width
 from systems.box import minimum_image, wrap
 
 
-class SolidFlow(nnx.Module):
+class SolidFlow(SolidFlowBase):
   """Normalizing flow over N particles in a periodic orthorhombic box.
 
   Args:
@@ -82,10 +81,8 @@ class SolidFlow(nnx.Module):
       relative_sites, box, noise_scale, half_width=wigner_seitz_half_width(lattice, box)
     )
 
-    @nnx.split_rngs(splits=num_layers)
-    @nnx.vmap(in_axes=0, out_axes=0)
-    def make_layers(layer_rngs):
-      return CouplingLayer(
+    self.layers = stack_layers(  # parameters stacked on a leading layer axis
+      lambda layer_rngs: CouplingLayer(
         lower=-0.5,
         upper=0.5,
         num_bins=num_bins,
@@ -96,15 +93,10 @@ class SolidFlow(nnx.Module):
         use_layernorm=use_layernorm,
         compute_dtype=compute_dtype,
         rngs=layer_rngs,
-      )
-
-    self.layers = make_layers(rngs)  # parameters stacked on a leading layer axis
-
-  @property
-  def num_params(self) -> int:
-    """Total number of trainable parameters."""
-    leaves = jax.tree.leaves(nnx.state(self, nnx.Param))
-    return sum(math.prod(leaf.shape) for leaf in leaves)
+      ),
+      num_layers,
+      rngs,
+    )
 
   def _check_relative(self, y):
     expected = (self.num_particles - 1, 3)
@@ -120,20 +112,10 @@ class SolidFlow(nnx.Module):
     onto itself).
     """
     box = jnp.asarray(self.box, y.dtype)
-    graphdef, params = nnx.split(self.layers)
-
-    def step(carry, layer_params):
-      u, log_det = carry
-      u, ld = getattr(nnx.merge(graphdef, layer_params), method)(u)
-      return (u, log_det + ld), None
-
-    if self.remat:
-      step = jax.checkpoint(step)
     u = y / box
     if method == 'inverse':
       u = undo_axis_rolls(u, self.num_layers, method)
-    init = (u, jnp.zeros(y.shape[:-2], y.dtype))
-    (u, log_det), _ = jax.lax.scan(step, init, params, reverse=(method == 'inverse'))
+    u, log_det = run_chain(self.layers, u, method, remat=self.remat)
     if method == 'forward':
       u = undo_axis_rolls(u, self.num_layers, method)
     return u * box, log_det
@@ -154,9 +136,7 @@ class SolidFlow(nnx.Module):
     Particle 0 sits at lattice[0]. `sharding`, if given, constrains the batch
     layout of the base samples (e.g. NamedSharding over a 'batch' axis).
     """
-    z, log_base = self.base.sample_and_log_prob(key, num_samples)
-    if sharding is not None:
-      z, log_base = jax.lax.with_sharding_constraint((z, log_base), sharding)
+    z, log_base = self.base_sample(key, num_samples, sharding)
     y, log_det = self.forward(z)
     box = jnp.asarray(self.box, y.dtype)
     origin = jnp.asarray(self.origin, y.dtype)
