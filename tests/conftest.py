@@ -1,7 +1,7 @@
 """Shared test helpers: `perturb` (parameters off their initial values), a finished tiny
 TFEP run, and the check that skipped steps changed nothing.
 
-Import `perturb` with `from conftest import perturb` (pytest puts tests/ on sys.path).
+Tests take them as fixtures (`def test_x(perturb): ...`); nothing is imported from here.
 """
 
 import jax
@@ -13,7 +13,7 @@ from experiments import tfep_stages
 from experiments.configs import tfep_solid
 
 
-def perturb(target, scale: float = 0.3, seed: int = 0):
+def _perturb(target, scale: float = 0.3, seed: int = 0):
   """Adds Gaussian noise to parameters, e.g. to move a flow off the identity.
 
   Every kernel (a leaf whose path names 'kernel', fan-in = shape[-2]) gets noise of
@@ -28,7 +28,7 @@ def perturb(target, scale: float = 0.3, seed: int = 0):
     seed: PRNG seed of the noise.
   """
   if isinstance(target, nnx.Module):
-    nnx.update(target, perturb(nnx.state(target, nnx.Param), scale, seed))
+    nnx.update(target, _perturb(nnx.state(target, nnx.Param), scale, seed))
     return target
   leaves, treedef = jax.tree_util.tree_flatten_with_path(target)
   keys = jax.random.split(jax.random.key(seed), len(leaves))
@@ -38,6 +38,12 @@ def perturb(target, scale: float = 0.3, seed: int = 0):
     std = scale / np.sqrt(p.shape[-2]) if is_kernel else scale
     noisy.append(p + std * jax.random.normal(key, p.shape, p.dtype))
   return jax.tree.unflatten(treedef, noisy)
+
+
+@pytest.fixture(scope='session')
+def perturb():
+  """`perturb(target, scale=0.3, seed=0)`: parameters moved off their initial values (_perturb)."""
+  return _perturb
 
 
 def _tiny_tfep_config():

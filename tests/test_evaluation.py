@@ -11,10 +11,8 @@ from experiments import evaluation, training
 from experiments.configs import lennard_jones, monatomic_water
 from systems import convention, get_system
 
-from conftest import perturb
 
-
-def test_flow_targeting_its_own_density_has_unit_ess_and_exact_log_z():
+def test_flow_targeting_its_own_density_has_unit_ess_and_exact_log_z(perturb):
   """Target p̃(x) = e^c q(x): every weight is e^c, so ESS = 1 and ln Z = c.
 
   The energies come from `flow.log_prob` (inverse pass) and the log q from

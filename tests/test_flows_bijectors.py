@@ -32,8 +32,6 @@ from flows.targeted.radial import RadialSpline
 from systems import get_system
 from systems.box import minimum_image
 
-from conftest import perturb
-
 M = 3  # particles seen by each bijector
 LOWER, UPPER = -0.7, 1.3  # layer-level periodic range
 BOX = np.array([2.0, 2.4, 2.2])  # non-cubic box for the chain
@@ -211,7 +209,7 @@ class Case:
   log_prob(sample) check in tests/test_flows_model.py.
   """
 
-  def __init__(self, name):
+  def __init__(self, name, perturb):
     module = BUILDERS[name]()
     self.on_torus = not isinstance(module, LocalSolidFlow)
     shift_period = BOX if isinstance(module, LocalSolidFlow) else None
@@ -271,24 +269,24 @@ class Case:
 
 
 @functools.cache
-def _case(name):
-  return Case(name)
+def _case(name, perturb):
+  return Case(name, perturb)
 
 
 NAMES = list(BUILDERS)
 
 
 @pytest.mark.parametrize('name', NAMES)
-def test_identity_at_initialisation(name):
-  case = _case(name)
+def test_identity_at_initialisation(name, perturb):
+  case = _case(name, perturb)
   y = case.initial['y']
   np.testing.assert_allclose(case.periodic_difference(y, case.initial_map(case.x)), 0.0, atol=1e-12)
   np.testing.assert_allclose(case.initial['log_det'], 0.0, atol=1e-12)
 
 
 @pytest.mark.parametrize('name', NAMES)
-def test_round_trip(name):
-  case, r = _case(name), _case(name).results
+def test_round_trip(name, perturb):
+  case, r = _case(name, perturb), _case(name, perturb).results
   assert np.all((r['y'] >= case.lower) & (r['y'] <= case.upper))
   np.testing.assert_allclose(case.periodic_difference(r['x_back'], case.x), 0.0, atol=1e-9)
   regular = np.ones(len(case.x), bool)
@@ -301,22 +299,22 @@ def test_round_trip(name):
 
 
 @pytest.mark.parametrize('name', NAMES)
-def test_log_det_matches_autodiff_jacobian(name):
-  r = _case(name).results
+def test_log_det_matches_autodiff_jacobian(name, perturb):
+  r = _case(name, perturb).results
   assert r['log_det'].dtype == np.float64
   np.testing.assert_allclose(r['log_det'][:4], r['jacobian_log_det'], atol=1e-9)
 
 
 @pytest.mark.parametrize('name', NAMES)
-def test_periodicity(name):
-  case, r = _case(name), _case(name).results
+def test_periodicity(name, perturb):
+  case, r = _case(name, perturb), _case(name, perturb).results
   np.testing.assert_allclose(case.periodic_difference(r['y_shifted'], r['y']), 0.0, atol=1e-9)
   np.testing.assert_allclose(r['log_det_shifted'], r['log_det'], atol=1e-9)
 
 
 @pytest.mark.parametrize('name', NAMES)
-def test_permutation_equivariance(name):
-  case, r = _case(name), _case(name).results
+def test_permutation_equivariance(name, perturb):
+  case, r = _case(name, perturb), _case(name, perturb).results
   np.testing.assert_allclose(
     case.periodic_difference(r['y_permuted'], r['y'][:, case.permutation]), 0.0, atol=1e-10
   )
@@ -352,7 +350,7 @@ def _family_results(graphdef, state, key, shift):
   )
 
 
-def check_solid_family(name: str, system: str = FAMILY_SYSTEM):
+def check_solid_family(name: str, perturb, system: str = FAMILY_SYSTEM):
   """The suite's properties for the registered solid family `name` (its `tiny` model on
   `system`), through the solid-flow contract (flows.solid_flow) and the Bijector protocol,
   in float64: identity at initialisation on base samples; exact round trip and log-det
@@ -386,5 +384,5 @@ def check_solid_family(name: str, system: str = FAMILY_SYSTEM):
 
 
 @pytest.mark.parametrize('name', registry.names('solid'))
-def test_registered_solid_family(name):
-  check_solid_family(name)
+def test_registered_solid_family(name, perturb):
+  check_solid_family(name, perturb)

@@ -13,8 +13,6 @@ from flows import LatticeBase, SolidFlow
 from systems import convention
 from systems.box import minimum_image
 
-from conftest import perturb
-
 BOX = np.full(3, 2.0)
 LATTICE = np.stack(np.meshgrid(*[np.arange(2.0)] * 3, indexing='ij'), -1).reshape(
   -1, 3
@@ -100,7 +98,7 @@ def _pair_energy(x):
 
 
 @pytest.fixture(scope='module')
-def trained_like_flow():
+def trained_like_flow(perturb):
   """A tiny flow with all parameters moved away from the identity."""
   return perturb(SolidFlow(LATTICE, BOX, num_layers=2, rngs=nnx.Rngs(0), **TINY), 0.05, seed=3)
 

@@ -3,26 +3,28 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
 from flows.targeted.radial import RadialSpline
 
-from conftest import perturb
-
 LOWER, UPPER = -1.0, 3.0  # centre 1, half-edge 2
 
 
-def _perturbed(seed=0):
-  module = RadialSpline(LOWER, UPPER, num_bins=6, hidden_size=8, rngs=nnx.Rngs(seed))
-  return perturb(module, 0.5, seed + 1)
+@pytest.fixture
+def perturbed(perturb):
+  """perturbed(seed): a RadialSpline with its parameters moved off the identity."""
+  return lambda seed=0: perturb(
+    RadialSpline(LOWER, UPPER, num_bins=6, hidden_size=8, rngs=nnx.Rngs(seed)), 0.5, seed + 1
+  )
 
 
 def _points(num=32, seed=3):
   return jax.random.uniform(jax.random.key(seed), (num, 4, 3), minval=LOWER, maxval=UPPER)
 
 
-def test_particles_stay_on_their_rays_and_the_surface_is_fixed():
-  module = _perturbed()
+def test_particles_stay_on_their_rays_and_the_surface_is_fixed(perturbed):
+  module = perturbed()
   x = _points()
   y, _ = module.forward(x)
   d, e = np.asarray(x) - 1.0, np.asarray(y) - 1.0
@@ -37,8 +39,8 @@ def test_particles_stay_on_their_rays_and_the_surface_is_fixed():
   np.testing.assert_allclose(y_surface, surface, atol=1e-5)
 
 
-def test_commutes_with_the_symmetries_of_the_cube():
-  module = _perturbed(seed=4)
+def test_commutes_with_the_symmetries_of_the_cube(perturbed):
+  module = perturbed(seed=4)
   x = _points(seed=5)
   y, log_det = module.forward(x)
   for transform in (
@@ -51,10 +53,10 @@ def test_commutes_with_the_symmetries_of_the_cube():
     np.testing.assert_allclose(log_det_t, log_det, rtol=1e-5, atol=1e-4)
 
 
-def test_log_det_is_the_sum_of_per_particle_radial_terms():
+def test_log_det_is_the_sum_of_per_particle_radial_terms(perturbed):
   """One particle's log-det is 2 ln(f(ρ)/ρ) + ln f'(ρ), with f(ρ) read off the
   output's cubic radius and f' a central difference along the ray."""
-  module = _perturbed(seed=6)
+  module = perturbed(seed=6)
   x = _points(num=4, seed=7)[:, :1]  # one particle
   _, log_det = module.forward(x)
   rho = lambda v: jnp.max(jnp.abs(v - 1.0), -1) / 2.0

@@ -20,8 +20,6 @@ from experiments.configs import monatomic_water
 from flows import SolidFlow, SplitCoupling
 from flows.transformer import attention as transformer
 
-from conftest import perturb
-
 BOX = np.full(3, 2.0)
 LATTICE = np.stack(np.meshgrid(*[np.arange(2.0)] * 3, indexing='ij'), -1).reshape(
   -1, 3
@@ -65,7 +63,7 @@ def test_unknown_compute_dtype_is_refused():
     )
 
 
-def test_bf16_coupling_is_an_exact_bijection():
+def test_bf16_coupling_is_an_exact_bijection(perturb):
   coupling = SplitCoupling(
     (1, 2),
     lower=-1.0,
@@ -122,7 +120,7 @@ def test_runs_trained_in_bf16_are_evaluated_in_float32(tmp_path):
   np.testing.assert_allclose(setup.flow(state['params']).log_prob(x), log_q, atol=1e-4)
 
 
-def test_bf16_flow_is_permutation_equivariant():
+def test_bf16_flow_is_permutation_equivariant(perturb):
   flow = perturb(
     SolidFlow(LATTICE, BOX, compute_dtype='bfloat16', rngs=nnx.Rngs(0), **SMALL), 0.3, seed=1
   )
@@ -134,7 +132,7 @@ def test_bf16_flow_is_permutation_equivariant():
   np.testing.assert_allclose(log_det_perm, log_det, atol=1e-4)
 
 
-def test_bf16_training_loss_and_gradient_match_float32():
+def test_bf16_training_loss_and_gradient_match_float32(perturb):
   results = {}
   for dtype in ('float32', 'bfloat16'):
     config = monatomic_water.get_config('mw_cubic_8,tiny')

@@ -103,7 +103,7 @@ AFFINE = ModelKind(
 )
 
 
-def test_a_registered_family_trains_checkpoints_validates_and_is_a_bijection(tmp_path):
+def test_a_registered_family_trains_checkpoints_validates_and_is_a_bijection(tmp_path, perturb):
   with registry.register(AFFINE):
     config = monatomic_water.get_config('mw_cubic_64,tiny')
     config.model.conditioner = 'affine'
@@ -126,7 +126,7 @@ def test_a_registered_family_trains_checkpoints_validates_and_is_a_bijection(tmp
     config.model.affine.noise_scale = -1.0
     with pytest.raises(validation.ConfigError, match=r'model.affine.noise_scale=-1.0: expected'):
       validation.validate_config(config)
-    check_solid_family('affine')
+    check_solid_family('affine', perturb)
   with pytest.raises(ValueError, match=r"'affine': expected one of \('transformer', 'local'\)"):
     registry.get('solid', 'affine')
 

@@ -18,8 +18,6 @@ from flax import nnx
 from flows import registry, targeted
 from systems.box import minimum_image
 
-from conftest import perturb
-
 LOWER, UPPER = -1.0, 2.0
 BOX = np.full(3, UPPER - LOWER)
 
@@ -138,7 +136,7 @@ def test_fresh_targeted_map_is_the_identity(num_layers, sites, radial_bins):
   np.testing.assert_allclose(log_det, 0.0, atol=1e-5)
 
 
-def test_site_centred_map_commutes_with_translations():
+def test_site_centred_map_commutes_with_translations(perturb):
   """M(x + c) = M(x) + c on the torus, with the same log-det, for any c."""
   x = box_samples((4, 3), seed=6)
   shift = jnp.array([0.37, -0.81, 1.23])
