@@ -1,8 +1,13 @@
-"""Shared test helpers: `perturb` (parameters off their initial values), a finished tiny
-TFEP run, and the check that skipped steps changed nothing.
+"""Shared test fixtures: `perturb` (parameters off their initial values), a finished tiny
+TFEP run built once for all workers (`built_once`), and the check that skipped steps
+changed nothing.
 
 Tests take them as fixtures (`def test_x(perturb): ...`); nothing is imported from here.
 """
+
+import fcntl
+import os
+import shutil
 
 import jax
 import numpy as np
@@ -58,12 +63,31 @@ def tiny_tfep_config():
   return _tiny_tfep_config()
 
 
+def built_once(tmp_path_factory, name: str, build) -> str:
+  """A directory that `build(directory)` fills once per test session, shared by every
+  xdist worker (the first to arrive builds it under a file lock, the others wait and
+  reuse it); returns its path. Treat it as read-only: copy it to change it."""
+  root = tmp_path_factory.getbasetemp()
+  if os.environ.get('PYTEST_XDIST_WORKER'):
+    root = root.parent  # shared by the workers of one session
+  directory = root / name
+  with open(root / f'{name}.lock', 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not (directory / 'BUILT').exists():
+      shutil.rmtree(directory, ignore_errors=True)
+      directory.mkdir()
+      build(str(directory))
+      (directory / 'BUILT').touch()
+  return str(directory)
+
+
 @pytest.fixture(scope='session')
 def tiny_tfep_run(tmp_path_factory):
-  """(config, workdir, works) of a finished tiny_tfep_config run; copy the workdir to change it."""
+  """(config, workdir, works) of a finished tiny_tfep_config run, built once per session for
+  every worker; copy the workdir to change it."""
   config = _tiny_tfep_config()
-  workdir = str(tmp_path_factory.mktemp('tiny_tfep'))
-  return config, workdir, tfep_stages.run(config, workdir)
+  workdir = built_once(tmp_path_factory, 'tiny_tfep', lambda d: tfep_stages.run(config, d))
+  return config, workdir, tfep_stages.run(config, workdir)  # every stage cached: a read
 
 
 @pytest.fixture
