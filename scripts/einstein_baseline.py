@@ -29,14 +29,15 @@ from systems import einstein, estimators, get_system, sampler
 # enough for the sparsest stage to keep ~1.5x estimators.MIN_CHAIN_SAMPLES
 # decorrelated samples per chain: g (in steps) grows with N, ~45 at 64, 65-85
 # at 216, 130 at 512 from 500-step chains, which underestimate it; thin keeps
-# ~16 records per g.
+# ~16 records per g. Stages: the adjacent overlap is far above MIN_OVERLAP with few
+# stages (0.235 with 12 at N = 64, 0.150 with 24 at 512, where g = 194 steps).
 DEFAULTS = {
   8: dict(stages=24, chains=16, steps=2500, burn_in=500, thin=1, leapfrog=2),
   32: dict(stages=44, chains=8, steps=2000, burn_in=400, thin=2, leapfrog=2),
-  64: dict(stages=80, chains=4, steps=1400, burn_in=200, thin=2, leapfrog=2),
-  # Adjacent overlap falls as the variance of ΔU grows ∝ N: stages ∝ √N.
-  216: dict(stages=150, chains=4, steps=2400, burn_in=400, thin=4, leapfrog=2),
-  512: dict(stages=230, chains=2, steps=4800, burn_in=800, thin=8, leapfrog=2),
+  64: dict(stages=16, chains=4, steps=1400, burn_in=200, thin=2, leapfrog=2),
+  # Adjacent overlap falls as the variance of ΔU grows ∝ N: stages ∝ √N at most.
+  216: dict(stages=24, chains=4, steps=2400, burn_in=400, thin=4, leapfrog=2),
+  512: dict(stages=24, chains=2, steps=4000, burn_in=600, thin=8, leapfrog=2),
 }
 FIT_CHAINS, FIT_STEPS = 8, 300
 
