@@ -1,6 +1,6 @@
 """Shared test fixtures: `perturb` (parameters off their initial values), a finished tiny
 TFEP run built once for all workers (`built_once`), and the check that skipped steps
-changed nothing.
+changed nothing; and one persistent JAX compilation cache for the session.
 
 Tests take them as fixtures (`def test_x(perturb): ...`); nothing is imported from here.
 """
@@ -8,6 +8,7 @@ Tests take them as fixtures (`def test_x(perturb): ...`); nothing is imported fr
 import fcntl
 import os
 import shutil
+import tempfile
 
 import jax
 import numpy as np
@@ -16,6 +17,36 @@ from flax import nnx
 
 from experiments import tfep_stages
 from experiments.configs import tfep_solid
+
+# One JAX compilation cache for the whole session: its xdist workers and the subprocesses
+# that tests start (CLI runs, the sharded step) inherit it through the environment. Many
+# tests compile the same program (the tiny training step, in every run a test starts and
+# resumes): the first compile is stored and the others are read back. A cache the user
+# already set (JAX_COMPILATION_CACHE_DIR) is used as it is and left in place.
+_CACHE_ENV = 'JAX_COMPILATION_CACHE_DIR'
+_CACHE_OWNER_ENV = 'ASF_TEST_JAX_CACHE_OWNER'  # the process that made the directory
+
+
+def pytest_configure(config):
+  if not os.environ.get(_CACHE_ENV):
+    os.environ[_CACHE_ENV] = tempfile.mkdtemp(prefix='pytest-jax-cache-')
+    os.environ[_CACHE_OWNER_ENV] = str(os.getpid())
+  os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.1')
+  os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
+  jax.config.update('jax_compilation_cache_dir', os.environ[_CACHE_ENV])
+  jax.config.update(
+    'jax_persistent_cache_min_compile_time_secs',
+    float(os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS']),
+  )
+  jax.config.update(
+    'jax_persistent_cache_min_entry_size_bytes',
+    int(os.environ['JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES']),
+  )
+
+
+def pytest_unconfigure(config):
+  if os.environ.get(_CACHE_OWNER_ENV) == str(os.getpid()):
+    shutil.rmtree(os.environ.pop(_CACHE_ENV), ignore_errors=True)
 
 
 def _perturb(target, scale: float = 0.3, seed: int = 0):
