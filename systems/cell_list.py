@@ -30,7 +30,7 @@ from systems import box as box_lib
 METHODS = ('auto', 'dense', 'cell_list')
 MIN_CELLS = 3  # per axis: fewer and the 27 neighbouring cells repeat
 # Energy + gradient time of one candidate slot over one dense pair (mW, XLA:CPU,
-# N = 216 to 1728: 1.6-2.2; the gathers and the cell build): see docs/performance.md.
+# N = 216 to 1728: 1.5-2.2; LJ: 1.5): see docs/performance.md.
 CANDIDATE_COST = 2
 _EDGE_MARGIN = 1e-4  # cell edges >= cutoff (1 + margin): rounding never skips a cell
 # Cell faces sit at (j - FACE_OFFSET) · edge, off the simple fractions of the box where
@@ -137,8 +137,8 @@ def choose(
   if method == 'cell_list':
     if grid is None:
       raise ValueError(
-        f'The cell list needs >= {MIN_CELLS} cells of edge >= cutoff {cutoff} per axis; '
-        f'box {np.asarray(box).tolist()} gives {cells_per_axis(box, cutoff)}.'
+        f'The cell list needs >= {MIN_CELLS} cells of edge >= the cutoff {cutoff:.4f} per axis; '
+        f'box {np.round(box_lib.check_box(box), 4).tolist()} gives {cells_per_axis(box, cutoff)}.'
       )
     return grid
   pays = grid is not None and CANDIDATE_COST * grid.num_candidates < num_particles - 1
