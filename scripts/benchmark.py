@@ -45,7 +45,7 @@ from ml_collections import config_flags
 
 from experiments import flag_checks, training
 from flows import registry
-from scripts.benchmark_energy import energy_grad_throughput
+from scripts.benchmark_energy import energy_grad_throughput, families, slope
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config.', lock_config=True)
 _STEPS = flags.DEFINE_integer('steps', 10, 'Timed calls of each workload.')
@@ -277,20 +277,6 @@ STEP_TIMES = (
   ('median_step_cpu_seconds', 'reverse-KL step (sample, energy, gradient)'),
   ('median_forward_kl_step_cpu_seconds', 'forward-KL step (density of samples)'),
 )
-
-
-def slope(rows: list[dict], key: str) -> float:
-  """Least-squares slope of log(row[key]) against log N over `rows` (>= 2 sizes)."""
-  n = np.log([r['num_particles'] for r in rows])
-  return float(np.polyfit(n, np.log([r[key] for r in rows]), 1)[0])
-
-
-def families(rows: list[dict]) -> dict[str, list[dict]]:
-  """Rows by system family prefix ('mw_cubic', 'lj', ...), each sorted by N."""
-  out = {}
-  for r in sorted(rows, key=lambda r: r['num_particles']):
-    out.setdefault(r['system'].rsplit('_', 1)[0], []).append(r)
-  return out
 
 
 def table(rows: list[dict]) -> str:

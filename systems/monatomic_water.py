@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from systems import box as box_lib
-from systems import neighbour_list, pair_terms
+from systems import cell_list, neighbour_list, pair_terms
 
 EPSILON = 6.189  # kcal/mol
 SIGMA = 2.3925  # Å
@@ -60,28 +60,29 @@ def triplet_sum(dx: jnp.ndarray, r: jnp.ndarray, valid: jnp.ndarray) -> jnp.ndar
   return LAMBDA * EPSILON * jnp.sum(jnp.where(upper, terms, 0.0), axis=(-2, -1))
 
 
-def _pair_term(r, linearization):
-  phi = two_body if linearization is None else linearization(two_body)
-  return pair_terms.pair_sum(r, phi, CUTOFF)
+def _two_body(linearization):
+  return two_body if linearization is None else linearization(two_body)
 
 
-@functools.partial(jax.jit, static_argnames=('capacity', 'linearization'))
-def _energy_and_count(x, box, capacity, linearization):
-  """Neighbour-list energy (...) and the largest neighbour count (...).
+@functools.partial(jax.jit, static_argnames=('capacity', 'linearization', 'grid'))
+def _energy_and_usage(x, box, capacity, linearization, grid):
+  """Energy (...), the largest neighbour count (...) and cell occupancy (...).
 
-  A configuration with a non-finite coordinate gets energy NaN and count 0:
-  its distances mean nothing, so it never counts as an overflow.
+  A configuration with a non-finite coordinate gets energy NaN and count and
+  occupancy 0: its distances mean nothing, so it never counts as an overflow.
   """
-  dx = box_lib.pairwise_displacements(x, box)
-  r = pair_terms.safe_norm(dx)
-  nbrs = neighbour_list.build(r, CUTOFF, capacity)
-  dx_nbrs = jnp.take_along_axis(dx, nbrs.indices[..., None], axis=-2)
+  pairs = cell_list.pairs(x, box, grid)
+  r = pair_terms.safe_norm(pairs.displacements)
+  nbrs = neighbour_list.build(r, CUTOFF, capacity, pairs.mask)
+  dx_nbrs = jnp.take_along_axis(pairs.displacements, nbrs.indices[..., None], axis=-2)
   r_nbrs = jnp.take_along_axis(r, nbrs.indices, axis=-1)
   three = jnp.sum(triplet_sum(dx_nbrs, r_nbrs, nbrs.mask), axis=-1)
+  two = pair_terms.listed_pair_sum(r, pairs.mask, _two_body(linearization), CUTOFF)
   finite = pair_terms.finite_configurations(x)
   return (
-    jnp.where(finite, _pair_term(r, linearization) + three, jnp.nan),
+    jnp.where(finite, two + three, jnp.nan),
     jnp.where(finite, jnp.max(nbrs.count, axis=-1), 0),
+    jnp.where(finite, pairs.occupancy, 0),
   )
 
 
@@ -92,41 +93,68 @@ def energy(
   capacity: int = neighbour_list.DEFAULT_CAPACITY,
   linearization: pair_terms.Linearization | None = None,
   strict: bool = True,
+  method: str = 'auto',
+  cell_capacity: int | None = None,
 ) -> jnp.ndarray:
   """mW energy (...) of positions x (..., N, 3) with a neighbour-list three-body term.
 
   The three-body term uses each particle's K = min(N - 1, capacity) nearest
-  neighbours within aσ, costing O(N K^2) instead of O(N^3); the pair term and
-  the list itself come from the full (..., N, N) distance matrix, O(N^2).
-  NaN for a configuration with a non-finite coordinate, which is never
-  reported as an overflow.
+  neighbours within aσ, costing O(N K^2) instead of O(N^3). The list and the
+  pair term read each particle's candidate pairs: from a cell list, O(N·C)
+  with C = 27 · cell_capacity (`systems.cell_list`), when the box has at
+  least 3 cells of edge aσ per axis and that is cheaper (`cell_list.choose`:
+  N >= 1000 at the ice density); otherwise every pair, from the full
+  (..., N, N) distance matrix, O(N^2). Both give the same neighbour list and
+  the same energy up to the order of the pair sum. NaN for a configuration
+  with a non-finite coordinate, which is never reported as an overflow.
 
   Args:
     x: positions (..., N, 3), Å.
     box: edge lengths (3,), Å.
     capacity: neighbour-list capacity.
     linearization: if given, the training form of the two-body term.
-    strict: on neighbour-list overflow of a finite configuration, raise
-      ValueError when called eagerly and give NaN energies (and gradients)
-      when traced (jit/vmap/grad). If False, keep the K nearest neighbours
-      (an approximation only for overflowing configurations).
+    strict: on an overflow of the neighbour list or of a cell of a finite
+      configuration, raise ValueError when called eagerly and give NaN
+      energies (and gradients) when traced (jit/vmap/grad). If False, keep
+      the K nearest neighbours among the particles the cells hold (an
+      approximation only for overflowing configurations).
+    method: 'auto' (as above), 'dense' (every pair) or 'cell_list' (forced;
+      ValueError if the box has fewer than 3 cells per axis).
+    cell_capacity: particles per cell; None for `cell_list.default_capacity`.
 
   Raises:
-    ValueError: if strict, not traced, and some particle of a finite
-      configuration has more than K neighbours within aσ.
+    ValueError: if strict, not traced, and a cell of a finite configuration
+      holds more than cell_capacity particles or a particle has more than K
+      neighbours within aσ; for a bad method.
   """
   x = pair_terms.as_positions(x)
-  capacity = neighbour_list.capacity_for(x.shape[-2], capacity)
-  total, count = _energy_and_count(x, box_lib.as_array(box, x.dtype), capacity, linearization)
+  n = x.shape[-2]
+  capacity = neighbour_list.capacity_for(n, capacity)
+  grid = cell_list.choose(method, box, CUTOFF, n, cell_capacity)
+  total, count, occupancy = _energy_and_usage(
+    x, box_lib.as_array(box, x.dtype), capacity, linearization, grid
+  )
   if not strict:
     return total
-  if not isinstance(count, jax.core.Tracer) and np.any(count > capacity):
-    raise ValueError(
-      f'mW neighbour list overflow: a particle has {int(np.max(count))} '
-      f'neighbours within {CUTOFF:.4f} Å but the capacity is {capacity}; '
-      f'raise the capacity.'
+  if grid is not None:
+    total = neighbour_list.within_capacity(
+      total,
+      occupancy,
+      grid.capacity,
+      lambda most: (
+        f'mW cell list overflow: a cell holds {most} particles but the cell capacity is '
+        f'{grid.capacity}; raise cell_capacity.'
+      ),
     )
-  return total * jnp.where(count > capacity, jnp.nan, 1.0)  # NaN energy and gradient
+  return neighbour_list.within_capacity(
+    total,
+    count,
+    capacity,
+    lambda most: (
+      f'mW neighbour list overflow: a particle has {most} neighbours within {CUTOFF:.4f} Å '
+      f'but the capacity is {capacity}; raise the capacity.'
+    ),
+  )
 
 
 def reference_energy(
@@ -151,5 +179,5 @@ def _reference_energy(x, box, linearization):
     return triplet_sum(dx, pair_terms.safe_norm(dx), not_self[i])
 
   three = jnp.sum(jax.lax.map(central, jnp.arange(n)), axis=0)
-  total = _pair_term(pair_terms.distances(x, box), linearization) + three
-  return jnp.where(pair_terms.finite_configurations(x), total, jnp.nan)
+  two = pair_terms.pair_sum(pair_terms.distances(x, box), _two_body(linearization), CUTOFF)
+  return jnp.where(pair_terms.finite_configurations(x), two + three, jnp.nan)

@@ -62,14 +62,30 @@ def distances(x: jnp.ndarray, box) -> jnp.ndarray:
   return safe_norm(box_lib.pairwise_displacements(as_positions(x), box))
 
 
+def _masked_sum(r, pairs, phi, cutoff):
+  return jnp.sum(where_safe(pairs & (r < cutoff), phi, r, cutoff / 2), axis=(-2, -1))
+
+
 def pair_sum(r: jnp.ndarray, phi: PairPotential, cutoff: float) -> jnp.ndarray:
   """Σ_{i<j, r_ij < cutoff} φ(r_ij) over a distance matrix r (..., N, N) -> (...).
 
   phi must be finite at cutoff / 2 (the placeholder for masked pairs).
   """
   n = r.shape[-1]
-  upper = jnp.asarray(np.triu(np.ones((n, n), dtype=bool), k=1))
-  return jnp.sum(where_safe(upper & (r < cutoff), phi, r, cutoff / 2), axis=(-2, -1))
+  return _masked_sum(r, jnp.asarray(np.triu(np.ones((n, n), dtype=bool), k=1)), phi, cutoff)
+
+
+def listed_pair_sum(
+  r: jnp.ndarray, pairs: jnp.ndarray, phi: PairPotential, cutoff: float
+) -> jnp.ndarray:
+  """½ Σ φ(r) over the listed slots with r < cutoff -> (...).
+
+  r: distances (..., N, M) from each particle to M slots; pairs (..., N, M):
+  True for a slot that lists a pair, each unordered pair listed twice (j among
+  i's slots and i among j's), as in `cell_list.Pairs`. phi must be finite at
+  cutoff / 2.
+  """
+  return 0.5 * _masked_sum(r, pairs, phi, cutoff)
 
 
 def pair_energy(x, box, phi: PairPotential, cutoff: float) -> jnp.ndarray:

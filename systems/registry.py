@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from systems import box as box_lib
-from systems import lattices, lennard_jones, monatomic_water, neighbour_list, pair_terms
+from systems import cell_list, lattices, lennard_jones, monatomic_water, neighbour_list, pair_terms
 
 KB_KCAL_PER_MOL_K = 0.0019872067  # Boltzmann constant, kcal/mol/K
 
@@ -40,8 +40,9 @@ class System:
 
   Non-finite input: the energy (physical and training alike, eager or traced)
   of a configuration with any NaN or ±inf coordinate is NaN, and only that
-  configuration's; such a configuration is never reported as an mW
-  neighbour-list overflow. The same holds for every energy in `systems`.
+  configuration's; such a configuration is never reported as an overflow of
+  a cell list or an mW neighbour list. The same holds for every energy in
+  `systems`.
   """
 
   name: str
@@ -58,6 +59,8 @@ class System:
   basis_index: np.ndarray  # (N,) basis atom of each site in the conventional cell
   linearization: pair_terms.Linearization
   neighbour_capacity: int  # mW neighbour-list capacity K
+  cell_capacity: int | None = None  # cell-list capacity (None: cell_list.default_capacity)
+  pair_method: str = 'auto'  # how energies find pairs: one of cell_list.METHODS
   notes: tuple[str, ...] = ()  # what a user should know of its settings (scripts.list_systems)
 
   @property
@@ -95,24 +98,29 @@ class System:
 
   def _energy(self, x, linearization, strict):
     x = self._check_shape(x)
-    if self.potential == 'lennard_jones':
-      return lennard_jones.energy(x, self.box, self.cutoff, linearization=linearization)
-    return monatomic_water.energy(
-      x, self.box, capacity=self.neighbour_capacity, linearization=linearization, strict=strict
+    options = dict(
+      linearization=linearization,
+      strict=strict,
+      method=self.pair_method,
+      cell_capacity=self.cell_capacity,
     )
+    if self.potential == 'lennard_jones':
+      return lennard_jones.energy(x, self.box, self.cutoff, **options)
+    return monatomic_water.energy(x, self.box, capacity=self.neighbour_capacity, **options)
 
   def energy(self, x) -> jnp.ndarray:
     """Physical energy (...) of x (..., N, 3).
 
-    mW: NaN under tracing (ValueError when eager) if the neighbour list of a
-    finite configuration overflows.
+    NaN under tracing (ValueError when eager) if a cell of the cell list or
+    (mW) the neighbour list of a finite configuration overflows.
     """
     return self._energy(x, None, strict=True)
 
   def training_energy(self, x) -> jnp.ndarray:
     """Energy (...) with the linearised pair term: large but finite for overlaps.
 
-    mW: an overflowing neighbour list keeps each particle's K nearest neighbours.
+    An overflowing cell leaves its extra particles out of every pair; an
+    overflowing mW neighbour list keeps each particle's K nearest neighbours.
     """
     return self._energy(x, self.linearization, strict=False)
 
@@ -130,6 +138,8 @@ def make_system(
   cutoff: float | None = None,
   thermal_wavelength: float | None = None,
   neighbour_capacity: int = neighbour_list.DEFAULT_CAPACITY,
+  cell_capacity: int | None = None,
+  pair_method: str = 'auto',
   allow_small_box: bool = False,
 ) -> System:
   """Builds a System on a perfect lattice.
@@ -146,6 +156,10 @@ def make_system(
     cutoff: LJ truncation radius (required for LJ; mW uses aσ, pass None).
     thermal_wavelength: Λ; defaults to σ of the potential.
     neighbour_capacity: mW neighbour-list capacity (capped at N - 1).
+    cell_capacity: particles per cell of the cell list, where a box uses one
+      (`systems.cell_list`); None for the default from the density.
+    pair_method: 'auto' (the cell list where the box allows it and it is
+      cheaper), 'dense' (all N² pairs) or 'cell_list' (where the box allows it).
     allow_small_box: allow a box edge shorter than twice the cutoff (the
       minimum-image convention then drops farther images); the System's
       `notes` say so.
@@ -169,8 +183,11 @@ def make_system(
     cutoff = monatomic_water.CUTOFF
   if not linearize_below < cutoff:
     raise ValueError(f'linearize_below={linearize_below} must be below the cutoff {cutoff}.')
+  if cell_capacity is not None and not cell_capacity >= 1:
+    raise ValueError(f'cell_capacity={cell_capacity} must be None or an integer >= 1.')
   units = _UNITS[potential]
   lattice = lattices.make_lattice(lattice_name, num_particles, density)
+  cell_list.choose(pair_method, lattice.box, cutoff, num_particles, cell_capacity)  # checks it
   shortest = float(np.min(lattice.box))
   notes = ()
   if shortest < 2 * cutoff:
@@ -196,6 +213,8 @@ def make_system(
     basis_index=lattice.basis_index,
     linearization=pair_terms.Linearization(linearize_below, min_distance),
     neighbour_capacity=neighbour_list.capacity_for(num_particles, neighbour_capacity),
+    cell_capacity=cell_capacity,
+    pair_method=pair_method,
     notes=notes,
   )
 
@@ -223,14 +242,16 @@ _NAMED = {
   'lj_32': dict(_LENNARD_JONES, num_particles=32, **_SMALL),
   'lj_256': dict(_LENNARD_JONES, num_particles=256),
   'lj_500': dict(_LENNARD_JONES, num_particles=500),
+  'lj_864': dict(_LENNARD_JONES, num_particles=864),
+  'lj_1372': dict(_LENNARD_JONES, num_particles=1372),
   'mw_cubic_8': dict(_MONATOMIC_WATER, lattice_name='cubic_diamond', num_particles=8, **_SMALL),
   **{
     f'mw_cubic_{n}': dict(_MONATOMIC_WATER, lattice_name='cubic_diamond', num_particles=n)
-    for n in (64, 216, 512)
+    for n in (64, 216, 512, 1000, 1728)
   },
   **{
     f'mw_hex_{n}': dict(_MONATOMIC_WATER, lattice_name='hexagonal_ice', num_particles=n)
-    for n in (64, 216, 512)
+    for n in (64, 216, 512, 1000, 1728)
   },
 }
 SYSTEM_NAMES = tuple(_NAMED)

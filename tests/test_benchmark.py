@@ -9,7 +9,8 @@ import sys
 import jax
 import jax.numpy as jnp
 
-from scripts import benchmark
+from scripts import benchmark, benchmark_energy
+from systems import get_system
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -108,3 +109,12 @@ def test_sweep_plot_draws_an_earlier_sweep_without_forward_kl_times(tmp_path):
   path = tmp_path / 'sweep.png'
   benchmark.plot({'local': rows('local', True), 'tutorial': rows('tutorial', False)}, str(path))
   assert path.stat().st_size > 1000
+
+
+def test_energy_benchmark_forces_the_pair_search_where_it_applies():
+  small, mw_216 = get_system('mw_cubic_64'), get_system('mw_cubic_216')
+  assert 'cell list needs >= 3' in benchmark_energy.unavailable(small, 'cell_list')
+  assert 'monatomic water only' in benchmark_energy.unavailable(get_system('lj_32'), 'dense')
+  assert benchmark_energy.unavailable(mw_216, 'cell_list') is None
+  row = benchmark_energy.energy_grad_throughput(mw_216, 2, 'cell_list', repeats=1)
+  assert row['method'] == 'cell_list' and row['seconds_per_config'] * 2 == row['median_s'] > 0

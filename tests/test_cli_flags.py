@@ -86,7 +86,8 @@ def run_with_hmc(tmp_path):
     ),
     (
       'scripts.benchmark_energy',
-      ['--systems=no_such_system', '--repeats=0', '--dense_max_n=-1'],
+      ['--systems=no_such_system', '--methods=cells', '--repeats=0', '--dense_max_n=-1'],
+      "--methods='cells': expected comma-separated of neighbour_list,dense,all_pairs,cell_list; "
       '--repeats=0: expected a positive integer; --dense_max_n=-1: expected an integer >= 0',
     ),
   ],

@@ -28,13 +28,19 @@ def test_names():
     'lj_32',
     'lj_256',
     'lj_500',
+    'lj_864',
+    'lj_1372',
     'mw_cubic_8',
     'mw_cubic_64',
     'mw_cubic_216',
     'mw_cubic_512',
+    'mw_cubic_1000',
+    'mw_cubic_1728',
     'mw_hex_64',
     'mw_hex_216',
     'mw_hex_512',
+    'mw_hex_1000',
+    'mw_hex_1728',
   )
 
 
@@ -82,7 +88,10 @@ def test_list_systems_shows_the_notes(monkeypatch, capsys):
   assert out.count('note (lj_32): Box edge') == 1 and 'note (lj_256)' not in out
 
 
-LATTICE_ENERGY_PER_PARTICLE = {'lj_32': -4.735996, 'lj_256': -6.303226, 'lj_500': -6.303226}
+LATTICE_ENERGY_PER_PARTICLE = {
+  'lj_32': -4.735996,
+  **{f'lj_{n}': -6.303226 for n in (256, 500, 864, 1372)},
+}
 
 
 def _lattice_and_non_finite(system):
@@ -164,6 +173,9 @@ def test_wrong_shape(shape):
     (dict(cutoff=3.0), 'cutoff=3.0'),
     (dict(min_distance=2.0), 'min_distance'),
     (dict(neighbour_capacity=0), 'capacity'),
+    (dict(cell_capacity=0), 'cell_capacity=0'),
+    (dict(pair_method='cells'), "'cells'.*'auto', 'dense', 'cell_list'"),
+    (dict(pair_method='cell_list'), r'cell list needs >= 3 cells.*gives \(2, 2, 2\)'),
     (dict(lattice_name='bcc'), 'bcc'),
   ],
 )
