@@ -2,13 +2,15 @@
 
   python -m scripts.free_energy --workdir=W [--system=S [--num_neighbours=K]] --out=F.json \
     [--num_flow_samples=65536] [--hmc_chains=C --hmc_steps=T --hmc_thin=K] [--seed=0]
+  python -m scripts.free_energy --workdir=W --out=F.json --flow_only [--target_stderr=5e-4]
 
 Loads the newest checkpoint of run W (experiments.runs.load_run; with
 --system a local flow is evaluated at another size of its family, with
 --num_neighbours at another k, e.g. 14 for an mw_hex_64 run at 216 or 512,
 where the larger box holds the whole shell that the 64 box split) and:
 
-1. draws flow samples: importance sampling of ln Z_fixed, with its ESS;
+1. draws flow samples: importance sampling of ln Z_fixed, with its ESS and the
+   reweighted ⟨U⟩;
 2. draws HMC samples of the target (experiments.hmc_samples.draw: chains on
    the lattice, centre of mass fixed; the run's hmc settings unless flags
    override them) and evaluates the flow's ln q on them;
@@ -18,8 +20,15 @@ where the larger box holds the whole shell that the 64 box split) and:
    particles in one lattice cell) have ln q = −∞: they are counted in the
    estimate and reported, never dropped.
 
-Writes F.json with `importance_sampling` and `lbar` sections, each with
-`beta_f_per_particle`, `beta_f_per_particle_stderr` (and `ess` for importance
+--flow_only skips steps 2 and 3: the flow alone, the cheap path when its
+importance sampling is judged reliable. --target_stderr=E draws flow samples
+in rounds until the importance-sampling error of βF/N is at most E (or
+--max_flow_samples are drawn): --num_flow_samples first, then as many more as
+the error so far says are needed (the error falls as 1/√n).
+
+Writes F.json with `importance_sampling` and `lbar` sections (`lbar` and
+`hmc` are null with --flow_only), each with `beta_f_per_particle`,
+`beta_f_per_particle_stderr` (and `ess`, `mean_energy` for importance
 sampling), whether the estimate is reliable and why not, plus the sample
 counts and timings, and prints one line per estimate. βF/N is in the
 project convention (systems.convention). Progress bars follow the long parts
@@ -67,6 +76,43 @@ def flow_samples(setup, params, num_samples: int, batch_size: int, key) -> dict:
   return samples
 
 
+# Each further round of --target_stderr draws this much more than the error so far
+# says is needed, so that one round usually suffices.
+_ROUND_MARGIN = 1.2
+
+
+def flow_samples_to_target(
+  draw, system, first: int, target_stderr: float, max_samples: int
+) -> tuple[dict, dict]:
+  """Flow samples in rounds until the importance-sampling error of βF/N is ≤ target_stderr.
+
+  Args:
+    draw: (round index, n) -> samples dict of `flow_samples`.
+    system: the target system.
+    first: samples of the first round.
+    target_stderr: the error of βF/N aimed at (per particle, dimensionless).
+    max_samples: no more samples than this in all.
+
+  Returns:
+    (samples, summary of the rounds: `target_stderr`, `target_reached`, `rounds`).
+  """
+  samples = draw(0, min(first, max_samples))
+  rounds = 1
+  while True:
+    stderr = evaluation.summarize(samples, system)['beta_f_per_particle_stderr']
+    drawn = len(samples['log_q'])
+    if (np.isfinite(stderr) and stderr <= target_stderr) or drawn >= max_samples:
+      break
+    # stderr² ∝ 1/n: n·(stderr/target)² in all (twice as many if the error is not finite).
+    wanted = drawn * ((stderr / target_stderr) ** 2 * _ROUND_MARGIN if np.isfinite(stderr) else 2)
+    more = int(min(max(wanted - drawn, drawn // 4, 1), max_samples - drawn))
+    extra = draw(rounds, more)
+    samples = {k: np.concatenate([samples[k], extra[k]]) for k in samples}
+    rounds += 1
+  reached = bool(np.isfinite(stderr) and stderr <= target_stderr)
+  return samples, dict(target_stderr=target_stderr, target_reached=reached, rounds=rounds)
+
+
 def log_q_of(setup, params, positions: np.ndarray, batch_size: int) -> np.ndarray:
   """ln q (m,) of positions (m, N, 3) under the flow (−∞ outside its support)."""
   log_prob = jax.jit(lambda p, x: setup.flow(p).log_prob(x))
@@ -97,8 +143,12 @@ def estimate(
   seed: int = 0,
   batch_size: int = 1024,
   num_neighbours: int | None = None,
+  flow_only: bool = False,
+  target_stderr: float | None = None,
+  max_flow_samples: int = 1 << 20,
 ) -> dict:
-  """Both estimates for run `workdir` at `system`; returns the JSON record.
+  """Both estimates for run `workdir` at `system` (importance sampling alone if
+  `flow_only`); returns the JSON record.
 
   Args:
     workdir: a training run (experiments.train).
@@ -109,6 +159,10 @@ def estimate(
     seed: seeds both samplers.
     batch_size: configurations per compiled call.
     num_neighbours: a local flow's conditioning neighbours (None: the run's).
+    flow_only: skip the HMC samples and LBAR (`lbar` and `hmc` are None).
+    target_stderr: if given, draw flow samples in rounds (num_flow_samples
+      first) until the importance-sampling error of βF/N is at most this.
+    max_flow_samples: the most flow samples drawn with target_stderr.
   """
   start = time.time()
   config, setup, state = runs.load_run(workdir, system, num_neighbours)
@@ -118,14 +172,24 @@ def estimate(
   timings = {}
   with jax.default_matmul_precision('highest'):
     t = time.time()
-    flow = flow_samples(setup, params, num_flow_samples, batch_size, jax.random.key(seed))
+    key = jax.random.key(seed)  # further rounds: keys of their own, apart from the HMC's
+    round_key = lambda i: key if i == 0 else jax.random.fold_in(jax.random.fold_in(key, 3), i)
+    draw = lambda i, n: flow_samples(setup, params, n, batch_size, round_key(i))
+    rounds = None
+    if target_stderr is None:
+      flow = draw(0, num_flow_samples)
+    else:
+      flow, rounds = flow_samples_to_target(
+        draw, s, num_flow_samples, target_stderr, max_flow_samples
+      )
     timings['flow_samples'] = time.time() - t
-    t = time.time()
-    drawn = hmc_samples.draw(s, config.hmc, jax.random.fold_in(jax.random.key(seed), 2))
-    timings['hmc_samples'] = time.time() - t
-    t = time.time()
-    log_q_hmc = log_q_of(setup, params, drawn['positions'], min(batch_size, 256))
-    timings['log_q_hmc'] = time.time() - t
+    if not flow_only:
+      t = time.time()
+      drawn = hmc_samples.draw(s, config.hmc, jax.random.fold_in(jax.random.key(seed), 2))
+      timings['hmc_samples'] = time.time() - t
+      t = time.time()
+      log_q_hmc = log_q_of(setup, params, drawn['positions'], min(batch_size, 256))
+      timings['log_q_hmc'] = time.time() - t
 
   row = evaluation.summarize(flow, s)
   importance = dict(
@@ -134,11 +198,36 @@ def estimate(
     ess=row['ess'],
     log_z=row['log_z'],
     log_z_stderr=row['log_z_stderr'],
+    mean_energy=row['mean_energy'],
+    energy_unit=s.energy_unit,
     num_samples=row['num_samples'],
     num_outside_basin=row['num_zero_weight'],
     reliable=row['reliable'],
     unreliable_reasons=row['unreliable_reasons'],
+    **(rounds or {}),
   )
+  record = dict(
+    workdir=workdir,
+    trained_system=runs.trained_system(workdir),
+    conditioner=config.model.conditioner,
+    num_neighbours=registry.section(config.model.to_dict()).get('num_neighbours'),
+    system=s.name,
+    num_particles=s.num_particles,
+    step=int(state['step']),
+    importance_sampling=importance,
+    lbar=None,
+    hmc=None,
+    seed=seed,
+  )
+  if not flow_only:
+    record.update(_lbar_sections(flow, drawn, log_q_hmc, s, config))
+  record['timings_seconds'] = dict(timings, total=time.time() - start)
+  return record
+
+
+def _lbar_sections(flow: dict, drawn: dict, log_q_hmc: np.ndarray, s, config) -> dict:
+  """The `lbar` and `hmc` sections of the record: LBAR between the flow samples and
+  the HMC samples `drawn` (experiments.hmc_samples.draw), whose ln q is log_q_hmc."""
   used = np.isfinite(flow['log_q']) & ~np.isnan(flow['energy'])
   num_chains = int(drawn['num_chains'])
   lbar = estimators.lbar(
@@ -165,14 +254,6 @@ def estimate(
     unreliable_reasons=list(lbar.reasons),
   )
   return dict(
-    workdir=workdir,
-    trained_system=runs.trained_system(workdir),
-    conditioner=config.model.conditioner,
-    num_neighbours=registry.section(config.model.to_dict()).get('num_neighbours'),
-    system=s.name,
-    num_particles=s.num_particles,
-    step=int(state['step']),
-    importance_sampling=importance,
     lbar=lbar_record,
     hmc=dict(
       settings=config.hmc.to_dict(),
@@ -180,8 +261,6 @@ def estimate(
       energy_statistical_inefficiency=float(np.mean(drawn['statistical_inefficiency'])),
       mean_energy=float(np.mean(drawn['energy'])),
     ),
-    seed=seed,
-    timings_seconds=dict(timings, total=time.time() - start),
   )
 
 
@@ -191,8 +270,10 @@ def lines(record: dict) -> str:
   name = record['system']
   for key, label in (('importance_sampling', 'importance sampling'), ('lbar', 'LBAR')):
     r = record[key]
+    if r is None:  # --flow_only
+      continue
     detail = (
-      f'ESS {r["ess"]:.3g}'
+      f'ESS {r["ess"]:.3g}, ⟨U⟩ = {r["mean_energy"]:.5g} {r["energy_unit"]}'
       if key == 'importance_sampling'
       else f'overlap {r["overlap"]:.3g}, {r["num_hmc_outside_support"]} of '
       f'{r["num_hmc_samples"]} HMC samples outside the support'
@@ -236,10 +317,20 @@ def check_flags(args) -> None:
       relations.append(
         lambda: flag_checks.multiple_of(*steps, *thin, factor=hmc_samples.NUM_CHUNKS, minimum=2)
       )
+  hmc_flags = {
+    f'--hmc_{name}': getattr(args, f'hmc_{name}') for name in ('chains', 'steps', 'thin', 'burn_in')
+  }
+  given = [f'{flag}={value}' for flag, value in hmc_flags.items() if value is not None]
+  if args.flow_only and given:
+    relations.append(
+      lambda: f'{", ".join(given)} with --flow_only: expected no HMC flag (no HMC sampling)'
+    )
   flag_checks.check(
     {
       '--num_neighbours': (args.num_neighbours, flag_checks.POSITIVE_INT),
       '--num_flow_samples': (args.num_flow_samples, flag_checks.at_least(2)),
+      '--target_stderr': (args.target_stderr, flag_checks.POSITIVE),
+      '--max_flow_samples': (args.max_flow_samples, flag_checks.at_least(2)),
       '--hmc_chains': (args.hmc_chains, flag_checks.POSITIVE_INT),
       '--hmc_steps': (args.hmc_steps, flag_checks.POSITIVE_INT),
       '--hmc_thin': (args.hmc_thin, flag_checks.POSITIVE_INT),
@@ -264,6 +355,18 @@ def main(argv=None) -> int:
   parser.add_argument('--hmc_thin', type=int, default=None)
   parser.add_argument('--hmc_burn_in', type=int, default=None)
   parser.add_argument('--seed', type=int, default=0)
+  parser.add_argument(
+    '--flow_only', action='store_true', help='importance sampling alone: no HMC, no LBAR'
+  )
+  parser.add_argument(
+    '--target_stderr',
+    type=float,
+    default=None,
+    help='draw flow samples until the importance-sampling error of βF/N is at most this',
+  )
+  parser.add_argument(
+    '--max_flow_samples', type=int, default=1 << 20, help='the most flow samples, with a target'
+  )
   args = parser.parse_args(argv)
   check_flags(args)
   logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
@@ -284,6 +387,9 @@ def main(argv=None) -> int:
     hmc,
     args.seed,
     num_neighbours=args.num_neighbours,
+    flow_only=args.flow_only,
+    target_stderr=args.target_stderr,
+    max_flow_samples=args.max_flow_samples,
   )
   directory = os.path.dirname(os.path.abspath(args.out))
   os.makedirs(directory, exist_ok=True)

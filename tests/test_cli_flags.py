@@ -58,6 +58,17 @@ def run_with_hmc(tmp_path):
       '--hmc_steps=100: expected a multiple of 30 (10·--hmc_thin=3), at least 60',
     ),
     (
+      'scripts.free_energy',
+      [f'--workdir={MISSING}', '--out={tmp}/x.json', '--target_stderr=0', '--max_flow_samples=1'],
+      '--target_stderr=0.0: expected a finite number > 0; --max_flow_samples=1: expected an '
+      'integer >= 2',
+    ),
+    (
+      'scripts.free_energy',
+      [f'--workdir={MISSING}', '--out={tmp}/x.json', '--flow_only', '--hmc_chains=4'],
+      '--hmc_chains=4 with --flow_only: expected no HMC flag (no HMC sampling)',
+    ),
+    (
       'experiments.evaluate',
       [f'--workdir={MISSING}', '--num_samples=0', '--seed=-1'],
       '--num_samples=0: expected a positive integer; --seed=-1: expected an integer in [0, 2**32)',
@@ -124,6 +135,9 @@ def _free_energy_args(workdir: str, **flags) -> argparse.Namespace:
     hmc_thin=None,
     hmc_burn_in=None,
     seed=0,
+    flow_only=False,
+    target_stderr=None,
+    max_flow_samples=1 << 20,
   )
   return argparse.Namespace(**{**defaults, **flags})
 

@@ -9,9 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import checkpointing, hmc_samples, runs, training
+from experiments import checkpointing, evaluation, hmc_samples, runs, training
 from experiments.configs import lennard_jones, monatomic_water
 from scripts import free_energy
+from systems import get_system
 
 TINY = 'mw_cubic_64,local_tiny'
 
@@ -151,3 +152,47 @@ def test_free_energy_writes_both_estimates(local_run, tmp_path, capsys):
   assert abs(difference) < 5 * combined
   printed = capsys.readouterr().out
   assert 'mw_cubic_64 importance sampling: βF/N =' in printed and 'mw_cubic_64 LBAR:' in printed
+
+
+def test_flow_only_is_the_importance_sampling_of_the_full_run(local_run, tmp_path, capsys):
+  """--flow_only draws the same flow samples as the full run (same seed) and no HMC:
+  the same importance-sampling section, ⟨U⟩ included, and no LBAR."""
+  _, workdir = local_run
+  paths = {}
+  for name, extra in (('full', []), ('flow_only', ['--flow_only'])):
+    paths[name] = tmp_path / f'{name}.json'
+    args = [f'--workdir={workdir}', f'--out={paths[name]}', '--num_flow_samples=512', *extra]
+    assert free_energy.main(args) == 0
+  full, alone = (json.loads(paths[n].read_text()) for n in ('full', 'flow_only'))
+  assert alone['lbar'] is None and alone['hmc'] is None
+  assert 'hmc_samples' not in alone['timings_seconds']
+  assert alone['importance_sampling'] == full['importance_sampling']
+  assert np.isfinite(alone['importance_sampling']['mean_energy'])
+  assert alone['importance_sampling']['energy_unit'] == 'kcal/mol'
+  printed = capsys.readouterr().out.splitlines()
+  assert printed[-1].startswith('mw_cubic_64 importance sampling: βF/N =')
+  assert 'kcal/mol' in printed[-1] and not any('LBAR' in line for line in printed[-2:])
+
+
+def test_flow_samples_are_drawn_until_the_error_asked_for():
+  """--target_stderr: rounds of samples (log weights of std 0.3, so the error of βF/N
+  falls as 0.3/(8√n)) until the error is reached, or --max_flow_samples are drawn."""
+  system = get_system('mw_cubic_8')
+  calls = []
+
+  def draw(i, n):
+    calls.append((i, n))
+    noise = np.random.default_rng(i).normal(0.0, 0.3, n)
+    energy = np.full(n, -90.0)
+    return dict(log_q=-system.beta * energy + noise, energy=energy)
+
+  target = 0.3 / 8 / np.sqrt(4000)
+  samples, rounds = free_energy.flow_samples_to_target(draw, system, 256, target, 1 << 20)
+  row = evaluation.summarize(samples, system)
+  assert rounds['target_reached'] and row['beta_f_per_particle_stderr'] <= target
+  assert [i for i, _ in calls] == list(range(rounds['rounds'])) and rounds['rounds'] >= 2
+  assert calls[0][1] == 256 and 4000 * 0.8 < len(samples['log_q']) < 4000 * 2
+  calls.clear()
+  samples, rounds = free_energy.flow_samples_to_target(draw, system, 256, target, 1000)
+  assert not rounds['target_reached'] and len(samples['log_q']) == 1000
+  assert sum(n for _, n in calls) == 1000
