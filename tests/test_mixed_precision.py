@@ -79,7 +79,6 @@ def test_bf16_coupling_is_an_exact_bijection(perturb):
   )
   coupling = perturb(coupling, 0.3, seed=1)
   x = jax.random.uniform(jax.random.key(2), (16, 7, 3), minval=-1.0, maxval=1.0)
-  y, log_det = coupling.forward(x)
   # The same parameters with float32 products: bfloat16 really is in use.
   graphdef, state = nnx.split(coupling)
   twin = SplitCoupling(
@@ -95,8 +94,16 @@ def test_bf16_coupling_is_an_exact_bijection(perturb):
     rngs=nnx.Rngs(0),
   )
   nnx.update(twin, state)
-  assert 1e-5 < np.abs(twin.forward(x)[0] - y).max() < 0.1
-  x_back, inv_log_det = coupling.inverse(y)
+
+  @jax.jit  # one compiled program, not one per operation
+  def results(x):
+    y, log_det = coupling.forward(x)
+    flat = lambda v: coupling.forward(v.reshape(x.shape[1:]))[0].reshape(-1)
+    jacobians = jax.vmap(jax.jacrev(flat))(x[:3].reshape(3, -1))
+    return y, log_det, twin.forward(x)[0], coupling.inverse(y), jnp.linalg.slogdet(jacobians)[1]
+
+  y, log_det, y_float32, (x_back, inv_log_det), jacobian_log_det = results(x)
+  assert 1e-5 < np.abs(y_float32 - y).max() < 0.1
   assert np.abs(log_det).max() > 0.1  # far from identity
   np.testing.assert_allclose(x_back, x, atol=2e-5)
   np.testing.assert_allclose(inv_log_det, -log_det, atol=1e-4)
@@ -104,9 +111,7 @@ def test_bf16_coupling_is_an_exact_bijection(perturb):
   # piecewise smooth: the Jacobian is block-triangular, the conditioner's
   # (straight-through) derivative sits off the diagonal. In a chain the
   # log-dets of the couplings add up.
-  flat = lambda v: coupling.forward(v.reshape(x.shape[1:]))[0].reshape(-1)
-  jacobians = jax.vmap(jax.jacrev(flat))(x[:3].reshape(3, -1))
-  np.testing.assert_allclose(log_det[:3], jnp.linalg.slogdet(jacobians)[1], atol=1e-4)
+  np.testing.assert_allclose(log_det[:3], jacobian_log_det, atol=1e-4)
 
 
 def test_runs_trained_in_bf16_are_evaluated_in_float32(tmp_path):
@@ -116,8 +121,14 @@ def test_runs_trained_in_bf16_are_evaluated_in_float32(tmp_path):
   training.train(config, str(tmp_path))
   loaded, setup, state = runs.load_run(str(tmp_path))
   assert loaded.model.transformer.compute_dtype == 'float32'
-  x, log_q, _ = setup.sample(state['params'], jax.random.key(5), 32)
-  np.testing.assert_allclose(setup.flow(state['params']).log_prob(x), log_q, atol=1e-4)
+
+  @jax.jit  # one compiled program, not one per operation
+  def sample_and_log_prob(params, key):
+    x, log_q, _ = setup.sample(params, key, 32)
+    return setup.flow(params).log_prob(x), log_q
+
+  log_prob, log_q = sample_and_log_prob(state['params'], jax.random.key(5))
+  np.testing.assert_allclose(log_prob, log_q, atol=1e-4)
 
 
 def test_bf16_flow_is_permutation_equivariant(perturb):
@@ -126,8 +137,9 @@ def test_bf16_flow_is_permutation_equivariant(perturb):
   )
   z, _ = flow.base.sample_and_log_prob(jax.random.key(3), 8)
   perm = np.array([3, 0, 6, 1, 5, 2, 4])
-  y, log_det = flow.forward(z)
-  y_perm, log_det_perm = flow.forward(z[:, perm])
+  (y, y_perm), (log_det, log_det_perm) = jax.jit(  # one compiled program
+    lambda z: jax.tree.map(lambda a: a.reshape(2, -1, *a.shape[1:]), flow.forward(z))
+  )(jnp.concatenate([z, z[:, perm]]))
   np.testing.assert_allclose(y_perm, y[:, perm], atol=1e-5)
   np.testing.assert_allclose(log_det_perm, log_det, atol=1e-4)
 
