@@ -22,9 +22,10 @@ where the larger box holds the whole shell that the 64 box split) and:
 
 --flow_only skips steps 2 and 3: the flow alone, the cheap path when its
 importance sampling is judged reliable. --target_stderr=E draws flow samples
-in rounds until the importance-sampling error of βF/N is at most E (or
---max_flow_samples are drawn): --num_flow_samples first, then as many more as
-the error so far says are needed (the error falls as 1/√n).
+in rounds until the importance-sampling estimate is judged reliable with an
+error of βF/N of at most E (or --max_flow_samples are drawn):
+--num_flow_samples first, then as many more as the error so far says are
+needed (the error falls as 1/√n), at least twice as many while unreliable.
 
 Writes F.json with `importance_sampling` and `lbar` sections (`lbar` and
 `hmc` are null with --flow_only), each with `beta_f_per_particle`,
@@ -84,7 +85,9 @@ _ROUND_MARGIN = 1.2
 def flow_samples_to_target(
   draw, system, first: int, target_stderr: float, max_samples: int
 ) -> tuple[dict, dict]:
-  """Flow samples in rounds until the importance-sampling error of βF/N is ≤ target_stderr.
+  """Flow samples in rounds until the importance-sampling estimate is judged reliable and
+  its error of βF/N is ≤ target_stderr (an error bar of an unreliable estimate means
+  nothing, however small).
 
   Args:
     draw: (round index, n) -> samples dict of `flow_samples`.
@@ -99,17 +102,19 @@ def flow_samples_to_target(
   samples = draw(0, min(first, max_samples))
   rounds = 1
   while True:
-    stderr = evaluation.summarize(samples, system)['beta_f_per_particle_stderr']
-    drawn = len(samples['log_q'])
-    if (np.isfinite(stderr) and stderr <= target_stderr) or drawn >= max_samples:
+    row = evaluation.summarize(samples, system)
+    stderr, drawn = row['beta_f_per_particle_stderr'], len(samples['log_q'])
+    reached = bool(row['reliable'] and stderr <= target_stderr)
+    if reached or drawn >= max_samples:
       break
-    # stderr² ∝ 1/n: n·(stderr/target)² in all (twice as many if the error is not finite).
-    wanted = drawn * ((stderr / target_stderr) ** 2 * _ROUND_MARGIN if np.isfinite(stderr) else 2)
+    # stderr² ∝ 1/n: n·(stderr/target)² in all; at least twice as many while unreliable.
+    wanted = drawn * (stderr / target_stderr) ** 2 * _ROUND_MARGIN if np.isfinite(stderr) else 0
+    if not row['reliable']:
+      wanted = max(wanted, 2 * drawn)
     more = int(min(max(wanted - drawn, drawn // 4, 1), max_samples - drawn))
     extra = draw(rounds, more)
     samples = {k: np.concatenate([samples[k], extra[k]]) for k in samples}
     rounds += 1
-  reached = bool(np.isfinite(stderr) and stderr <= target_stderr)
   return samples, dict(target_stderr=target_stderr, target_reached=reached, rounds=rounds)
 
 
@@ -161,7 +166,8 @@ def estimate(
     num_neighbours: a local flow's conditioning neighbours (None: the run's).
     flow_only: skip the HMC samples and LBAR (`lbar` and `hmc` are None).
     target_stderr: if given, draw flow samples in rounds (num_flow_samples
-      first) until the importance-sampling error of βF/N is at most this.
+      first) until importance sampling is judged reliable with an error of
+      βF/N of at most this.
     max_flow_samples: the most flow samples drawn with target_stderr.
   """
   start = time.time()

@@ -177,7 +177,8 @@ def test_flow_only_is_the_importance_sampling_of_the_full_run(local_run, tmp_pat
 
 def test_flow_samples_are_drawn_until_the_error_asked_for():
   """--target_stderr: rounds of samples (log weights of std 0.3, so the error of βF/N
-  falls as 0.3/(8√n)) until the error is reached, or --max_flow_samples are drawn."""
+  falls as 0.3/(8√n)) until the estimate is reliable with that error, or
+  --max_flow_samples are drawn; a small error of an unreliable estimate is not enough."""
   system = get_system('mw_cubic_8')
   calls = []
 
@@ -190,10 +191,19 @@ def test_flow_samples_are_drawn_until_the_error_asked_for():
   target = 0.3 / 8 / np.sqrt(4000)
   samples, rounds = free_energy.flow_samples_to_target(draw, system, 256, target, 1 << 20)
   row = evaluation.summarize(samples, system)
-  assert rounds['target_reached'] and row['beta_f_per_particle_stderr'] <= target
+  assert rounds['target_reached'] and row['reliable']
+  assert row['beta_f_per_particle_stderr'] <= target
   assert [i for i, _ in calls] == list(range(rounds['rounds'])) and rounds['rounds'] >= 2
   assert calls[0][1] == 256 and 4000 * 0.8 < len(samples['log_q']) < 4000 * 2
   calls.clear()
   samples, rounds = free_energy.flow_samples_to_target(draw, system, 256, target, 1000)
   assert not rounds['target_reached'] and len(samples['log_q']) == 1000
   assert sum(n for _, n in calls) == 1000
+  # Log weights of std 1.5 (ESS ≈ e^-2.25 ≈ 0.1 of n): the first 256 samples meet a loose
+  # error but are too few effective samples; the rounds go on until they are enough.
+  wide = lambda i, n: dict(draw(i, n), log_q=5 * draw(i, n)['log_q'] - 4 * -system.beta * -90.0)
+  samples, rounds = free_energy.flow_samples_to_target(wide, system, 256, 1.0, 1 << 20)
+  first = evaluation.summarize(wide(0, 256), system)
+  assert not first['reliable'] and first['beta_f_per_particle_stderr'] < 1.0
+  assert rounds['target_reached'] and rounds['rounds'] >= 2
+  assert evaluation.summarize(samples, system)['reliable']
