@@ -46,13 +46,12 @@ def rows(records: list[dict], baselines: dict[str, dict]) -> list[dict]:
       num_particles=record['num_particles'],
       trained_system=record['trained_system'],
       conditioner=record['conditioner'],
-      hmc_burn_in=record.get('hmc', {}).get('settings', {}).get('burn_in'),
+      hmc_burn_in=(record.get('hmc') or {}).get('settings', {}).get('burn_in'),
       baseline=base,
     )
     for key, _ in METHODS:
-      estimate = record[key]
-      row[key] = estimate
-      if base is not None:
+      estimate = row[key] = record[key]  # lbar is None for a --flow_only record
+      if base is not None and estimate is not None:
         sigma = math.hypot(
           estimate['beta_f_per_particle_stderr'], base['beta_f_per_particle_stderr']
         )
@@ -81,16 +80,19 @@ def markdown(table: list[dict]) -> str:
       f'{r["conditioner"]} ({r["trained_system"]})',
       _value(importance),
       f'{importance["ess"]:.3g}',
-      _value(lbar),
-      f'{lbar["overlap"]:.3g}',
+      _value(lbar) if lbar else '– (flow only)',
+      f'{lbar["overlap"]:.3g}' if lbar else '–',
       f'{lbar["num_hmc_outside_support"]} of {lbar["num_hmc_samples"]}'
-      + (f' ({r["hmc_burn_in"]})' if r['hmc_burn_in'] is not None else ''),
+      + (f' ({r["hmc_burn_in"]})' if r['hmc_burn_in'] is not None else '')
+      if lbar
+      else '–',
       _value(base) if base else '–',
     ]
     for key, _ in METHODS:
-      cells.append(f'{r[key + "_delta"]:+.5f} ({r[key + "_delta_sigma"]:+.1f})' if base else '–')
+      has = base and r[key] is not None
+      cells.append(f'{r[key + "_delta"]:+.5f} ({r[key + "_delta_sigma"]:+.1f})' if has else '–')
     for key, label in METHODS:
-      note = estimators.unreliable_note(r[key]['unreliable_reasons'])
+      note = r[key] and estimators.unreliable_note(r[key]['unreliable_reasons'])
       if note:
         cells[2 if key == 'importance_sampling' else 4] += ' †'
         notes.append(f'† {r["system"]} {label}: {note}')
@@ -103,7 +105,7 @@ def positions(table: list[dict]) -> dict[tuple[str, int], float]:
 
   Flow IS first, then LBAR, each in table order; their geometric mean is N.
   """
-  points = [(key, i) for key, _ in METHODS for i in range(len(table))]
+  points = [(key, i) for key, _ in METHODS for i in range(len(table)) if table[i][key]]
   out = {}
   for n in {r['num_particles'] for r in table}:
     at_n = [p for p in points if table[p[1]]['num_particles'] == n]
@@ -132,6 +134,8 @@ def plot(table: list[dict], path: str):
   x = positions(with_base)
   for (key, _), colour in zip(METHODS, COLOURS):
     for i, r in enumerate(with_base):
+      if r[key] is None:
+        continue
       err = math.hypot(
         r[key]['beta_f_per_particle_stderr'], r['baseline']['beta_f_per_particle_stderr']
       )

@@ -119,3 +119,19 @@ def test_figure_refuses_a_family_without_a_marker(tmp_path):
   table = [with_baseline(record('fcc_argon_32', 32, 1.0, 1.0))]
   with pytest.raises(ValueError, match=r"\['fcc_argon'\]"):
     size_report.plot(table, str(tmp_path / 'f.png'))
+
+
+def test_a_flow_only_record_has_its_importance_sampling_row_and_no_lbar(tmp_path):
+  """scripts.free_energy --flow_only writes lbar and hmc as null: the row shows the flow's
+  estimate against the baseline, dashes for LBAR, and the figure draws one point."""
+  rec = dict(record('mw_cubic_512', 512, -25.06, -25.06), lbar=None, hmc=None)
+  row = with_baseline(rec, value=-25.0615)
+  assert row['importance_sampling_delta'] == pytest.approx(0.0015)
+  assert row['lbar'] is None and 'lbar_delta' not in row
+  line = size_report.markdown([row]).splitlines()[2]
+  cells = [c.strip() for c in line.split('|')[1:-1]]
+  assert cells[4:7] == ['– (flow only)', '–', '–'] and cells[9] == '–'
+  assert cells[8].startswith('+0.00150')
+  assert list(size_report.positions([row])) == [('importance_sampling', 0)]
+  fig = size_report.plot([row], str(tmp_path / 'one.png'))
+  assert len(fig.axes[0].containers) == 1  # one error bar
