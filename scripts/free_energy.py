@@ -107,10 +107,13 @@ def flow_samples_to_target(
     reached = bool(row['reliable'] and stderr <= target_stderr)
     if reached or drawn >= max_samples:
       break
-    # stderr² ∝ 1/n: n·(stderr/target)² in all; at least twice as many while unreliable.
+    # stderr² ∝ 1/n: n·(stderr/target)² in all; while unreliable, at least twice as many
+    # and as many as the ESS so far says give MIN_EFFECTIVE_SAMPLES effective ones.
     wanted = drawn * (stderr / target_stderr) ** 2 * _ROUND_MARGIN if np.isfinite(stderr) else 0
     if not row['reliable']:
-      wanted = max(wanted, 2 * drawn)
+      ess = row['ess'] if np.isfinite(row['ess']) and row['ess'] > 0 else 0.0
+      enough = estimators.MIN_EFFECTIVE_SAMPLES / ess * _ROUND_MARGIN if ess else 0
+      wanted = max(wanted, 2 * drawn, enough)
     more = int(min(max(wanted - drawn, drawn // 4, 1), max_samples - drawn))
     extra = draw(rounds, more)
     samples = {k: np.concatenate([samples[k], extra[k]]) for k in samples}
@@ -178,8 +181,9 @@ def estimate(
   timings = {}
   with jax.default_matmul_precision('highest'):
     t = time.time()
-    key = jax.random.key(seed)  # further rounds: keys of their own, apart from the HMC's
-    round_key = lambda i: key if i == 0 else jax.random.fold_in(jax.random.fold_in(key, 3), i)
+    key = jax.random.key(seed)  # further rounds: a branch of their own (split, not fold_in:
+    # round 0's batches are fold_in(key, batch), the HMC's fold_in(key, 2))
+    round_key = lambda i: key if i == 0 else jax.random.fold_in(jax.random.split(key)[1], i)
     draw = lambda i, n: flow_samples(setup, params, n, batch_size, round_key(i))
     rounds = None
     if target_stderr is None:
@@ -327,6 +331,23 @@ def check_flags(args) -> None:
     f'--hmc_{name}': getattr(args, f'hmc_{name}') for name in ('chains', 'steps', 'thin', 'burn_in')
   }
   given = [f'{flag}={value}' for flag, value in hmc_flags.items() if value is not None]
+  if args.max_flow_samples is not None and args.target_stderr is None:
+    relations.append(
+      lambda: (
+        f'--max_flow_samples={args.max_flow_samples} without --target_stderr: expected '
+        'it only with --target_stderr (without one, --num_flow_samples are drawn)'
+      )
+    )
+  if args.target_stderr is not None:
+    cap = 1 << 20 if args.max_flow_samples is None else args.max_flow_samples
+    relations.append(
+      lambda: (
+        None
+        if args.num_flow_samples <= cap
+        else f'--num_flow_samples={args.num_flow_samples}: expected at most the '
+        f'--max_flow_samples={cap} of --target_stderr'
+      )
+    )
   if args.flow_only and given:
     relations.append(
       lambda: f'{", ".join(given)} with --flow_only: expected no HMC flag (no HMC sampling)'
@@ -371,7 +392,10 @@ def main(argv=None) -> int:
     help='draw flow samples until the importance-sampling error of βF/N is at most this',
   )
   parser.add_argument(
-    '--max_flow_samples', type=int, default=1 << 20, help='the most flow samples, with a target'
+    '--max_flow_samples',
+    type=int,
+    default=None,
+    help='the most flow samples, with --target_stderr (default 2**20)',
   )
   args = parser.parse_args(argv)
   check_flags(args)
@@ -395,7 +419,7 @@ def main(argv=None) -> int:
     num_neighbours=args.num_neighbours,
     flow_only=args.flow_only,
     target_stderr=args.target_stderr,
-    max_flow_samples=args.max_flow_samples,
+    max_flow_samples=1 << 20 if args.max_flow_samples is None else args.max_flow_samples,
   )
   directory = os.path.dirname(os.path.abspath(args.out))
   os.makedirs(directory, exist_ok=True)

@@ -183,7 +183,9 @@ def make_system(
     cutoff = monatomic_water.CUTOFF
   if not linearize_below < cutoff:
     raise ValueError(f'linearize_below={linearize_below} must be below the cutoff {cutoff}.')
-  if cell_capacity is not None and not cell_capacity >= 1:
+  if cell_capacity is not None and not (
+    isinstance(cell_capacity, int) and not isinstance(cell_capacity, bool) and cell_capacity >= 1
+  ):
     raise ValueError(f'cell_capacity={cell_capacity} must be None or an integer >= 1.')
   units = _UNITS[potential]
   lattice = lattices.make_lattice(lattice_name, num_particles, density)

@@ -137,7 +137,7 @@ def _free_energy_args(workdir: str, **flags) -> argparse.Namespace:
     seed=0,
     flow_only=False,
     target_stderr=None,
-    max_flow_samples=1 << 20,
+    max_flow_samples=None,
   )
   return argparse.Namespace(**{**defaults, **flags})
 
@@ -262,3 +262,23 @@ def test_check_exits_with_status_2_and_one_stderr_line(capsys):
   captured = capsys.readouterr()
   assert captured.err == 'Bad flag values: --a=-1: expected a positive integer\n'
   assert captured.out == ''
+
+
+@pytest.mark.parametrize(
+  'flags,line',
+  [
+    (
+      {'max_flow_samples': 4096},
+      '--max_flow_samples=4096 without --target_stderr: expected it only with --target_stderr '
+      '(without one, --num_flow_samples are drawn)',
+    ),
+    (
+      {'target_stderr': 1e-3, 'max_flow_samples': 4096, 'num_flow_samples': 8192},
+      '--num_flow_samples=8192: expected at most the --max_flow_samples=4096 of --target_stderr',
+    ),
+  ],
+)
+def test_free_energy_refuses_a_sample_cap_that_means_nothing(tmp_path, flags, line, capsys):
+  with pytest.raises(SystemExit):
+    free_energy.check_flags(_free_energy_args(str(tmp_path), **flags))
+  assert capsys.readouterr().err == f'Bad flag values: {line}\n'

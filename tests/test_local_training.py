@@ -199,9 +199,13 @@ def test_flow_samples_are_drawn_until_the_error_asked_for():
   samples, rounds = free_energy.flow_samples_to_target(draw, system, 256, target, 1000)
   assert not rounds['target_reached'] and len(samples['log_q']) == 1000
   assert sum(n for _, n in calls) == 1000
+
   # Log weights of std 1.5 (ESS ≈ e^-2.25 ≈ 0.1 of n): the first 256 samples meet a loose
   # error but are too few effective samples; the rounds go on until they are enough.
-  wide = lambda i, n: dict(draw(i, n), log_q=5 * draw(i, n)['log_q'] - 4 * -system.beta * -90.0)
+  def wide(i, n):
+    samples = draw(i, n)
+    return dict(samples, log_q=5 * samples['log_q'] - 4 * -system.beta * -90.0)
+
   samples, rounds = free_energy.flow_samples_to_target(wide, system, 256, 1.0, 1 << 20)
   first = evaluation.summarize(wide(0, 256), system)
   assert not first['reliable'] and first['beta_f_per_particle_stderr'] < 1.0

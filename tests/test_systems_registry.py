@@ -174,6 +174,7 @@ def test_wrong_shape(shape):
     (dict(min_distance=2.0), 'min_distance'),
     (dict(neighbour_capacity=0), 'capacity'),
     (dict(cell_capacity=0), 'cell_capacity=0'),
+    (dict(cell_capacity=2.5), 'cell_capacity=2.5'),
     (dict(pair_method='cells'), "'cells'.*'auto', 'dense', 'cell_list'"),
     (dict(pair_method='cell_list'), r'cell list needs >= 3 cells.*gives \(2, 2, 2\)'),
     (dict(lattice_name='bcc'), 'bcc'),
