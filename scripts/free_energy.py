@@ -212,6 +212,7 @@ def estimate(
     energy_unit=s.energy_unit,
     num_samples=row['num_samples'],
     num_outside_basin=row['num_zero_weight'],
+    num_nonfinite=row['num_nonfinite'],  # left out (NaN energy or ln q), see evaluation
     reliable=row['reliable'],
     unreliable_reasons=row['unreliable_reasons'],
     **(rounds or {}),

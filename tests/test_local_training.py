@@ -169,6 +169,7 @@ def test_flow_only_is_the_importance_sampling_of_the_full_run(local_run, tmp_pat
   assert 'hmc_samples' not in alone['timings_seconds']
   assert alone['importance_sampling'] == full['importance_sampling']
   assert np.isfinite(alone['importance_sampling']['mean_energy'])
+  assert alone['importance_sampling']['num_nonfinite'] == 0
   assert alone['importance_sampling']['energy_unit'] == 'kcal/mol'
   lines = [line for line in printed['flow_only'] if not line.startswith('  UNRELIABLE')]
   assert len(lines) == 1 and lines[0].startswith('mw_cubic_64 importance sampling: βF/N =')
