@@ -60,9 +60,12 @@ def _bar(total: int, description: str):
   return tqdm(total=total, desc=description, dynamic_ncols=True)
 
 
-def flow_samples(setup, params, num_samples: int, batch_size: int, key) -> dict:
-  """log_q (n,) and energy (n,; +∞ outside the basin) of fresh flow samples."""
-  sample = training.make_eval_sample_fn(setup)
+def flow_samples(sample, params, num_samples: int, batch_size: int, key) -> dict:
+  """log_q (n,) and energy (n,; +∞ outside the basin) of fresh flow samples.
+
+  sample: the compiled sampler of training.make_eval_sample_fn, built once per run so
+  that rounds of samples reuse its compilation.
+  """
   bar = _bar(-(-num_samples // batch_size), 'flow samples')
 
   def sample_fn(k, n):
@@ -76,6 +79,8 @@ def flow_samples(setup, params, num_samples: int, batch_size: int, key) -> dict:
     bar.close()
   return samples
 
+
+DEFAULT_MAX_FLOW_SAMPLES = 1 << 20  # the cap of --target_stderr's rounds
 
 # Each further round of --target_stderr draws this much more than the error so far
 # says is needed, so that one round usually suffices.
@@ -153,7 +158,7 @@ def estimate(
   num_neighbours: int | None = None,
   flow_only: bool = False,
   target_stderr: float | None = None,
-  max_flow_samples: int = 1 << 20,
+  max_flow_samples: int = DEFAULT_MAX_FLOW_SAMPLES,
 ) -> dict:
   """Both estimates for run `workdir` at `system` (importance sampling alone if
   `flow_only`); returns the JSON record.
@@ -184,7 +189,8 @@ def estimate(
     key = jax.random.key(seed)  # further rounds: a branch of their own (split, not fold_in:
     # round 0's batches are fold_in(key, batch), the HMC's fold_in(key, 2))
     round_key = lambda i: key if i == 0 else jax.random.fold_in(jax.random.split(key)[1], i)
-    draw = lambda i, n: flow_samples(setup, params, n, batch_size, round_key(i))
+    sample = training.make_eval_sample_fn(setup)
+    draw = lambda i, n: flow_samples(sample, params, n, batch_size, round_key(i))
     rounds = None
     if target_stderr is None:
       flow = draw(0, num_flow_samples)
@@ -340,7 +346,7 @@ def check_flags(args) -> None:
       )
     )
   if args.target_stderr is not None:
-    cap = 1 << 20 if args.max_flow_samples is None else args.max_flow_samples
+    cap = args.max_flow_samples or DEFAULT_MAX_FLOW_SAMPLES
     relations.append(
       lambda: (
         None
@@ -396,7 +402,7 @@ def main(argv=None) -> int:
     '--max_flow_samples',
     type=int,
     default=None,
-    help='the most flow samples, with --target_stderr (default 2**20)',
+    help=f'the most flow samples, with --target_stderr (default {DEFAULT_MAX_FLOW_SAMPLES})',
   )
   args = parser.parse_args(argv)
   check_flags(args)
@@ -420,7 +426,7 @@ def main(argv=None) -> int:
     num_neighbours=args.num_neighbours,
     flow_only=args.flow_only,
     target_stderr=args.target_stderr,
-    max_flow_samples=1 << 20 if args.max_flow_samples is None else args.max_flow_samples,
+    max_flow_samples=args.max_flow_samples or DEFAULT_MAX_FLOW_SAMPLES,
   )
   directory = os.path.dirname(os.path.abspath(args.out))
   os.makedirs(directory, exist_ok=True)
