@@ -1,6 +1,7 @@
 """Shared test fixtures: `perturb` (parameters off their initial values), a finished tiny
 TFEP run built once for all workers (`built_once`), and the check that skipped steps
-changed nothing; and one persistent JAX compilation cache for the session.
+changed nothing; one persistent JAX compilation cache for the session; and the order in
+which files reach the xdist workers (slowest first).
 
 Tests take them as fixtures (`def test_x(perturb): ...`); nothing is imported from here.
 """
@@ -11,6 +12,7 @@ import shutil
 import tempfile
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
@@ -21,8 +23,10 @@ from experiments.configs import tfep_solid
 # One JAX compilation cache for the whole session: its xdist workers and the subprocesses
 # that tests start (CLI runs, the sharded step) inherit it through the environment. Many
 # tests compile the same program (the tiny training step, in every run a test starts and
-# resumes): the first compile is stored and the others are read back. A cache the user
-# already set (JAX_COMPILATION_CACHE_DIR) is used as it is and left in place.
+# resumes): the first compile is stored and the others are read back. Every program is
+# stored, however quick to compile: the many small ones (an initialiser or an op of each
+# shape) are then compiled once per session, not once per process (a minute of CPU in all).
+# A cache the user already set (JAX_COMPILATION_CACHE_DIR) is used as it is and left in place.
 _CACHE_ENV = 'JAX_COMPILATION_CACHE_DIR'
 _CACHE_OWNER_ENV = 'ASF_TEST_JAX_CACHE_OWNER'  # the process that made the directory
 
@@ -31,7 +35,7 @@ def pytest_configure(config):
   if not os.environ.get(_CACHE_ENV):
     os.environ[_CACHE_ENV] = tempfile.mkdtemp(prefix='pytest-jax-cache-')
     os.environ[_CACHE_OWNER_ENV] = str(os.getpid())
-  os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.1')
+  os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
   os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
   jax.config.update('jax_compilation_cache_dir', os.environ[_CACHE_ENV])
   jax.config.update(
@@ -42,6 +46,31 @@ def pytest_configure(config):
     'jax_persistent_cache_min_entry_size_bytes',
     int(os.environ['JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES']),
   )
+
+
+# The files that take longest (measured with --durations=0 on two cores), mostly slowest first.
+# xdist hands whole files to its workers in collection order (pyproject.toml's
+# --no-loadscope-reorder): starting these first lets the workers finish together.
+SLOWEST_FILES = (
+  'test_flows_bijectors.py',
+  'test_training.py',
+  'test_local_training.py',
+  'test_mixed_precision.py',
+  'test_tfep_report.py',  # builds the shared tiny TFEP run (tiny_tfep_run) early ...
+  'test_local_flow.py',
+  'test_pretrained.py',
+  'test_systems_energies.py',
+  'test_targeted.py',
+  'test_cell_list.py',
+  'test_benchmark.py',
+  'test_cli_flags.py',
+  'test_tfep_stages.py',  # ... so that this file, its other user, does not wait for it
+)
+
+
+def pytest_collection_modifyitems(config, items):
+  rank = {name: i for i, name in enumerate(SLOWEST_FILES)}
+  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: files stay whole
 
 
 def pytest_unconfigure(config):
@@ -66,13 +95,16 @@ def _perturb(target, scale: float = 0.3, seed: int = 0):
   if isinstance(target, nnx.Module):
     nnx.update(target, _perturb(nnx.state(target, nnx.Param), scale, seed))
     return target
+  # Host-side noise: no compiled program per leaf shape (jax.random.normal would compile
+  # one for every distinct shape, a few tenths of a second each).
+  rng = np.random.default_rng(seed)
   leaves, treedef = jax.tree_util.tree_flatten_with_path(target)
-  keys = jax.random.split(jax.random.key(seed), len(leaves))
   noisy = []
-  for (path, p), key in zip(leaves, keys):
+  for path, p in leaves:
     is_kernel = 'kernel' in jax.tree_util.keystr(path)
     std = scale / np.sqrt(p.shape[-2]) if is_kernel else scale
-    noisy.append(p + std * jax.random.normal(key, p.shape, p.dtype))
+    moved = np.asarray(p, np.float64) + std * rng.standard_normal(p.shape)
+    noisy.append(jnp.asarray(moved.astype(p.dtype)))
   return jax.tree.unflatten(treedef, noisy)
 
 

@@ -1,11 +1,13 @@
 """The local flow's parts: lattice graph, harmonic covariance, Gaussian base, LocalSolidFlow."""
 
+import functools
 import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from compile_options import FAST_COMPILE
 from flax import nnx
 from scipy import stats
 
@@ -165,18 +167,6 @@ def test_gaussian_base_refuses_a_covariance_that_is_not_positive_definite():
     GaussianDisplacementBase(np.diag([1.0, 2.0, -1.0]))
 
 
-def _randomised(flow, scale=0.2, seed=1):
-  params = nnx.state(flow, nnx.Param)
-  leaves, treedef = jax.tree.flatten(params)
-  keys = jax.random.split(jax.random.key(seed), len(leaves))
-  noisy = [
-    p + scale * jax.random.normal(k, p.shape, p.dtype) / math.sqrt(p.shape[-2] if p.ndim > 1 else 1)
-    for p, k in zip(leaves, keys)
-  ]
-  nnx.update(flow, jax.tree.unflatten(treedef, noisy))
-  return flow
-
-
 def local_flow(system, num_layers=2, seed=0, covariance=None, num_neighbours=12):
   m = system.num_particles - 1
   cov = np.eye(3 * m) * 0.05**2 if covariance is None else covariance
@@ -195,7 +185,7 @@ def local_flow(system, num_layers=2, seed=0, covariance=None, num_neighbours=12)
   )
 
 
-@jax.jit
+@functools.partial(jax.jit, compiler_options=FAST_COMPILE)
 def _properties(graphdef, state, key, perm, shifts):
   """Everything the model tests check, in one compiled program (float64)."""
   flow = nnx.merge(graphdef, state)
@@ -226,8 +216,8 @@ def properties(flow, seed=0):
     )
 
 
-def test_local_flow_is_exact_invariant_and_periodic():
-  p = properties(_randomised(local_flow(small_lj())))
+def test_local_flow_is_exact_invariant_and_periodic(perturb):
+  p = properties(perturb(local_flow(small_lj()), 0.2, seed=1))
   assert p['x'].dtype == np.float64 and np.all(p['ok'])
   for key in ('log_prob', 'permuted', 'shifted', 'translated'):
     np.testing.assert_allclose(p[key], p['log_q'], atol=1e-9, err_msg=key)
@@ -249,9 +239,9 @@ def test_two_particles_in_one_cell_have_zero_density():
   assert np.all(log_prob(crowded) == -np.inf)
 
 
-def test_the_same_parameters_evaluate_at_two_sizes():
+def test_the_same_parameters_evaluate_at_two_sizes(perturb):
   small, large = get_system('mw_cubic_64'), get_system('mw_cubic_216')
-  a = _randomised(local_flow(small, covariance=np.eye(189) * 0.2**2, num_neighbours=16))
+  a = perturb(local_flow(small, covariance=np.eye(189) * 0.2**2, num_neighbours=16), 0.2, seed=1)
   b = local_flow(large, seed=5, covariance=np.eye(645) * 0.2**2, num_neighbours=16)
   nnx.update(b, nnx.state(a, nnx.Param))
   p = properties(b)
@@ -259,7 +249,7 @@ def test_the_same_parameters_evaluate_at_two_sizes():
   assert np.abs(p['log_q'] - p['base']).max() > 0.1
 
 
-def tiny_flow(scale=0.25):
+def tiny_flow(perturb, scale=0.25):
   """M = 2 flowed particles of 3 sites in a box of edge 2, randomised layers."""
   box = np.array([2.0, 2.0, 2.0])
   sites = np.array([[0.0, 0.0, 0.0], [1.0, 1.0, 0.0], [1.0, 0.0, 1.0]])
@@ -276,17 +266,17 @@ def tiny_flow(scale=0.25):
     spline_range=4.0,
     rngs=nnx.Rngs(0),
   )
-  return _randomised(flow, scale=0.3)
+  return perturb(flow, 0.2, seed=1)
 
 
-def test_log_det_is_the_log_det_of_the_autodiff_jacobian():
-  flow = tiny_flow()
+def test_log_det_is_the_log_det_of_the_autodiff_jacobian(perturb):
+  flow = tiny_flow(perturb)
   graphdef, state = nnx.split(flow)
   with jax.enable_x64(True):
     state = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), state)
     u = 0.3 * jax.random.normal(jax.random.key(0), (4, 2, 3), jnp.float64)
 
-    @jax.jit
+    @functools.partial(jax.jit, compiler_options=FAST_COMPILE)
     def both(state, u):
       f = nnx.merge(graphdef, state)
       jac = jax.vmap(jax.jacfwd(lambda v: f.forward(v.reshape(2, 3))[0].reshape(-1)))
@@ -297,7 +287,7 @@ def test_log_det_is_the_log_det_of_the_autodiff_jacobian():
   assert np.abs(log_det).min() > 1e-3
 
 
-def test_density_integrates_to_one_over_the_torus():
+def test_density_integrates_to_one_over_the_torus(perturb):
   """∫ q over all labelled configurations of M = 2 particles, by uniform Monte Carlo.
 
   Independent of the flow's own bookkeeping: it checks the base normaliser,
@@ -305,7 +295,7 @@ def test_density_integrates_to_one_over_the_torus():
   integral is the model's mass inside the basin (its samples' in-basin
   fraction), since samples outside it carry zero density.
   """
-  flow = tiny_flow()
+  flow = tiny_flow(perturb)
   box = np.asarray(flow.box)
   log_prob = jax.jit(lambda x: flow.log_prob(x))
   q = []

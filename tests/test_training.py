@@ -20,10 +20,16 @@ from experiments.configs import monatomic_water
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+# The training settings every run of this file shares (on top of mw_cubic_8,tiny), so that
+# they share one compiled step: batch and learning rate under which the loss falls within
+# 150 steps, and a moving average of the parameters.
+SHARED_TRAIN = dict(batch_size=64, learning_rate=3e-3, ema_decay=0.75)
+
+
 def tiny_config(**train):
-  """mw_cubic_8 with a one-layer, width-8 model: compiles and steps fast."""
+  """mw_cubic_8 with a one-layer, width-8 model (SHARED_TRAIN): compiles and steps fast."""
   config = monatomic_water.get_config('mw_cubic_8,tiny')
-  config.train.update(train)
+  config.train.update(SHARED_TRAIN, **train)
   return config
 
 
@@ -41,8 +47,7 @@ def final_params(workdir, config):
 
 
 def test_loss_is_finite_and_decreases(tmp_path):
-  config = tiny_config(num_steps=150, learning_rate=3e-3, log_every_steps=25)
-  config.train.batch_size = 64
+  config = tiny_config(num_steps=150, log_every_steps=25)
   training.train(config, str(tmp_path))
   rows = [r for r in read_metrics(tmp_path) if 'loss' in r]
   losses = np.array([r['loss'] for r in rows])
@@ -79,6 +84,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
     f'--workdir={killed}',
     f'--config.train.num_steps={num_steps}',
     '--config.train.checkpoint_every_steps=5',
+    *(f'--config.train.{key}={value}' for key, value in SHARED_TRAIN.items()),
   ]
   proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   ckpt_dir = os.path.join(killed, 'checkpoints')
@@ -176,7 +182,8 @@ def test_nonfinite_loss_never_reaches_parameters(
 def test_moving_average_of_parameters_is_exact_and_skips_nothing():
   config = tiny_config()
   setup, state = training.build(config)
-  decay = 0.75
+  decay = config.train.ema_decay  # the runs' own step, compiled once for the file
+  assert decay == 0.75
   step = training.make_train_step(setup, config.train.batch_size, ema_decay=decay)
   p0 = jax.tree.map(np.asarray, state['params'])
   state, _ = step(state, None)
@@ -216,7 +223,10 @@ print('GRADDIFF', gdiff / scale)
 
 
 def test_sharded_step_equals_single_device_step():
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2', JAX_PLATFORMS='cpu')
+  # Two host devices; LLVM optimisation off for this one-step comparison (a third of its
+  # compile time), the same for both sides of it.
+  flags = '--xla_force_host_platform_device_count=2 --xla_backend_optimization_level=0'
+  env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS='cpu')
   out = subprocess.run(
     [sys.executable, '-c', SHARDED_SCRIPT],
     cwd=ROOT,
