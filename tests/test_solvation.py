@@ -67,6 +67,7 @@ def test_bad_input_raises():
     (tfep_solvation, 'cpu_1e4'),
     (tfep_solvation, 'cpu_local'),
     (tfep_solvation, 'paper'),
+    (tfep_solvation, 'cpu,rb275'),
     (tfep_solid, 'cpu'),
     (tfep_solid, 'cpu_1e4'),
     (tfep_solid, 'paper'),
@@ -84,3 +85,18 @@ def test_configs_are_valid_and_build_ladders(module, variant):
   assert tfep_stages.samples_per_state(config) % config.sampling.num_chains == 0
   with pytest.raises(ValueError, match='variant'):
     module.get_config('nope')
+
+
+def test_solvation_pairs_default_to_the_papers_and_keep_the_earlier_one():
+  """The default pair is the paper's (R_A = 9.2/3.542 σ, its ΔF's R_B, 11 states, 45,000
+  training samples per state); `rb275` is the 2.75 σ pair of the earlier records, with
+  their 6 states and 20,000; a bad pair is named."""
+  default, earlier = tfep_solvation.get_config('cpu'), tfep_solvation.get_config('cpu,rb275')
+  assert default.states.lambda_a == earlier.states.lambda_a == pytest.approx(9.2 / 3.542, abs=5e-4)
+  assert (default.states.lambda_b, default.states.num_states) == (2.8434, 11)
+  assert (earlier.states.lambda_b, earlier.states.num_states) == (2.75, 6)
+  assert earlier.variant == 'cpu,rb275'
+  assert (default.sampling.num_train, earlier.sampling.num_train) == (45_000, 20_000)
+  assert default.model == earlier.model and default.train == earlier.train
+  with pytest.raises(ValueError, match="pair='rb2' .*expected one of paper, rb275"):
+    tfep_solvation.get_config('cpu,rb2')

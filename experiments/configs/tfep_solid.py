@@ -53,7 +53,7 @@ def _cpu_1e4() -> dict:
 
 
 def _paper() -> dict:
-  paper = tfep_solvation.VARIANTS['paper']()
+  paper = tfep_solvation.VARIANTS['paper'](tfep_solvation.PAIRS['paper'])  # its sizes
   paper.update(
     states=_STATES,
     sampling=dict(paper['sampling'], **_SAMPLING),
