@@ -88,6 +88,7 @@ RULES: dict[str, tuple[Callable, str]] = {
   'states.num_states': (lambda v: is_int(v) and v >= 2, 'an integer >= 2'),
   'sampling.num_chains': POSITIVE_INT,
   'sampling.num_train': POSITIVE_INT,
+  'sampling.num_ladder_held_out': NON_NEGATIVE_INT,
   'sampling.burn_in': NON_NEGATIVE_INT,
   'sampling.thin': POSITIVE_INT,
   'sampling.num_leapfrog': POSITIVE_INT,

@@ -45,7 +45,7 @@ def markdown(table: dict) -> str:
   """tfep_report.md: the reference, the table of `tfep_estimates.make_table`, the
   reliable share of each method's subsets and, if present, the structure's summary."""
   ref = table['reference']
-  smallest = min(row[m]['std'] for row in table['rows'] for m in METHODS)
+  smallest = min(row[m]['std'] for row in table['rows'] for m in METHODS if row[m])
   lines = [
     f'# Learned TFEP: {table["benchmark"]} ({table["variant"]}), '
     f'map after {table["training_step"]} steps',
@@ -60,12 +60,13 @@ def markdown(table: dict) -> str:
     f'The smallest spread in the table is {smallest / ref["stderr"]:.1f}× the reference error.',
     '',
     '| n per state | subsets | ' + ' | '.join(METHODS) + ' | ESS FEP | ESS LFEP | '
-    'var BAR / var LBAR (90 % interval) |',
-    '|---|---|' + '---|' * (len(METHODS) + 3),
+    'var BAR / var LBAR: spreads (90 % interval) | error bars |',
+    '|---|---|' + '---|' * (len(METHODS) + 4),
   ]
   for row in table['rows']:
     cells = [
-      f'{row[m]["mean"]:.3f} ± {row[m]["std"]:.3f}{_reliability_mark(row[m])}' for m in METHODS
+      f'{row[m]["mean"]:.3f} ± {row[m]["std"]:.3f}{_reliability_mark(row[m])}' if row[m] else '—'
+      for m in METHODS
     ]
     lines.append(
       f'| {row["num_samples"]} | {row["num_subsets"]} | '
@@ -73,11 +74,23 @@ def markdown(table: dict) -> str:
       + f' | {row["FEP_ess"]:.4f} | {row["LFEP_ess"]:.4f} | '
       f'{row["BAR_over_LBAR_variance"]:.1f} '
       f'({row["BAR_over_LBAR_variance_90"][0]:.1f}–'
-      f'{row["BAR_over_LBAR_variance_90"][1]:.1f}) |'
+      f'{row["BAR_over_LBAR_variance_90"][1]:.1f}) | '
+      f'{row["BAR_over_LBAR_stderr_variance"]:.1f} |'
     )
+  d = table['dissipation']
   lines += [
     '',
-    'Entries: mean ± std over disjoint held-out subsets (kT). The '
+    'Mean dissipated work over every held-out sample (kT; 0 for a perfect map): '
+    f'⟨W_AB⟩ − ΔF {d["plain_forward"]:.2f} unmapped, {d["mapped_forward"]:.2f} mapped; '
+    f'⟨W_BA⟩ + ΔF {d["plain_reverse"]:.2f} unmapped, {d["mapped_reverse"]:.2f} mapped.',
+  ]
+  lines += [
+    '',
+    'Entries: mean ± std over disjoint held-out subsets (kT); staged MBAR ("—" where the '
+    'ladder states hold fewer than two blocks) uses only the blocks every state holds '
+    f'({", ".join(str(row["MBAR_subsets"]) for row in table["rows"])} per size). "error '
+    'bars": the ratio of the mean squared errors the estimators report, for sizes with '
+    'too few subsets for a spread (the smaller sizes show whether the two agree). The '
     "variance ratio's interval is approximate: it treats the subsets "
     "as independent normal estimates and BAR's and LBAR's spreads as "
     'independent, though both come from the same samples and adjacent '
@@ -91,18 +104,18 @@ def markdown(table: dict) -> str:
   for row in table['rows']:
     lines.append(
       f'- n = {row["num_samples"]}: '
-      + ', '.join(f'{m} {percent(row[m]["reliable_fraction"])}' for m in METHODS)
+      + ', '.join(f'{m} {percent(row[m]["reliable_fraction"])}' for m in METHODS if row[m])
       + ''.join(
         f'; {m}: {row[m]["example_unreliable_reason"]}'
         for m in METHODS
-        if row[m]['example_unreliable_reason']
+        if row[m] and row[m]['example_unreliable_reason']
       )
     )
   lines += ['', '(mean − reference)/std per method:', '']
   for row in table['rows']:
     lines.append(
       f'- n = {row["num_samples"]}: '
-      + ', '.join(f'{m} {row[m]["deviation_in_std"]:+.2f}' for m in METHODS)
+      + ', '.join(f'{m} {row[m]["deviation_in_std"]:+.2f}' for m in METHODS if row[m])
     )
   if 'structure' in table:
     lines += [

@@ -63,11 +63,9 @@ def test_bad_input_raises():
 @pytest.mark.parametrize(
   'module,variant',
   [
-    (tfep_solvation, 'cpu'),
-    (tfep_solvation, 'cpu_1e4'),
-    (tfep_solvation, 'cpu_local'),
-    (tfep_solvation, 'paper'),
+    *[(tfep_solvation, variant) for variant in tfep_solvation.VARIANTS],
     (tfep_solvation, 'cpu,rb275'),
+    (tfep_solvation, 'cpu_1e3,rb275'),
     (tfep_solid, 'cpu'),
     (tfep_solid, 'cpu_1e4'),
     (tfep_solid, 'paper'),
@@ -83,6 +81,8 @@ def test_configs_are_valid_and_build_ladders(module, variant):
     ladder.parameters[[0, -1]], [config.states.lambda_a, config.states.lambda_b]
   )
   assert tfep_stages.samples_per_state(config) % config.sampling.num_chains == 0
+  extra = tfep_stages.num_held_out(config) - tfep_stages.num_ladder_held_out(config)
+  assert extra >= 0 and extra % config.sampling.num_chains == 0  # endpoints.npz
   with pytest.raises(ValueError, match='variant'):
     module.get_config('nope')
 

@@ -1,6 +1,7 @@
 """The TFEP report (scripts.tfep_report, scripts.reporting.tfep_*): its MBAR reference (error
 from independent chains), table, structure."""
 
+import os
 import re
 import shutil
 import types
@@ -120,6 +121,33 @@ def test_table_uses_every_disjoint_block_and_agrees_with_the_exact_delta_f():
     tfep_estimates.make_table(config, data, works)
 
 
+def test_dissipated_work_matches_the_harmonic_states_and_mbar_uses_the_ladders_blocks():
+  config, data, works, exact = harmonic_table_inputs()
+  # Only the first 2000 held-out samples of every state are the ladder's: staged MBAR
+  # has two blocks of 1000 and none of 3000; the other methods keep all 9000.
+  data['reduced'] = data['reduced'][:, :, : config.sampling.num_train + 2000]
+  table = tfep_estimates.make_table(config, data, works)
+  small, large = table['rows']
+  assert (small['num_subsets'], small['MBAR_subsets'], len(small['MBAR']['values'])) == (9, 2, 2)
+  assert (large['num_subsets'], large['MBAR_subsets'], large['MBAR']) == (3, 0, None)
+  assert '| — |' in tfep_report.markdown(table)
+  # κ_A = 1, κ_B = 4, map scale s = 0.55: ⟨W_AB⟩ = (κ_B/κ_A − 1)/2 = 1.5 unmapped and
+  # (κ_B s²/κ_A − 1)/2 − ln s mapped; ⟨W_BA⟩ = (κ_A/κ_B − 1)/2 and (κ_A/(κ_B s²) − 1)/2 + ln s.
+  s = 0.55
+  expected = dict(
+    plain_forward=1.5 - exact,
+    plain_reverse=-0.375 + exact,
+    mapped_forward=(4 * s**2 - 1) / 2 - np.log(s) - exact,
+    mapped_reverse=(1 / (4 * s**2) - 1) / 2 + np.log(s) + exact,
+  )
+  dissipation = table['dissipation']
+  ref_error = abs(table['reference']['value'] - exact)
+  for name, value in expected.items():  # 9000 samples: ± 0.07 kT unmapped, ± 0.005 mapped
+    tolerance = (0.1 if name.startswith('plain') else 0.01) + ref_error
+    assert abs(dissipation[name] - value) < tolerance, name
+  assert min(dissipation.values()) > 0 and dissipation['mapped_forward'] < 0.05
+
+
 def test_table_reports_the_share_of_subsets_judged_reliable():
   config, data, works, _ = harmonic_table_inputs()
   config.eval.sample_sizes = (1000,)
@@ -207,7 +235,7 @@ def test_structure_of_the_identity_and_of_a_translation():
 
 
 def test_missing_samples_stop_the_report_with_the_command_that_draws_them(
-  tmp_path, tiny_tfep_config, monkeypatch
+  tmp_path, tiny_tfep_config, tiny_tfep_run, monkeypatch
 ):
   (tmp_path / 'config.json').write_text(tiny_tfep_config.to_json_best_effort())
 
@@ -222,6 +250,10 @@ def test_missing_samples_stop_the_report_with_the_command_that_draws_them(
   with pytest.raises(FileNotFoundError, match=expected):
     tfep_report.main([f'--workdir={tmp_path}'])
   assert sorted(p.name for p in tmp_path.iterdir()) == ['config.json']
+  # nor the ends' own samples
+  shutil.copy(os.path.join(tiny_tfep_run[1], 'samples.npz'), tmp_path)
+  with pytest.raises(FileNotFoundError, match=f'{tmp_path / "endpoints.npz"} is missing'):
+    tfep_report.main([f'--workdir={tmp_path}'])
 
 
 def test_report_of_a_tiny_run(tiny_tfep_run, tmp_path):
@@ -231,7 +263,17 @@ def test_report_of_a_tiny_run(tiny_tfep_run, tmp_path):
   table = tfep_report.main([f'--workdir={workdir}'])
   assert table['training_step'] == config.train.num_steps
   assert [row['num_samples'] for row in table['rows']] == [4]
-  assert table['rows'][0]['num_subsets'] == 2  # 8 held-out samples per state
+  (row,) = table['rows']
+  assert row['num_subsets'] == 2  # 8 held-out samples of each end ...
+  assert row['MBAR'] is None and row['MBAR_subsets'] == 1  # ... 4 of every state
+  assert '| — |' in (workdir / 'tfep_report.md').read_text()
+  ref = table['reference']['value']
+  assert table['dissipation']['plain_forward'] == pytest.approx(
+    np.mean(works['plain_forward']) - ref
+  )
+  assert table['dissipation']['mapped_reverse'] == pytest.approx(
+    np.mean(works['mapped_reverse']) + ref
+  )
   for name in ('tfep_report.json', 'tfep_report.md', 'tfep_report.png', 'tfep_structure.png'):
     assert (workdir / name).stat().st_size > 0
   assert table['structure']['num_frames'] == 8

@@ -23,20 +23,30 @@ def test_run_caches_every_stage(tiny_tfep_run, monkeypatch):
   num_train = config.sampling.num_train
   with np.load(os.path.join(workdir, 'samples.npz')) as f:
     data = dict(f)
-  held = slice(num_train, None)
-  assert data['samples'].shape == (2, 16, 32, 3) and data['reduced'].shape == (2, 2, 16)
-  u = data['reduced']
+  with np.load(os.path.join(workdir, 'endpoints.npz')) as f:
+    ends = dict(f)
+  # 8 training + 4 held-out samples per state, and 4 more held-out ones of each end drawn
+  # by chains of their own
+  assert data['samples'].shape == (2, 12, 32, 3) and data['reduced'].shape == (2, 2, 12)
+  assert ends['samples'].shape == (2, 4, 32, 3) and ends['reduced'].shape == (2, 2, 4)
+  np.testing.assert_array_equal(ends['parameters'], data['parameters'])
+  assert not np.allclose(ends['samples'], data['samples'][:, num_train:])
+  x = np.concatenate([data['samples'][:, num_train:], ends['samples']], axis=1)
+  u = np.concatenate([data['reduced'][:, :, num_train:], ends['reduced']], axis=2)
   assert int(works['step']) == config.train.num_steps
-  np.testing.assert_array_equal(works['plain_forward'], u[1, 0, held] - u[0, 0, held])
-  np.testing.assert_array_equal(works['plain_reverse'], u[0, 1, held] - u[1, 1, held])
+  np.testing.assert_array_equal(works['plain_forward'], u[1, 0] - u[0, 0])
+  np.testing.assert_array_equal(works['plain_reverse'], u[0, 1] - u[1, 1])
 
-  # The mapped works are those of the trained map on the held-out samples.
+  # The energies of the ends' own samples are those of their states, and the mapped works
+  # are those of the trained map on every held-out sample.
   ladder = tfep_stages.make_ladder(config)
+  u_a, u_b = ladder.reduced_at(0), ladder.reduced_at(1)
+  np.testing.assert_allclose(ends['reduced'][0], u_a(ends['samples']), rtol=1e-6)
+  np.testing.assert_allclose(ends['reduced'][1], u_b(ends['samples']), rtol=1e-6)
   bijector, step = tfep_stages.restore_map(config, ladder, workdir)
   assert step == config.train.num_steps
-  u_a, u_b = ladder.reduced_at(0), ladder.reduced_at(1)
-  forward = targeted.forward_work(bijector, data['samples'][0, held], u_a, u_b)
-  reverse = targeted.reverse_work(bijector, data['samples'][1, held], u_a, u_b)
+  forward = targeted.forward_work(bijector, x[0], u_a, u_b)
+  reverse = targeted.reverse_work(bijector, x[1], u_a, u_b)
   np.testing.assert_allclose(works['mapped_forward'], forward, rtol=1e-5, atol=1e-4)
   np.testing.assert_allclose(works['mapped_reverse'], reverse, rtol=1e-5, atol=1e-4)
   assert not np.allclose(works['mapped_forward'], works['plain_forward'], atol=1e-3)
@@ -64,7 +74,8 @@ class Interrupted(Exception):
 def test_resume_after_an_interruption_gives_the_same_works(tiny_tfep_run, tmp_path, monkeypatch):
   config, straight, works = tiny_tfep_run
   workdir = str(tmp_path)
-  shutil.copy(os.path.join(straight, 'samples.npz'), workdir)
+  for name in ('samples.npz', 'endpoints.npz'):
+    shutil.copy(os.path.join(straight, name), workdir)
   save = checkpointing.Checkpointer.save
 
   def save_until_15(self, step, state, meta):
@@ -85,6 +96,20 @@ def test_resume_after_an_interruption_gives_the_same_works(tiny_tfep_run, tmp_pa
   assert [r['step'] for r in rows] == [5, 10, 15, 20]  # the row of step 15 once
   for name in ('loss', 'grad_norm'):
     assert [r[name] for r in rows] == [r[name] for r in straight_rows]
+
+
+def test_samples_of_another_count_are_refused(tiny_tfep_run, tmp_path):
+  config, run, _ = tiny_tfep_run
+  for name in ('samples.npz', 'endpoints.npz'):
+    shutil.copy(os.path.join(run, name), tmp_path)
+  ladder = tfep_stages.make_ladder(config)
+  config.sampling.num_ladder_held_out = 2  # 10 per state and 6 more of each end
+  with pytest.raises(checkpointing.CheckpointMismatchError, match='samples.npz holds 12 samples'):
+    tfep_stages.load_samples(config, ladder, str(tmp_path))
+  config.sampling.num_ladder_held_out = 4
+  config.eval.num_subsets = 3  # 12 held out: 8 more of each end
+  with pytest.raises(checkpointing.CheckpointMismatchError, match='endpoints.npz holds 4 samples'):
+    tfep_stages.load_samples(config, ladder, str(tmp_path))
 
 
 def test_nonfinite_targeted_objective_changes_nothing(

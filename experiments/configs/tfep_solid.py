@@ -63,10 +63,20 @@ def _paper() -> dict:
 
 
 def _tiny() -> dict:
-  # Seconds: two states, 16 samples per state, a one-layer width-8 map.
+  # Seconds: two states, 16 samples per state (12 in samples.npz, the last 4 held-out ones
+  # drawn on their own, as `tfep_solvation.py:cpu` draws most of its ends'), a one-layer
+  # width-8 map.
   return dict(
     states=dict(_STATES, num_states=2),
-    sampling=dict(_SAMPLING, num_chains=2, num_train=8, burn_in=10, thin=1, num_leapfrog=2),
+    sampling=dict(
+      _SAMPLING,
+      num_chains=2,
+      num_train=8,
+      num_ladder_held_out=4,
+      burn_in=10,
+      thin=1,
+      num_leapfrog=2,
+    ),
     model=dict(
       num_layers=1,
       centre_on_sites=True,

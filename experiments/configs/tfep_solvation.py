@@ -10,25 +10,32 @@ Configs are `<variant>[,<pair>]` (PAIRS): the paper's state pair by default, R_A
 2.597 σ and R_B = 2.8434 σ (MBAR ΔF 33.442 ± 0.006 kT over 11 states, the paper's
 33.447 ± 0.005), or `rb275`, the easier R_B = 2.75 σ of the earlier records (6 states).
 
-Variants: `cpu` (table at 10³ samples per state, 25 held-out subsets; at the paper's pair
-45,000 training samples per state, so 70,000 per state for the reference; measured
-2026-12-06 on two shared CPU cores, the sampler at low priority beside other jobs: 55 min
-of sampling, 3 min of training, 51 s of report; MBAR 33.442 ± 0.006 kT, the one-layer
-map's variance ratio 12× (6.1–23.9) at 10³; docs/tfep/solvation_cpu_rb28434.json. At
-`rb275`, 20,000 training samples: about 11 min on two CPU cores, 8 min of sampling,
-2.4 min of training, 14 s of report, a reference error 5.8× below the smallest spread)
-and `cpu_1e4` (the `cpu` map and training, with the table at 10³ and 10⁴ samples
-per state: 40 held-out subsets of 10⁴ and all 400 disjoint ones of 10³, so
-420,000 held-out samples per state; at `rb275` about 56 min of run and 2.7 min of
-report on two CPU cores, 46 min of it sampling, 5.6 GiB peak RSS, a 3.8 GB samples.npz;
-at the paper's pair, 11 states rather than 6, about twice that) and `paper` (10³, 10⁴,
-10⁵ samples per state and a paper-sized model; for an accelerator), and `cpu_local` (the
-`cpu` run with the column conditioner (model.conditioner='column', called
-'local' before), flows.targeted.column_coupling, in place of the transformer:
-one ColumnCoupling layer of width 32 with cylinders of radius 2.5 σ, whose
-training step takes about as long as `cpu`'s; same sampler, so the
-samples.npz of a `cpu` workdir may be copied into its workdir to skip
-sampling).
+Variants:
+- `cpu`: the paper's table at 10³, 10⁴ and 9·10⁴ samples per state (270, 27 and 3
+  disjoint held-out subsets). Every state holds 45,000 training and 25,000 held-out
+  samples (samples.npz: the MBAR reference, and staged MBAR on the blocks they hold);
+  the ends' other 245,000 held-out samples each are drawn by chains of A and B alone
+  (endpoints.npz). One coupling layer after a radial spline, trained for 6,000 steps
+  of batch 128 with the learning rate cut tenfold at 3,000 and 4,500. Measured on
+  2026-12-06 on two CPU cores shared with other jobs, in parts: samples.npz 55 min (the
+  `cpu_1e3` draw, at low priority), endpoints.npz 15 min, training 50 min (2.7 steps a
+  second once alone), works 5 min, report 1.3 min: about 2 h 6 min in all, not yet
+  measured end to end on a quiet machine. BAR/LBAR variance ratio 13.9× at 10³, 15.9× at
+  10⁴ (15.8× from the error bars), 15.9× from the error bars at 9·10⁴;
+  docs/tfep/solvation_cpu.json, docs/results.md.
+- `cpu_1e3`: the earlier `cpu` (same sampler, table at 10³ only, 25 subsets; one
+  coupling layer trained for 2,000 steps of batch 32). At the paper's pair 55 min of
+  sampling, 3 min of training, 51 s of report (docs/tfep/solvation_cpu_rb28434.json);
+  at `rb275` (20,000 training samples) about 11 min.
+- `cpu_1e4`: the `cpu_1e3` map and training with 10³ and 10⁴ samples per state at every
+  state (40 subsets of 10⁴, 420,000 held-out samples per state); at `rb275` about 56
+  min of run and 2.7 min of report, a 3.8 GB samples.npz.
+- `cpu_local`: `cpu_1e3` with the column conditioner (model.conditioner='column',
+  called 'local' before; flows.targeted.column_coupling) in place of the transformer:
+  one ColumnCoupling layer of width 32 with cylinders of radius 2.5 σ; same sampler,
+  so a `cpu_1e3` workdir's samples.npz may be copied into its workdir.
+- `paper`: the paper's sample sizes and a paper-sized model, for an accelerator (not
+  run).
 
 At `rb275` plain FEP from A fails (Kish ESS of the A→B weights 0.19 % over 10⁴ held-out
 A samples, 1.0 % on average over blocks of 10³; R_B = 2.7 σ gave 0.9 % at 10³, too
@@ -108,6 +115,9 @@ def make_config(
     dict(
       num_chains=50,  # HMC chains per state
       num_train=2000,  # samples of A and of B for training (rest held out)
+      num_ladder_held_out=0,  # held-out samples of every state (MBAR reference, staged
+      # MBAR); fewer than the ends' (eval.num_subsets × the largest eval.sample_sizes):
+      # the ends' others are drawn by chains of A and B alone (endpoints.npz). 0: as many
       burn_in=300,  # HMC steps of equilibration with step-size adaptation
       thin=4,  # HMC steps between stored samples
       num_leapfrog=3,  # leapfrog steps per HMC proposal
@@ -144,7 +154,7 @@ def make_config(
   return config
 
 
-def _cpu(pair: dict) -> dict:
+def _cpu_1e3(pair: dict) -> dict:
   return dict(
     states={},
     sampling=dict(num_train=pair['cpu_num_train'], num_leapfrog=20, thin=1, burn_in=500),
@@ -154,8 +164,18 @@ def _cpu(pair: dict) -> dict:
   )
 
 
+def _cpu(pair: dict) -> dict:
+  cpu_1e3 = _cpu_1e3(pair)  # same sampler; the ends' held-out samples extended
+  return dict(
+    cpu_1e3,
+    sampling=dict(cpu_1e3['sampling'], num_ladder_held_out=25_000),
+    train=dict(cpu_1e3['train'], batch_size=128, num_steps=6000, lr_decay_steps=(3000, 4500)),
+    evaluation=dict(sample_sizes=(1000, 10_000, 90_000), num_subsets=3),
+  )
+
+
 def _cpu_1e4(pair: dict) -> dict:
-  cpu = _cpu(pair)  # same sampler, map and training
+  cpu = _cpu_1e3(pair)  # same sampler, map and training
   return dict(cpu, evaluation=dict(sample_sizes=(1000, 10_000), num_subsets=40))
 
 
@@ -163,7 +183,14 @@ def _paper(pair: dict) -> dict:
   del pair  # its own sample sizes
   return dict(
     states={},
-    sampling=dict(num_chains=500, num_train=100_000, burn_in=1000, thin=10, num_leapfrog=5),
+    sampling=dict(
+      num_chains=500,
+      num_train=100_000,
+      num_ladder_held_out=100_000,
+      burn_in=1000,
+      thin=10,
+      num_leapfrog=5,
+    ),
     model=dict(
       num_layers=8,
       radial_bins=16,
@@ -177,7 +204,7 @@ def _paper(pair: dict) -> dict:
       lr_warmup_steps=1000,
       checkpoint_every_seconds=600.0,
     ),
-    evaluation=dict(sample_sizes=(1000, 10_000, 100_000), batch_size=2000),
+    evaluation=dict(sample_sizes=(1000, 10_000, 90_000), batch_size=2000),
   )
 
 
@@ -187,11 +214,17 @@ CPU_COLUMN_MODEL = dict(conditioner='column', num_layers=1, column=dict(width=32
 
 
 def _cpu_local(pair: dict) -> dict:
-  cpu = _cpu(pair)  # same sampler (and samples), training and table; column couplings
+  cpu = _cpu_1e3(pair)  # same sampler (and samples), training and table; column couplings
   return dict(cpu, model=dict(cpu['model'], **CPU_COLUMN_MODEL))
 
 
-VARIANTS = {'cpu': _cpu, 'cpu_1e4': _cpu_1e4, 'cpu_local': _cpu_local, 'paper': _paper}
+VARIANTS = {
+  'cpu': _cpu,
+  'cpu_1e3': _cpu_1e3,
+  'cpu_1e4': _cpu_1e4,
+  'cpu_local': _cpu_local,
+  'paper': _paper,
+}
 
 
 def get_config(arg: str = 'cpu') -> ml_collections.ConfigDict:

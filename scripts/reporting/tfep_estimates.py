@@ -1,5 +1,6 @@
 """The table of `scripts.tfep_report`: FEP, BAR, staged MBAR, LFEP, LBAR on disjoint
-held-out blocks against an MBAR reference over all samples.
+held-out blocks against an MBAR reference over all samples of every ladder state, and
+the mean dissipated work of the identity and of the trained map.
 
 All free energies are ΔF = f_B − f_A in kT. Every block's estimate is judged by
 `systems.estimators`; each method reports the fraction of its blocks judged reliable.
@@ -18,16 +19,14 @@ def percent(fraction: float) -> str:
   return f'{100 * fraction:.0f} %'
 
 
-def subset_estimates(works: dict, reduced: np.ndarray, num_train: int, n: int, j: int) -> dict:
-  """The five estimates (value, stderr, reasons) on held-out block j of size n.
+def subset_estimates(works: dict, n: int, j: int) -> dict:
+  """FEP, BAR, LFEP and LBAR (value, stderr, reasons) on held-out block j of size n of the
+  end states' works, and the Kish ESS fractions of FEP's and LFEP's weights.
 
   `reasons` (tuple of str) says why systems.estimators judged the estimate
   unreliable, empty if it did not.
   """
   block = slice(j * n, (j + 1) * n)
-  u = reduced[:, :, num_train:][:, :, block]  # (K, K, n)
-  num_states = u.shape[0]
-  staged = estimators.mbar(u.reshape(num_states, -1), np.full(num_states, n))
   results = dict(
     FEP=targeted.estimate(works['plain_forward'][block]),
     BAR=targeted.estimate(works['plain_forward'][block], works['plain_reverse'][block]),
@@ -35,10 +34,30 @@ def subset_estimates(works: dict, reduced: np.ndarray, num_train: int, n: int, j
     LBAR=targeted.estimate(works['mapped_forward'][block], works['mapped_reverse'][block]),
   )
   results = {k: (e.value, e.stderr, e.reasons) for k, e in results.items()}
-  results['MBAR'] = (float(staged.delta_f[-1]), float(staged.stderr[-1]), staged.reasons)
   results['FEP_ess'] = estimators.ess_fraction(-works['plain_forward'][block])
   results['LFEP_ess'] = estimators.ess_fraction(-works['mapped_forward'][block])
   return results
+
+
+def staged_mbar(reduced: np.ndarray, num_train: int, n: int, j: int) -> tuple:
+  """MBAR over every ladder state (value, stderr, reasons) on held-out block j of size n of
+  samples.npz's `reduced` (K, K, n_total)."""
+  u = reduced[:, :, num_train + j * n : num_train + (j + 1) * n]  # (K, K, n)
+  num_states = u.shape[0]
+  staged = estimators.mbar(u.reshape(num_states, -1), np.full(num_states, n))
+  return float(staged.delta_f[-1]), float(staged.stderr[-1]), staged.reasons
+
+
+def dissipation(works: dict, delta_f: float) -> dict:
+  """Mean dissipated work (kT) over every held-out sample: ⟨W_AB⟩ − ΔF and ⟨W_BA⟩ + ΔF, for
+  the identity (plain) and the trained map (mapped). Zero for a perfect map; the smaller,
+  the larger the overlap and the smaller the estimators' variance."""
+  return dict(
+    plain_forward=float(np.mean(works['plain_forward']) - delta_f),
+    plain_reverse=float(np.mean(works['plain_reverse']) + delta_f),
+    mapped_forward=float(np.mean(works['mapped_forward']) - delta_f),
+    mapped_reverse=float(np.mean(works['mapped_reverse']) + delta_f),
+  )
 
 
 def reference(data: dict, num_chains: int, num_groups: int = 10) -> dict:
@@ -92,42 +111,65 @@ def variance_ratio_interval(ratio: float, num_subsets: int, level: float = 0.9) 
   return [float(ratio / f), float(ratio * f)]
 
 
+def _method_stats(estimates: list, ref_value: float) -> dict:
+  """Mean, spread and reliability of one method's (value, stderr, reasons) over blocks."""
+  values = np.array([e[0] for e in estimates])
+  reasons = [e[2] for e in estimates]
+  std = float(values.std(ddof=1))
+  return dict(
+    mean=float(values.mean()),
+    std=std,
+    mean_stderr=float(np.mean([e[1] for e in estimates])),
+    values=values.tolist(),
+    deviation_in_std=float((values.mean() - ref_value) / max(std, 1e-12)),
+    reliable_fraction=float(np.mean([not r for r in reasons])),
+    example_unreliable_reason=next(('; '.join(r) for r in reasons if r), None),
+  )
+
+
 def make_table(config, data: dict, works: dict) -> dict:
-  """Per sample size: per method mean, std over subsets, mean reported stderr,
-  the fraction of subsets judged reliable and the first reason given for one
-  that was not (None if all were reliable)."""
+  """Per sample size n: per method the mean, std over disjoint held-out blocks, mean
+  reported stderr, the fraction of blocks judged reliable and the first reason given for
+  one that was not (None if all were reliable); BAR's over LBAR's variance from the
+  spreads (with its 90 % interval) and from the mean reported errors.
+
+  FEP, BAR, LFEP and LBAR use every block of n the end states' held-out samples hold;
+  staged MBAR the blocks that every ladder state holds (samples.npz), and is None at a
+  size where that is fewer than two.
+  """
   ref = reference(data, config.sampling.num_chains)
+  num_train = config.sampling.num_train
+  num_held = len(works['plain_forward'])
+  num_ladder_held = data['reduced'].shape[-1] - num_train
   rows = []
-  num_held = data['reduced'].shape[-1] - config.sampling.num_train
   for n in config.eval.sample_sizes:
     num_blocks = num_held // n
     if num_blocks < 2:
       raise ValueError(
-        f'{num_held} held-out samples per state make fewer than two '
+        f'{num_held} held-out samples per end state make fewer than two '
         f'disjoint subsets of n = {n}; expected n <= {num_held // 2}.'
       )
-    per_subset = [
-      subset_estimates(works, data['reduced'], config.sampling.num_train, n, j)
-      for j in range(num_blocks)
-    ]
-    row = dict(num_samples=n, num_subsets=len(per_subset))
-    for method in METHODS:
-      values = np.array([s[method][0] for s in per_subset])
-      reasons = [s[method][2] for s in per_subset]
-      row[method] = dict(
-        mean=float(values.mean()),
-        std=float(values.std(ddof=1)),
-        mean_stderr=float(np.mean([s[method][1] for s in per_subset])),
-        values=values.tolist(),
-        deviation_in_std=float((values.mean() - ref['value']) / max(values.std(ddof=1), 1e-12)),
-        reliable_fraction=float(np.mean([not r for r in reasons])),
-        example_unreliable_reason=next(('; '.join(r) for r in reasons if r), None),
+    per_subset = [subset_estimates(works, n, j) for j in range(num_blocks)]
+    row = dict(num_samples=n, num_subsets=num_blocks)
+    for method in ('FEP', 'BAR', 'LFEP', 'LBAR'):
+      row[method] = _method_stats([s[method] for s in per_subset], ref['value'])
+    mbar_blocks = num_ladder_held // n
+    row['MBAR'] = (
+      _method_stats(
+        [staged_mbar(data['reduced'], num_train, n, j) for j in range(mbar_blocks)], ref['value']
       )
+      if mbar_blocks >= 2
+      else None
+    )
+    row['MBAR_subsets'] = mbar_blocks
     for key in ('FEP_ess', 'LFEP_ess'):
       row[key] = float(np.mean([s[key] for s in per_subset]))
     ratio = row['BAR']['std'] ** 2 / max(row['LBAR']['std'] ** 2, 1e-300)
     row['BAR_over_LBAR_variance'] = float(ratio)
-    row['BAR_over_LBAR_variance_90'] = variance_ratio_interval(ratio, len(per_subset))
+    row['BAR_over_LBAR_variance_90'] = variance_ratio_interval(ratio, num_blocks)
+    row['BAR_over_LBAR_stderr_variance'] = float(
+      row['BAR']['mean_stderr'] ** 2 / max(row['LBAR']['mean_stderr'] ** 2, 1e-300)
+    )
     rows.append(row)
   return dict(
     benchmark=config.benchmark,
@@ -135,6 +177,7 @@ def make_table(config, data: dict, works: dict) -> dict:
     parameters=np.asarray(data['parameters']).tolist(),
     training_step=int(works['step']),
     reference=ref,
+    dissipation=dissipation(works, ref['value']),
     acceptance=np.asarray(data['acceptance']).tolist(),
     statistical_inefficiency=np.asarray(data['statistical_inefficiency']).tolist(),
     rows=rows,

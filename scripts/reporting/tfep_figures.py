@@ -20,10 +20,13 @@ def plot_table(table: dict, path: str) -> None:
   ax.axhline(ref['value'], color='k', lw=1, label='MBAR reference')
   ax.axhspan(ref['value'] - ref['stderr'], ref['value'] + ref['stderr'], color='k', alpha=0.15)
   for i, method in enumerate(METHODS):
-    mean = np.array([row[method]['mean'] for row in table['rows']])
-    std = np.array([row[method]['std'] for row in table['rows']])
-    x = sizes * (1 + 0.04 * (i - 2))  # dodge
-    reliable = min(row[method]['reliable_fraction'] for row in table['rows'])
+    rows = [row for row in table['rows'] if row[method]]  # staged MBAR: not at every size
+    if not rows:
+      continue
+    mean = np.array([row[method]['mean'] for row in rows])
+    std = np.array([row[method]['std'] for row in rows])
+    x = np.array([row['num_samples'] for row in rows]) * (1 + 0.04 * (i - 2))  # dodge
+    reliable = min(row[method]['reliable_fraction'] for row in rows)
     label = method + ('' if reliable == 1.0 else f' (≥ {percent(reliable)} of subsets reliable)')
     ax.errorbar(x, mean, yerr=std, marker='o', capsize=3, label=label)
     ax.fill_between(x, mean - std, mean + std, alpha=0.15)

@@ -25,9 +25,7 @@ def structure(
   about it) and 'inside_radius_b' (per set, the mean number of particles closer
   to the solute than its radius in state B, λ_B).
   """
-  held = config.sampling.num_train
-  x_a = np.asarray(data['samples'][0, held : held + num_frames])
-  y_b = np.asarray(data['samples'][-1, held : held + num_frames])
+  x_a, y_b = tfep_stages.held_out_ends(config, data)['samples'][:, :num_frames]
   batch = config.eval.batch_size
   sets = dict(
     zip(
