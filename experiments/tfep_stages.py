@@ -131,9 +131,11 @@ def _sample_states(
 def _reduced(config, ladder: ladders.Ladder, states: list[int], samples: np.ndarray) -> np.ndarray:
   """u[k, l, i] (len(states), S, n) in kT: sample i of set l under ladder state states[k]."""
   batch = config.eval.batch_size
-  return np.stack(
-    [np.stack([batched(jax.jit(ladder.reduced_at(k)), x, batch) for x in samples]) for k in states]
-  )
+  rows = []
+  for k in states:
+    energy = jax.jit(ladder.reduced_at(k))  # one compile per state, not per sample set
+    rows.append(np.stack([batched(energy, x, batch) for x in samples]))
+  return np.stack(rows)
 
 
 def draw_samples(config: ml_collections.ConfigDict, ladder: ladders.Ladder, path: str) -> dict:
