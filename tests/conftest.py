@@ -1,7 +1,7 @@
 """Shared test fixtures: `perturb` (parameters off their initial values), a finished tiny
 TFEP run built once for all workers (`built_once`), and the check that skipped steps
-changed nothing; one persistent JAX compilation cache for the session; and the order in
-which files reach the xdist workers (slowest first).
+changed nothing; one persistent JAX compilation cache and LLVM's optimisations off for the
+session; and the order in which files reach the xdist workers (slowest first).
 
 Tests take them as fixtures (`def test_x(perturb): ...`); nothing is imported from here.
 """
@@ -31,7 +31,17 @@ _CACHE_ENV = 'JAX_COMPILATION_CACHE_DIR'
 _CACHE_OWNER_ENV = 'ASF_TEST_JAX_CACHE_OWNER'  # the process that made the directory
 
 
+# LLVM's optimisations off for every program the session compiles, its subprocesses'
+# included: the same XLA programs, compiled in about two thirds of the CPU time (the tests
+# compile far more than they run), their machine code less optimised. A level the user
+# already set in XLA_FLAGS is kept.
+_FAST_COMPILE_FLAG = '--xla_backend_optimization_level=0'
+
+
 def pytest_configure(config):
+  flags = os.environ.get('XLA_FLAGS', '')
+  if 'xla_backend_optimization_level' not in flags:  # read when JAX starts its backend
+    os.environ['XLA_FLAGS'] = f'{flags} {_FAST_COMPILE_FLAG}'.strip()
   if not os.environ.get(_CACHE_ENV):
     os.environ[_CACHE_ENV] = tempfile.mkdtemp(prefix='pytest-jax-cache-')
     os.environ[_CACHE_OWNER_ENV] = str(os.getpid())

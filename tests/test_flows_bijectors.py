@@ -25,7 +25,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from compile_options import FAST_COMPILE
 from flax import nnx
 
 from flows import CircularShift, CouplingLayer, LocalSolidFlow, SolidFlow, SplitCoupling, registry
@@ -162,7 +161,7 @@ def _box_shifts(width):
   return shift
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1), compiler_options=FAST_COMPILE)
+@functools.partial(jax.jit, static_argnums=(0, 1))
 def _evaluate(graphdef, permuted_graphdef, state, permuted_state, x, shift, permutation):
   """Everything the suite checks, in one compiled program.
 
@@ -329,7 +328,7 @@ def test_permutation_equivariance(name, perturb):
 FAMILY_SYSTEM = 'mw_cubic_64'
 
 
-@functools.partial(jax.jit, static_argnums=0, compiler_options=FAST_COMPILE)
+@functools.partial(jax.jit, static_argnums=0)
 def _family_results(graphdef, state, key, shift):
   flow = nnx.merge(graphdef, state)
   z, _ = flow.base_sample(key, 8)

@@ -1,13 +1,11 @@
 """The local flow's parts: lattice graph, harmonic covariance, Gaussian base, LocalSolidFlow."""
 
-import functools
 import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from compile_options import FAST_COMPILE
 from flax import nnx
 from scipy import stats
 
@@ -185,7 +183,7 @@ def local_flow(system, num_layers=2, seed=0, covariance=None, num_neighbours=12)
   )
 
 
-@functools.partial(jax.jit, compiler_options=FAST_COMPILE)
+@jax.jit
 def _properties(graphdef, state, key, perm, shifts):
   """Everything the model tests check, in one compiled program (float64)."""
   flow = nnx.merge(graphdef, state)
@@ -276,7 +274,7 @@ def test_log_det_is_the_log_det_of_the_autodiff_jacobian(perturb):
     state = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), state)
     u = 0.3 * jax.random.normal(jax.random.key(0), (4, 2, 3), jnp.float64)
 
-    @functools.partial(jax.jit, compiler_options=FAST_COMPILE)
+    @jax.jit
     def both(state, u):
       f = nnx.merge(graphdef, state)
       jac = jax.vmap(jax.jacfwd(lambda v: f.forward(v.reshape(2, 3))[0].reshape(-1)))

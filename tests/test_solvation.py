@@ -100,3 +100,15 @@ def test_solvation_pairs_default_to_the_papers_and_keep_the_earlier_one():
   assert default.model == earlier.model and default.train == earlier.train
   with pytest.raises(ValueError, match="pair='rb2' .*expected one of paper, rb275"):
     tfep_solvation.get_config('cpu,rb2')
+
+
+def test_cpu_variant_shares_samples_and_table_with_the_transformer_one():
+  """`cpu` and `cpu_transformer` draw the same samples and make the same table, so one
+  workdir's samples.npz and endpoints.npz serve both; only the map and its steps differ."""
+  column, transformer = (tfep_solvation.get_config(v) for v in ('cpu', 'cpu_transformer'))
+  for section in ('states', 'sampling', 'eval'):
+    assert column[section] == transformer[section], section
+  assert (column.model.conditioner, transformer.model.conditioner) == ('column', 'transformer')
+  assert column.model.radial_bins == transformer.model.radial_bins == 8
+  assert (column.train.num_steps, tuple(column.train.lr_decay_steps)) == (3000, (1500, 2250))
+  assert column.train.batch_size == transformer.train.batch_size == 128

@@ -223,10 +223,9 @@ print('GRADDIFF', gdiff / scale)
 
 
 def test_sharded_step_equals_single_device_step():
-  # Two host devices; LLVM optimisation off for this one-step comparison (a third of its
-  # compile time), the same for both sides of it.
-  flags = '--xla_force_host_platform_device_count=2 --xla_backend_optimization_level=0'
-  env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS='cpu')
+  # Two host devices, with the session's other XLA flags (tests/conftest.py).
+  flags = f'{os.environ.get("XLA_FLAGS", "")} --xla_force_host_platform_device_count=2'
+  env = dict(os.environ, XLA_FLAGS=flags.strip(), JAX_PLATFORMS='cpu')
   out = subprocess.run(
     [sys.executable, '-c', SHARDED_SCRIPT],
     cwd=ROOT,

@@ -15,14 +15,14 @@ Variants:
   disjoint held-out subsets). Every state holds 45,000 training and 25,000 held-out
   samples (samples.npz: the MBAR reference, and staged MBAR on the blocks they hold);
   the ends' other 245,000 held-out samples each are drawn by chains of A and B alone
-  (endpoints.npz). One coupling layer after a radial spline, trained for 6,000 steps
-  of batch 128 with the learning rate cut tenfold at 3,000 and 4,500. Measured on
-  2026-12-06 on two CPU cores shared with other jobs, in parts: samples.npz 55 min (the
-  `cpu_1e3` draw, at low priority), endpoints.npz 15 min, training 50 min (2.7 steps a
-  second once alone), works 5 min, report 1.3 min: about 2 h 6 min in all, not yet
-  measured end to end on a quiet machine. BAR/LBAR variance ratio 13.9× at 10³, 15.9× at
-  10⁴ (15.8× from the error bars), 15.9× from the error bars at 9·10⁴;
-  docs/tfep/solvation_cpu.json, docs/results.md.
+  (endpoints.npz). The map is a radial spline and one column coupling layer (width 32,
+  cylinders of radius 2.5 σ), trained for 3,000 steps of batch 128 with the learning
+  rate cut tenfold at 1,500 and 2,250. BAR/LBAR variance ratio 15.5× at 10³, 18.2× at
+  10⁴ (16.8× from the error bars), 16.9× from the error bars at 9·10⁴ (training 19.5
+  min; docs/tfep/solvation_cpu.json, docs/results.md).
+- `cpu_transformer`: `cpu`'s samples and table with the transformer map, one coupling
+  layer trained for 6,000 steps with the rate cut at 3,000 and 4,500: 13.9×, 15.9× and
+  15.9× (training 50 min; docs/tfep/solvation_cpu_transformer.json).
 - `cpu_1e3`: the earlier `cpu` (same sampler, table at 10³ only, 25 subsets; one
   coupling layer trained for 2,000 steps of batch 32). At the paper's pair 55 min of
   sampling, 3 min of training, 51 s of report (docs/tfep/solvation_cpu_rb28434.json);
@@ -164,13 +164,27 @@ def _cpu_1e3(pair: dict) -> dict:
   )
 
 
-def _cpu(pair: dict) -> dict:
+# The `cpu` map: column couplings (flows.targeted.column_coupling) in place of the
+# transformer's, one layer of width 32 with cylinders of radius 2.5 σ.
+CPU_COLUMN_MODEL = dict(conditioner='column', num_layers=1, column=dict(width=32, cutoff=2.5))
+
+
+def _cpu_transformer(pair: dict) -> dict:
   cpu_1e3 = _cpu_1e3(pair)  # same sampler; the ends' held-out samples extended
   return dict(
     cpu_1e3,
     sampling=dict(cpu_1e3['sampling'], num_ladder_held_out=25_000),
     train=dict(cpu_1e3['train'], batch_size=128, num_steps=6000, lr_decay_steps=(3000, 4500)),
     evaluation=dict(sample_sizes=(1000, 10_000, 90_000), num_subsets=3),
+  )
+
+
+def _cpu(pair: dict) -> dict:
+  cpu = _cpu_transformer(pair)  # same samples and table; the column map, half the steps
+  return dict(
+    cpu,
+    model=dict(cpu['model'], **CPU_COLUMN_MODEL),
+    train=dict(cpu['train'], num_steps=3000, lr_decay_steps=(1500, 2250)),
   )
 
 
@@ -208,11 +222,6 @@ def _paper(pair: dict) -> dict:
   )
 
 
-# The `cpu` map with column couplings (flows.targeted.column_coupling) in place of the
-# transformer's, sized to train in about the time of `cpu`.
-CPU_COLUMN_MODEL = dict(conditioner='column', num_layers=1, column=dict(width=32, cutoff=2.5))
-
-
 def _cpu_local(pair: dict) -> dict:
   cpu = _cpu_1e3(pair)  # same sampler (and samples), training and table; column couplings
   return dict(cpu, model=dict(cpu['model'], **CPU_COLUMN_MODEL))
@@ -220,6 +229,7 @@ def _cpu_local(pair: dict) -> dict:
 
 VARIANTS = {
   'cpu': _cpu,
+  'cpu_transformer': _cpu_transformer,
   'cpu_1e3': _cpu_1e3,
   'cpu_1e4': _cpu_1e4,
   'cpu_local': _cpu_local,
