@@ -1,7 +1,8 @@
 """Shared test fixtures: `perturb` (parameters off their initial values), a finished tiny
 TFEP run built once for all workers (`built_once`), and the check that skipped steps
-changed nothing; one persistent JAX compilation cache and LLVM's optimisations off for the
-session; and the order in which files reach the xdist workers (slowest first).
+changed nothing; one persistent JAX compilation cache and most of XLA's optimisations off
+for the session (`optimized_compilation` turns them on for one test); and the order in
+which files reach the xdist workers (slowest first).
 
 Tests take them as fixtures (`def test_x(perturb): ...`); nothing is imported from here.
 """
@@ -31,17 +32,20 @@ _CACHE_ENV = 'JAX_COMPILATION_CACHE_DIR'
 _CACHE_OWNER_ENV = 'ASF_TEST_JAX_CACHE_OWNER'  # the process that made the directory
 
 
-# LLVM's optimisations off for every program the session compiles, its subprocesses'
-# included: the same XLA programs, compiled in about two thirds of the CPU time (the tests
-# compile far more than they run), their machine code less optimised. A level the user
-# already set in XLA_FLAGS is kept.
-_FAST_COMPILE_FLAG = '--xla_backend_optimization_level=0'
+# Most of XLA's optimisations off for every program the session compiles, its
+# subprocesses' included (jax_disable_most_optimizations: LLVM at level 0, no expensive
+# passes): the same programs, compiled in about two thirds of the CPU time (the tests
+# compile far more than they run), their machine code less optimised. A test that runs
+# far more than it compiles takes the `optimized_compilation` fixture. A value the user
+# set (JAX_DISABLE_MOST_OPTIMIZATIONS) is kept.
+_FAST_COMPILE_ENV = 'JAX_DISABLE_MOST_OPTIMIZATIONS'
 
 
 def pytest_configure(config):
-  flags = os.environ.get('XLA_FLAGS', '')
-  if 'xla_backend_optimization_level' not in flags:  # read when JAX starts its backend
-    os.environ['XLA_FLAGS'] = f'{flags} {_FAST_COMPILE_FLAG}'.strip()
+  os.environ.setdefault(_FAST_COMPILE_ENV, '1')  # read by subprocesses' JAX at import
+  jax.config.update(
+    'jax_disable_most_optimizations', os.environ[_FAST_COMPILE_ENV].lower() in ('1', 'true')
+  )
   if not os.environ.get(_CACHE_ENV):
     os.environ[_CACHE_ENV] = tempfile.mkdtemp(prefix='pytest-jax-cache-')
     os.environ[_CACHE_OWNER_ENV] = str(os.getpid())
@@ -116,6 +120,16 @@ def _perturb(target, scale: float = 0.3, seed: int = 0):
     moved = np.asarray(p, np.float64) + std * rng.standard_normal(p.shape)
     noisy.append(jnp.asarray(moved.astype(p.dtype)))
   return jax.tree.unflatten(treedef, noisy)
+
+
+@pytest.fixture
+def optimized_compilation():
+  """XLA's full optimisation for the programs one test compiles: for a test that runs far
+  more than it compiles (HMC at N = 256, millions of density evaluations)."""
+  before = jax.config.values['jax_disable_most_optimizations']
+  jax.config.update('jax_disable_most_optimizations', False)
+  yield
+  jax.config.update('jax_disable_most_optimizations', before)
 
 
 @pytest.fixture(scope='session')

@@ -285,7 +285,7 @@ def test_log_det_is_the_log_det_of_the_autodiff_jacobian(perturb):
   assert np.abs(log_det).min() > 1e-3
 
 
-def test_density_integrates_to_one_over_the_torus(perturb):
+def test_density_integrates_to_one_over_the_torus(perturb, optimized_compilation):
   """∫ q over all labelled configurations of M = 2 particles, by uniform Monte Carlo.
 
   Independent of the flow's own bookkeeping: it checks the base normaliser,

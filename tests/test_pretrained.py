@@ -84,7 +84,7 @@ def test_shipped_model_reproduces_its_importance_sampling(name):
 @pytest.mark.parametrize(
   'name', [n for n in SHIPPED if not stored_estimates(n)['importance_sampling']['reliable']]
 )
-def test_shipped_model_reproduces_its_lbar(name):
+def test_shipped_model_reproduces_its_lbar(name, optimized_compilation):
   stored = stored_estimates(name)['lbar']
   assert stored['reliable'], 'a shipped model needs one reliable estimate'
   fresh = free_energy.estimate(

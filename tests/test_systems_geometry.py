@@ -152,12 +152,14 @@ def test_flow_base_and_energies_see_the_same_images_at_ties():
   # The flow's relative sites: computed in float64, kept in float32.
   sites = images[np.float64].astype(np.float32)
   np.testing.assert_array_equal(flow.base.sites[...], sites)
-  # The perfect lattice is the mode of the base: u = 0 for every particle.
+  # The perfect lattice is the mode of the base: u = 0 for every particle. Its log-density
+  # is a float32 sum of 3m terms, whose rounding (up to a few 1e-6 of it) depends on the
+  # order XLA's reduction takes.
   m = flow.base.num_sites
   np.testing.assert_allclose(
     flow.base.log_prob(jnp.asarray(sites)),
     -3 * m * flow.base.log_normaliser - math.lgamma(m + 1),
-    rtol=1e-6,
+    rtol=1e-5,
   )
 
 

@@ -223,9 +223,8 @@ print('GRADDIFF', gdiff / scale)
 
 
 def test_sharded_step_equals_single_device_step():
-  # Two host devices, with the session's other XLA flags (tests/conftest.py).
   flags = f'{os.environ.get("XLA_FLAGS", "")} --xla_force_host_platform_device_count=2'
-  env = dict(os.environ, XLA_FLAGS=flags.strip(), JAX_PLATFORMS='cpu')
+  env = dict(os.environ, XLA_FLAGS=flags.strip(), JAX_PLATFORMS='cpu')  # two host devices
   out = subprocess.run(
     [sys.executable, '-c', SHARDED_SCRIPT],
     cwd=ROOT,

@@ -18,14 +18,17 @@ Variants:
   (endpoints.npz). The map is a radial spline and one column coupling layer (width 32,
   cylinders of radius 2.5 σ), trained for 3,000 steps of batch 128 with the learning
   rate cut tenfold at 1,500 and 2,250. BAR/LBAR variance ratio 15.5× at 10³, 18.2× at
-  10⁴ (16.8× from the error bars), 16.9× from the error bars at 9·10⁴ (training 19.5
-  min; docs/tfep/solvation_cpu.json, docs/results.md).
+  10⁴ (16.8× from the error bars), 16.9× from the error bars at 9·10⁴
+  (docs/tfep/solvation_cpu.json, docs/results.md). Measured end to end from an empty
+  workdir on two CPU cores: 59 min (samples.npz 23 min, endpoints.npz 10 min, training
+  22 min, works 2.6 min, report 1.1 min).
 - `cpu_transformer`: `cpu`'s samples and table with the transformer map, one coupling
   layer trained for 6,000 steps with the rate cut at 3,000 and 4,500: 13.9×, 15.9× and
-  15.9× (training 50 min; docs/tfep/solvation_cpu_transformer.json).
+  15.9× (training 50 min on shared cores; docs/tfep/solvation_cpu_transformer.json).
 - `cpu_1e3`: the earlier `cpu` (same sampler, table at 10³ only, 25 subsets; one
-  coupling layer trained for 2,000 steps of batch 32). At the paper's pair 55 min of
-  sampling, 3 min of training, 51 s of report (docs/tfep/solvation_cpu_rb28434.json);
+  coupling layer trained for 2,000 steps of batch 32). At the paper's pair `cpu`'s
+  samples.npz (23 min), 3 min of training, 51 s of report
+  (docs/tfep/solvation_cpu_rb28434.json);
   at `rb275` (20,000 training samples) about 11 min.
 - `cpu_1e4`: the `cpu_1e3` map and training with 10³ and 10⁴ samples per state at every
   state (40 subsets of 10⁴, 420,000 held-out samples per state); at `rb275` about 56
