@@ -42,10 +42,9 @@ _FAST_COMPILE_ENV = 'JAX_DISABLE_MOST_OPTIMIZATIONS'
 
 
 def pytest_configure(config):
-  os.environ.setdefault(_FAST_COMPILE_ENV, '1')  # read by subprocesses' JAX at import
-  jax.config.update(
-    'jax_disable_most_optimizations', os.environ[_FAST_COMPILE_ENV].lower() in ('1', 'true')
-  )
+  if _FAST_COMPILE_ENV not in os.environ:  # else JAX read the user's value at import
+    os.environ[_FAST_COMPILE_ENV] = '1'  # read by subprocesses' JAX at import
+    jax.config.update('jax_disable_most_optimizations', True)
   if not os.environ.get(_CACHE_ENV):
     os.environ[_CACHE_ENV] = tempfile.mkdtemp(prefix='pytest-jax-cache-')
     os.environ[_CACHE_OWNER_ENV] = str(os.getpid())
