@@ -66,7 +66,11 @@ def summarize(samples: dict, system: System) -> dict:
     larger is `log_z_stderr`), `beta_f_per_particle` and
     `beta_f_per_particle_stderr` (project convention), `mean_energy`
     (reweighted to the target, the estimate of ⟨U⟩),
-    `mean_energy_flow` (under q, finite energies), `num_samples` (used),
+    `mean_energy_flow` (under q, finite energies), `mean_log_weight` and
+    `log_weight_std` (of ln w = −βU − ln q over the samples of finite energy:
+    E_q[ln w] ≤ ln Z for any flow, and ln Z − E_q[ln w] is the flow's reverse
+    KL divergence in kT, a measure of its quality that, unlike the ESS, is
+    well estimated from few samples), `num_samples` (used),
     `num_zero_weight` (of them, energy +∞), `num_nonfinite` (left out),
     `reliable` and `unreliable_reasons` (list of str; see systems.estimators).
     With fewer than two samples of finite weight every estimate is NaN and the
@@ -92,6 +96,8 @@ def summarize(samples: dict, system: System) -> dict:
       beta_f_per_particle_stderr=float('nan'),
       mean_energy=float('nan'),
       mean_energy_flow=float('nan'),
+      mean_log_weight=float('nan'),
+      log_weight_std=float('nan'),
       reliable=False,
       unreliable_reasons=[reason],
     )
@@ -122,6 +128,8 @@ def summarize(samples: dict, system: System) -> dict:
     beta_f_per_particle_stderr=float(estimate.stderr / n),
     mean_energy=float(np.sum(weights[weights > 0] * energy[weights > 0])),  # 0·inf: no NaN
     mean_energy_flow=float(np.mean(energy[np.isfinite(energy)])),
+    mean_log_weight=float(np.mean(log_w[np.isfinite(log_w)])),
+    log_weight_std=float(np.std(log_w[np.isfinite(log_w)])),
     reliable=estimate.reliable,
     unreliable_reasons=list(estimate.reasons),
   )

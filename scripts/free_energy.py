@@ -29,11 +29,12 @@ needed (the error falls as 1/√n), at least twice as many while unreliable.
 
 Writes F.json with `importance_sampling` and `lbar` sections (`lbar` and
 `hmc` are null with --flow_only), each with `beta_f_per_particle`,
-`beta_f_per_particle_stderr` (and `ess`, `mean_energy` for importance
-sampling), whether the estimate is reliable and why not, plus the sample
-counts and timings, and prints one line per estimate. βF/N is in the
-project convention (systems.convention). Progress bars follow the long parts
-on a terminal.
+`beta_f_per_particle_stderr` (and `ess`, `mean_energy`, and `mean_log_weight`
+and `log_weight_std` of ln w = −βU − ln q, for importance sampling: the lbar
+log_z minus mean_log_weight is the flow's reverse KL), whether the estimate
+is reliable and why not, plus the sample counts and timings, and prints one
+line per estimate. βF/N is in the project convention (systems.convention).
+Progress bars follow the long parts on a terminal.
 """
 
 import argparse
@@ -216,6 +217,8 @@ def estimate(
     log_z_stderr=row['log_z_stderr'],
     mean_energy=row['mean_energy'],
     energy_unit=s.energy_unit,
+    mean_log_weight=row['mean_log_weight'],  # E_q[ln w] ≤ ln Z: ln Z − it = reverse KL (kT)
+    log_weight_std=row['log_weight_std'],
     num_samples=row['num_samples'],
     num_outside_basin=row['num_zero_weight'],
     num_nonfinite=row['num_nonfinite'],  # left out (NaN energy or ln q), see evaluation

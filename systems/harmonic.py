@@ -93,6 +93,38 @@ def covariance(system) -> np.ndarray:
 _COVARIANCES: dict[tuple, np.ndarray] = {}
 
 
+def empirical_covariance(system, positions: np.ndarray) -> np.ndarray:
+  """(3M, 3M) covariance of the displacements of samples, particle 0 pinned.
+
+  The moment-matched Gaussian of the base's frame (the Gaussian closest to
+  the samples in forward KL), length units squared. Each configuration
+  counts once per cell translation (every particle of basis atom 0 pinned in
+  turn, the others relabelled by the translation that takes it to site 0),
+  which the energy's symmetry makes equally likely: C times the samples.
+
+  Args:
+    system: the solid; particle i of a sample belongs to site i.
+    positions: (n, N, 3) samples, e.g. HMC samples of the target.
+  """
+  positions = np.asarray(positions, np.float64)
+  if positions.ndim != 3 or positions.shape[1:] != (system.num_particles, 3):
+    raise ValueError(
+      f'positions have shape {positions.shape}; expected (n, {system.num_particles}, 3).'
+    )
+  box = np.asarray(system.box, np.float64)
+  u = positions - np.asarray(system.lattice, np.float64)
+  u -= box * np.round(u / box)
+  size = 3 * (system.num_particles - 1)
+  total = np.zeros((size, size))
+  translations = _cell_translations(system)
+  for translate in translations:
+    moved = u[:, translate]
+    pinned = (moved[:, 1:] - moved[:, :1]).reshape(len(u), size)
+    total += pinned.T @ pinned
+  total /= len(u) * len(translations)
+  return 0.5 * (total + total.T)
+
+
 def _covariance(system) -> np.ndarray:
   beta_h = system.beta * hessian(system)
   smallest = float(np.linalg.eigvalsh(beta_h)[0])

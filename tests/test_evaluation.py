@@ -45,6 +45,9 @@ def test_flow_targeting_its_own_density_has_unit_ess_and_exact_log_z(perturb):
   )
   energies = samples['energy']
   assert row['mean_energy_flow'] == pytest.approx(np.mean(energies))
+  # ln w = c for every sample of the exact flow: E_q[ln w] = ln Z, no spread.
+  assert row['mean_log_weight'] == pytest.approx(c, abs=1e-4)
+  assert row['log_weight_std'] < 1e-4
 
 
 def _samples_with_log_weights(system, log_w):
@@ -68,6 +71,23 @@ def test_summarize_judges_the_estimate_and_says_why_it_is_unreliable():
   assert lines[0].startswith('lj_32: βF/N = ') and '(step 7)' in lines[0]
   assert lines[1] == f'UNRELIABLE: {reason}'
   json.dumps(bad)  # JSON-ready
+
+
+def test_mean_log_weight_is_the_reverse_kl_below_ln_z():
+  # ln w ~ N(μ, s²): ln Z = ln E[w] = μ + s²/2, so ln Z − E_q[ln w] = s²/2 (the reverse KL);
+  # a sample of zero weight (energy +∞) counts in ln Z, not in the mean of ln w.
+  system = get_system('lj_32')
+  mu, s = 1.5, 0.5
+  log_w = mu + s * np.random.default_rng(1).standard_normal(65536)
+  samples = _samples_with_log_weights(system, np.append(log_w, 0.0))
+  samples['energy'][-1] = np.inf
+  row = evaluation.summarize(samples, system)
+  assert row['num_zero_weight'] == 1
+  assert row['mean_log_weight'] == pytest.approx(np.mean(log_w))
+  assert row['log_weight_std'] == pytest.approx(np.std(log_w))
+  assert row['mean_log_weight'] == pytest.approx(mu, abs=0.01)
+  assert row['log_weight_std'] == pytest.approx(s, rel=0.01)
+  assert row['log_z'] - row['mean_log_weight'] == pytest.approx(s**2 / 2, abs=0.01)
 
 
 def test_summarize_of_only_non_finite_samples_says_so_instead_of_failing():

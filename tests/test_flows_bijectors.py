@@ -78,7 +78,7 @@ def _targeted(num_layers=2, radial_bins=0, sites=None, conditioner='transformer'
   return registry.build(model, geometry, nnx.Rngs(5))
 
 
-def _local(order=None, remat=False):
+def _local(order=None, remat=False, pair_width=0):
   """The local chain on LATTICE's sites (and their basis indices) taken in `order`."""
   order = np.arange(4) if order is None else order
   return LocalSolidFlow(
@@ -92,6 +92,7 @@ def _local(order=None, remat=False):
     width=16,
     filter_width=8,
     spline_range=3.0,
+    pair_width=pair_width,
     remat=remat,
     rngs=nnx.Rngs(6),
   )
@@ -120,6 +121,7 @@ BUILDERS = {
   'targeted_map_column_radial': lambda: _targeted(radial_bins=4, conditioner='column'),
   'local_chain': _local,
   'local_chain_remat': lambda: _local(remat=True),
+  'local_chain_pairs': lambda: _local(pair_width=4),
 }
 
 PERMUTATION = np.array([2, 0, 1])
@@ -135,6 +137,7 @@ TWINS = {
   'targeted_map_sites': lambda: _targeted(sites=SITES[SITE_PERMUTATION]),
   'local_chain': lambda: _local(LOCAL_SITES),
   'local_chain_remat': lambda: _local(LOCAL_SITES, remat=True),
+  'local_chain_pairs': lambda: _local(LOCAL_SITES, pair_width=4),
 }
 # The column TargetedMap's couplings split the particles by index parity
 # (0, 2 | 1): it is equivariant under permutations within each group.

@@ -134,6 +134,25 @@ def test_hessian_by_cell_translations_equals_the_dense_hessian():
   np.testing.assert_allclose(harmonic.hessian(s), np.asarray(dense), atol=1e-9)
 
 
+def test_empirical_covariance_recovers_the_covariance_of_its_samples():
+  # Samples of the harmonic crystal (particle 0 on its site, the box shifted
+  # by a random lattice-free offset): the moment-matched covariance, over the
+  # 8 cell translations, converges to the harmonic one.
+  s = small_lj()
+  covariance = harmonic.covariance(s)
+  rng = np.random.default_rng(3)
+  n = 6000
+  u = rng.multivariate_normal(np.zeros(len(covariance)), covariance, size=n).reshape(n, -1, 3)
+  x = s.lattice + np.concatenate([np.zeros((n, 1, 3)), u], axis=1) + rng.uniform(0, 1, (n, 1, 3))
+  x = x % s.box  # positions in the box, as samplers give them
+  estimate = harmonic.empirical_covariance(s, x)
+  scale = np.mean(np.diag(covariance))
+  assert np.max(np.abs(estimate - covariance)) < 0.05 * scale
+  np.testing.assert_allclose(np.diag(estimate), np.diag(covariance), rtol=0.06)
+  with pytest.raises(ValueError, match=r'expected \(n, 32, 3\)'):
+    harmonic.empirical_covariance(s, x[:, 1:])
+
+
 def test_covariance_of_an_unstable_lattice_is_refused():
   unstable = make_system(
     'lj_simple_cubic', **dict(SMALL_LJ, lattice_name='simple_cubic', num_particles=64)

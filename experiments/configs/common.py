@@ -56,18 +56,24 @@ def num_particles(system: str) -> int:
 
 
 def local_variant(
-  num_neighbours: int, num_steps: int, evaluation: dict, hmc: dict, checkpoint_seconds: float
+  num_neighbours: int,
+  num_steps: int,
+  evaluation: dict,
+  hmc: dict,
+  checkpoint_seconds: float,
+  batch_size: int = 128,
 ) -> dict:
   """The `local` variant's sections: the scalable flow trained on the mixed objective.
 
   Four local coupling layers on the harmonic base (flows/local/spec.py defaults,
   docs/scalable_flows.md), half reverse KL and half forward KL on HMC
-  samples, the learning rate cut by 0.3 at half and at three quarters of
-  `num_steps`.
+  samples, `num_steps` of `batch_size`, the learning rate cut by 0.3 at half
+  and at three quarters of `num_steps`.
   """
   return dict(
     model=dict(conditioner='local', local=dict(num_neighbours=num_neighbours)),
     train=dict(
+      batch_size=batch_size,
       num_steps=num_steps,
       learning_rate=1e-3,
       lr_decay_steps=(num_steps // 2, 3 * num_steps // 4),

@@ -39,18 +39,29 @@ class ColourCoupling(nnx.Module):
   Args:
     num_bins: spline bins K.
     spline_range: B, the splines act on [−B, B] (flow units), identity outside.
-    width, filter_width: of the LocalConditioner.
+    width, filter_width, pair_width: of the LocalConditioner.
     rngs: parameter initialisation.
   """
 
   def __init__(
-    self, *, num_bins: int, spline_range: float, width: int, filter_width: int, rngs: nnx.Rngs
+    self,
+    *,
+    num_bins: int,
+    spline_range: float,
+    width: int,
+    filter_width: int,
+    pair_width: int = 0,
+    rngs: nnx.Rngs,
   ):
     if not spline_range > 0:
       raise ValueError(f'spline_range={spline_range} must be positive.')
     self.spline_range = float(spline_range)
     self.conditioner = LocalConditioner(
-      splines.num_params(num_bins), width=width, filter_width=filter_width, rngs=rngs
+      splines.num_params(num_bins),
+      width=width,
+      filter_width=filter_width,
+      pair_width=pair_width,
+      rngs=rngs,
     )
 
   def _apply(self, v, colour: ColourClass, spline_fn, order):

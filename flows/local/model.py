@@ -60,7 +60,8 @@ class LocalSolidFlow(SolidFlowBase):
     num_layers: LocalLayers (each moves every colour class once); >= 0.
     num_bins: bins of each spline.
     num_neighbours: conditioning neighbours k per moving particle.
-    width, filter_width: of the local conditioners.
+    width, filter_width, pair_width: of the local conditioners
+      (flows.local.conditioner; pair_width 0: no pair features).
     spline_range: B, splines act on [−B, B] base standard deviations.
     remat: rematerialise each layer in the backward pass.
     rngs: parameter initialisation.
@@ -79,6 +80,7 @@ class LocalSolidFlow(SolidFlowBase):
     width: int,
     filter_width: int,
     spline_range: float,
+    pair_width: int = 0,
     remat: bool = False,
     rngs: nnx.Rngs,
   ):
@@ -107,6 +109,7 @@ class LocalSolidFlow(SolidFlowBase):
         spline_range=spline_range,
         width=width,
         filter_width=filter_width,
+        pair_width=pair_width,
       ),
       num_layers,
       rngs,

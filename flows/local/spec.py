@@ -14,6 +14,7 @@ DEFAULTS = dict(
   embedding_size=32,  # width of the local conditioners (context and MLPs)
   num_neighbours=16,  # conditioning neighbours of other colours (closes a shell)
   filter_width=16,  # hidden width of the filter MLP of lattice offsets
+  pair_width=0,  # features of each pair's relative displacement (0: linear context only)
   spline_range=5.0,  # splines act on [-B, B] base standard deviations
   noise_scale=0.2,  # std of the isotropic base (length units; unused by 'harmonic')
 )
@@ -25,6 +26,7 @@ RULES = dict(
   embedding_size=rules.POSITIVE_INT,
   num_neighbours=rules.POSITIVE_INT,
   filter_width=rules.POSITIVE_INT,
+  pair_width=rules.NON_NEGATIVE_INT,
   spline_range=rules.POSITIVE,
   noise_scale=rules.POSITIVE,
 )
@@ -47,6 +49,7 @@ def build(model: dict, system, rngs) -> LocalSolidFlow:
     num_neighbours=m['num_neighbours'],
     width=m['embedding_size'],
     filter_width=m['filter_width'],
+    pair_width=m['pair_width'],
     spline_range=m['spline_range'],
     remat=model.get('remat', False),
     rngs=rngs,
