@@ -24,8 +24,8 @@ with v_i^{¬c} the particle's displacement with coordinate c set to 0 (the one
 being moved is not seen), and (A, a) another filter of the offsets. The
 neighbours' part A v_j + a is computed once per coupling; each coordinate adds
 O(k·p) per particle. On a CPU that is memory-bound: a training step of
-`lj_256` costs 3.1× as much at p = 16, more than the features buy per step
-(docs/standalone_flows.md).
+`lj_256` costs about 3× as much at p = 16, and at equal CPU time the
+features do not pay (docs/standalone_flows.md).
 
 The filters depend on the offsets only, so they are computed once per call
 for all samples; a call costs O(n·M_c·(k + d)·d) for n samples. The parameters do
