@@ -13,12 +13,15 @@ FINE_TUNES = {
   'mw_cubic_512,local_from_216': 'runs/mw_cubic_216',
   'lj_500,local_from_256': 'runs/lj_256_local',
 }
+# Variants that start from another run, with the run they start from.
+STARTS_FROM = {**FINE_TUNES, 'lj_256,local_continued': 'runs/lj_256_local'}
+ONE_SIZE_VARIANTS = {arg.split(',')[1] for arg in STARTS_FROM}
 SOLID_CONFIGS = [
   (module, f'{system},{variant}')
   for module in (monatomic_water, lennard_jones)
   for system in module.SYSTEMS
   for variant in module.VARIANTS
-  if '_from_' not in variant or f'{system},{variant}' in FINE_TUNES
+  if variant not in ONE_SIZE_VARIANTS or f'{system},{variant}' in STARTS_FROM
 ]
 
 
@@ -107,6 +110,19 @@ def test_fine_tune_variants_carry_their_init_from(arg, init_from):
   assert config.train.forward_kl_weight == 0.0 and config.train.learning_rate == 2e-4
   assert config.model.conditioner == 'local'
   assert module.get_config(arg.split(',')[0] + ',local').init_from == ''
+
+
+def test_continued_variant_is_the_local_run_longer_from_a_lower_learning_rate():
+  local = lennard_jones.get_config('lj_256,local')
+  continued = lennard_jones.get_config('lj_256,local_continued')
+  assert continued.init_from == STARTS_FROM['lj_256,local_continued']
+  assert continued.model == local.model and continued.hmc == local.hmc
+  assert continued.train.forward_kl_weight == local.train.forward_kl_weight == 0.5
+  assert continued.train.batch_size == local.train.batch_size == 32
+  assert continued.train.learning_rate == 5e-4 and continued.train.num_steps == 10_000
+  assert tuple(continued.train.lr_decay_steps) == (5000, 7500)
+  with pytest.raises(ValueError, match="local_continued is for lj_256, not 'lj_500'"):
+    lennard_jones.get_config('lj_500,local_continued')
 
 
 def test_fine_tune_variant_of_another_size_is_refused():

@@ -16,12 +16,20 @@ Scalable local flow from HMC samples and the energy (docs/scalable_flows.md):
 Variants: `paper` (the published model and optimiser), `cpu` (small, for two CPU
 cores), `local` (the scalable flow: 6,000 steps of batch 32; on one of two CPU
 cores, 2026-12-07: 5 min of HMC samples, 38 min of training, 7.5 min of
-free_energy; LBAR 3.10776 ± 0.00015, IS unreliable, docs/standalone_flows.md;
-the shipped model experiments/pretrained/lj_256
-is the earlier 1,500 steps of batch 128, `--config.train.batch_size=128
---config.train.num_steps=1500 '--config.train.lr_decay_steps=(750,1125)'
---config.eval.every_steps=500`, 84 min of training on a shared core)
-and `local_from_256` (lj_500 only), which fine-tunes the lj_256 run
+free_energy; LBAR 3.10776 ± 0.00015, IS unreliable, docs/standalone_flows.md),
+`local_continued` (lj_256 only: the `local` run in runs/lj_256_local continued
+for 10,000 steps from learning rate 5·10⁻⁴, 61 min on one core; it draws its
+own HMC samples unless its workdir has them), which is the shipped model
+experiments/pretrained/lj_256:
+
+  python -m experiments.train \
+    --config=experiments/configs/lennard_jones.py:lj_256,local_continued \
+    --workdir=runs/lj_256_continued
+  python -m scripts.free_energy --workdir=runs/lj_256_continued --num_flow_samples=131072 \
+    --out=runs/lj_256_continued/fe.json
+
+(11 min: LBAR 3.10798 ± 0.00008, IS 3.10785 ± 0.00095 but unreliable, 17
+effective samples), and `local_from_256` (lj_500 only), which fine-tunes the lj_256 run
 (`init_from` runs/lj_256_local, overridable with `--config.init_from=...`; the
 `--init_from` flag wins) by 500 steps of reverse KL at learning rate 2·10⁻⁴:
 
@@ -32,7 +40,14 @@ and `local_from_256` (lj_500 only), which fine-tunes the lj_256 run
 took 24.2 min, then free_energy 49.3 min (2026-12-06, one of two cores), and
 gave no usable estimate: βF/N 3.14538 ± 0.00153 (IS, ESS 3.9·10⁻⁵) and
 3.12290 ± 0.00214 (LBAR, overlap 6.1·10⁻⁶), both marked unreliable
-(docs/scalable_flows.md#results). Any key can be overridden, e.g.
+(docs/scalable_flows.md#results), from the first lj_256 model (1,500 steps of
+batch 128). The shipped lj_256 model, unchanged, gives a reliable LBAR at
+lj_500 (3.12283 ± 0.00018, 10.3 min; IS still unreliable):
+
+  python -m scripts.free_energy --workdir=experiments/pretrained/lj_256 --system=lj_500 \
+    --num_flow_samples=65536 --hmc_chains=32 --hmc_steps=1500 --out=runs/lj_500_fe.json
+
+Any key can be overridden, e.g.
 `--config.train.batch_size=64`; a model family's keys sit under
 model.<conditioner>, e.g. `--config.model.transformer.compute_dtype=float32`.
 """
@@ -113,7 +128,27 @@ def _local_from_256(system: str) -> dict:
   return common.fine_tune(local, 'runs/lj_256_local', 500, 250, 4096)
 
 
-VARIANTS = {'paper': _paper, 'cpu': _cpu, 'local': _local, 'local_from_256': _local_from_256}
+def _local_continued(system: str) -> dict:
+  if system != 'lj_256':
+    raise ValueError(f'Variant local_continued is for lj_256, not {system!r}.')
+  # The `local` run's loss was still falling at its end: 10,000 more steps of the
+  # same objective, from a lower learning rate (docs/standalone_flows.md).
+  local = _local(system, num_steps=10_000)
+  return dict(
+    local,
+    init_from='runs/lj_256_local',
+    train=dict(local['train'], learning_rate=5e-4),
+    evaluation=dict(local['evaluation'], every_steps=2500),
+  )
+
+
+VARIANTS = {
+  'paper': _paper,
+  'cpu': _cpu,
+  'local': _local,
+  'local_continued': _local_continued,
+  'local_from_256': _local_from_256,
+}
 
 
 def get_config(arg: str = 'lj_32,cpu'):
