@@ -96,8 +96,9 @@ _COVARIANCES: dict[tuple, np.ndarray] = {}
 def empirical_covariance(system, positions: np.ndarray) -> np.ndarray:
   """(3M, 3M) covariance of the displacements of samples, particle 0 pinned.
 
-  The moment-matched Gaussian of the base's frame (the Gaussian closest to
-  the samples in forward KL), length units squared. Each configuration
+  The second moment about the lattice sites, E[u uᵀ]: the covariance of the
+  zero-mean Gaussian that the base is (the one closest to the samples in
+  forward KL among zero-mean Gaussians), length units squared. Each configuration
   counts once per cell translation (every particle of basis atom 0 pinned in
   turn, the others relabelled by the translation that takes it to site 0),
   which the energy's symmetry makes equally likely: C times the samples.
