@@ -5,7 +5,13 @@ The objective, with w = train.forward_kl_weight, is
     (1 − w)·E_q[β U_train(x) + ln q(x)] + w·E_p[−ln q(x)],
 
 reverse KL (KL(q‖p) − ln Z, from the energy alone; w = 0, the default),
-forward KL (KL(p‖q) + const, from HMC samples of p; w = 1) or a mixture. The
+forward KL (KL(p‖q) + const, from HMC samples of p; w = 1) or a mixture.
+With train.path_gradient the reverse part's gradient is the path gradient
+(Roeder et al. 2017; Vaitl et al. 2022): ln q is evaluated at the sample x
+with the parameters held fixed, so only x's dependence on them carries
+gradient. Its value and mean are those of the plain gradient, but it drops the
+score term E_q[∇_θ ln q_θ], zero on average and noisy, so its variance
+vanishes as q approaches p; it costs one more pass of the flow's density. The
 HMC samples are drawn once into the workdir (experiments.hmc_samples) and
 reused on resume. The shared loop (experiments.loop) trains it and evaluates
 the moving average of the parameters by importance sampling every
@@ -94,10 +100,13 @@ def build(config: ml_collections.ConfigDict, devices: list | None = None) -> tup
   return setup, state
 
 
-def make_loss_fn(setup: Setup, batch_size: int, forward_kl_weight: float = 0.0) -> loop.LossFn:
+def make_loss_fn(
+  setup: Setup, batch_size: int, forward_kl_weight: float = 0.0, path_gradient: bool = False
+) -> loop.LossFn:
   """(params, key, reference) -> (loss, parts): (1 − w)·E_q[βU_train + ln q] + w·E_p[−ln q].
 
-  The reverse part averages over `batch_size` fresh flow samples, the forward
+  The reverse part averages over `batch_size` fresh flow samples (with
+  `path_gradient`, its gradient is the path gradient: module docstring), the forward
   part over `batch_size` rows drawn from `reference` (Setup.reference_data of
   HMC samples; None when w = 0). Parts (kT): `reduced_energy` E_q[β U_train]
   and `log_q` E_q[ln q] of the reverse part; `forward_kl` E_p[−ln q] over the
@@ -112,7 +121,11 @@ def make_loss_fn(setup: Setup, batch_size: int, forward_kl_weight: float = 0.0) 
     loss, parts = 0.0, {}
     key_q, key_p = (key, None) if w == 0 else jax.random.split(key)
     if w < 1:
-      x, log_q, _ = setup.sample(params, key_q, batch_size)
+      x, log_q, in_basin = setup.sample(params, key_q, batch_size)
+      if path_gradient:  # ln q at x, the parameters held fixed; samples outside the basin
+        # (zero weight, rare) keep their value without a gradient.
+        at_x = setup.flow(jax.lax.stop_gradient(params)).log_prob_of_samples(x)
+        log_q = jnp.where(in_basin, at_x, jax.lax.stop_gradient(log_q))
       reduced_energy = beta * setup.system.training_energy(x)
       loss = (1 - w) * jnp.mean(reduced_energy + log_q)
       parts.update(reduced_energy=jnp.mean(reduced_energy), log_q=jnp.mean(log_q))
@@ -130,12 +143,16 @@ def make_loss_fn(setup: Setup, batch_size: int, forward_kl_weight: float = 0.0) 
 
 
 def make_train_step(
-  setup: Setup, batch_size: int, ema_decay: float = 0.0, forward_kl_weight: float = 0.0
+  setup: Setup,
+  batch_size: int,
+  ema_decay: float = 0.0,
+  forward_kl_weight: float = 0.0,
+  path_gradient: bool = False,
 ):
   """The loop's compiled step (experiments.loop.make_train_step): (state, reference) ->
   (state, out)."""
   return loop.make_train_step(
-    make_loss_fn(setup, batch_size, forward_kl_weight), setup.optimizer, ema_decay
+    make_loss_fn(setup, batch_size, forward_kl_weight, path_gradient), setup.optimizer, ema_decay
   )
 
 
@@ -212,7 +229,9 @@ def train(
   result = loop.train(
     config,
     workdir,
-    loss_fn=make_loss_fn(setup, config.train.batch_size, config.train.forward_kl_weight),
+    loss_fn=make_loss_fn(
+      setup, config.train.batch_size, config.train.forward_kl_weight, config.train.path_gradient
+    ),
     params=state['params'] if initial_params is None else initial_params,
     optimizer=setup.optimizer,
     meta=checkpointing.checkpoint_meta(config, config.system),

@@ -67,6 +67,7 @@ RULES: dict[str, tuple[Callable, str]] = {
   'train.max_wall_seconds': (NON_NEGATIVE[0], 'a number >= 0 (0: off)'),
   'train.loss': (lambda v: v in ('lfep', 'lbar'), "'lfep' or 'lbar'"),
   'train.forward_kl_weight': (lambda v: is_number(v) and 0 <= v <= 1, 'a number in [0, 1]'),
+  'train.path_gradient': BOOL,
   'model.remat': BOOL,
   'model.num_layers': NON_NEGATIVE_INT,  # TFEP maps (solid flows: model.<conditioner>)
   'model.radial_bins': NON_NEGATIVE_INT,

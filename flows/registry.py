@@ -78,16 +78,19 @@ def role_of(model: Mapping) -> str:
 def migrate(model: Mapping) -> dict:
   """A model section in the nested layout (a copy); flat (old) sections are converted.
 
-  A flat section's family keys move under model.<conditioner> (missing keys
-  take the family's defaults; keys of other families are dropped). A section
-  without `conditioner` (older still) is a transformer. A TFEP section whose
-  conditioner is 'local' is refused with a message naming 'column'.
+  A flat section's family keys move under model.<conditioner> (keys of other
+  families are dropped). Either way, family keys the section lacks (added
+  since it was written) take the family's defaults, which keep the behaviour
+  of before. A section without `conditioner` (older still) is a transformer.
+  A TFEP section whose conditioner is 'local' is refused with a message naming
+  'column'.
   """
   model = {k: dict(v) if isinstance(v, Mapping) else v for k, v in model.items()}
   role = role_of(model)
   name = model.setdefault('conditioner', 'transformer')
   kind = get(role, name)
   if isinstance(model.get(name), Mapping):
+    model[name] = dict(kind.defaults, **model[name])
     return model
   shared = {k: model[k] for k in SHARED_KEYS[role] if k in model}
   return dict(shared, **{name: {k: model.get(k, v) for k, v in kind.defaults.items()}})

@@ -43,6 +43,11 @@ class SolidFlowBase(nnx.Module):
     """ln q (...) of positions x (..., N, 3) (any real values, periodic); −∞ off the support."""
     raise NotImplementedError
 
+  def log_prob_of_samples(self, x):
+    """ln q (n,) of the flow's own samples x (n, N, 3) (as `sample` labels them),
+    finite where `sample`'s mask is True; elsewhere unspecified. Default: log_prob."""
+    return self.log_prob(x)
+
   def reference_data(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """What `log_prob_reference` takes for reference positions (n, N, 3), and the mask (n,)
     of the samples it covers. Default: the positions (float32), all covered."""

@@ -78,7 +78,7 @@ def _targeted(num_layers=2, radial_bins=0, sites=None, conditioner='transformer'
   return registry.build(model, geometry, nnx.Rngs(5))
 
 
-def _local(order=None, remat=False, pair_width=0):
+def _local(order=None, remat=False, pair_width=0, colour_shells=1):
   """The local chain on LATTICE's sites (and their basis indices) taken in `order`."""
   order = np.arange(4) if order is None else order
   return LocalSolidFlow(
@@ -93,6 +93,7 @@ def _local(order=None, remat=False, pair_width=0):
     filter_width=8,
     spline_range=3.0,
     pair_width=pair_width,
+    colour_shells=colour_shells,
     remat=remat,
     rngs=nnx.Rngs(6),
   )
@@ -122,6 +123,7 @@ BUILDERS = {
   'local_chain': _local,
   'local_chain_remat': lambda: _local(remat=True),
   'local_chain_pairs': lambda: _local(pair_width=4),
+  'local_chain_shells': lambda: _local(colour_shells=3),  # a colour per site
 }
 
 PERMUTATION = np.array([2, 0, 1])
@@ -138,6 +140,7 @@ TWINS = {
   'local_chain': lambda: _local(LOCAL_SITES),
   'local_chain_remat': lambda: _local(LOCAL_SITES, remat=True),
   'local_chain_pairs': lambda: _local(LOCAL_SITES, pair_width=4),
+  'local_chain_shells': lambda: _local(LOCAL_SITES, colour_shells=3),
 }
 # The column TargetedMap's couplings split the particles by index parity
 # (0, 2 | 1): it is equivariant under permutations within each group.
@@ -350,6 +353,7 @@ def _family_results(graphdef, state, key, shift):
     log_q=log_q,
     weighted=weighted,
     log_prob=flow.log_prob(x),
+    log_prob_of_samples=flow.log_prob_of_samples(x),
     log_prob_box_shifted=flow.log_prob(x + shift),
     log_prob_translated=flow.log_prob(x + jnp.array([0.3, -0.2, 0.1], x.dtype)),
   )
@@ -359,8 +363,9 @@ def check_solid_family(name: str, perturb, system: str = FAMILY_SYSTEM):
   """The suite's properties for the registered solid family `name` (its `tiny` model on
   `system`), through the solid-flow contract (flows.solid_flow) and the Bijector protocol,
   in float64: identity at initialisation on base samples; exact round trip and log-det
-  against autodiff away from it; log_prob of its samples equal to their ln q; log_prob
-  unchanged by box shifts of particles and by a translation of the configuration."""
+  against autodiff away from it; log_prob (and log_prob_of_samples) of its samples equal
+  to their ln q; log_prob unchanged by box shifts of particles and by a translation of the
+  configuration."""
   kind = registry.get('solid', name)
   s = get_system(system)
   model = dict(conditioner=name, remat=False, **{name: dict(kind.defaults, **kind.tiny)})
@@ -384,6 +389,7 @@ def check_solid_family(name: str, perturb, system: str = FAMILY_SYSTEM):
   weighted = r['weighted']
   assert weighted.sum() >= 8
   np.testing.assert_allclose(r['log_prob'][weighted], r['log_q'][weighted], atol=1e-6)
+  np.testing.assert_allclose(r['log_prob_of_samples'][weighted], r['log_q'][weighted], atol=1e-6)
   np.testing.assert_allclose(r['log_prob_box_shifted'], r['log_prob'], atol=1e-6)
   np.testing.assert_allclose(r['log_prob_translated'], r['log_prob'], atol=1e-6)
 

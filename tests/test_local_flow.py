@@ -33,22 +33,32 @@ def small_lj():
   return make_system('small_lj', **SMALL_LJ)
 
 
-def graph(name, k):
+def graph(name, k, colour_shells=1):
   s = get_system(name)
-  return LatticeGraph(s.lattice, s.box, s.basis_index, k)
+  return LatticeGraph(s.lattice, s.box, s.basis_index, k, colour_shells)
 
 
+# Shell radii in nearest-neighbour distances: diamond's second shell is at √(8/3).
 @pytest.mark.parametrize(
-  'name, k, num_colours', [('mw_cubic_64', 16, 2), ('mw_hex_64', 12, 2), ('lj_256', 12, 4)]
+  'name, k, shells, radius, num_colours',
+  [
+    ('mw_cubic_64', 16, 1, 1.0, 2),
+    ('mw_hex_64', 12, 1, 1.0, 2),
+    ('lj_256', 12, 1, 1.0, 4),
+    ('mw_cubic_64', 16, 2, math.sqrt(8 / 3), 8),
+    ('mw_cubic_216', 28, 2, math.sqrt(8 / 3), 8),
+  ],
 )
-def test_colours_are_proper_and_neighbours_are_the_nearest_other_colours(name, k, num_colours):
-  g = graph(name, k)
+def test_colours_are_proper_and_neighbours_are_the_nearest_other_colours(
+  name, k, shells, radius, num_colours
+):
+  g = graph(name, k, shells)
   s = get_system(name)
   sites = g.relative_sites
   d = sites[None] - sites[:, None]
   dist = np.linalg.norm(d - s.box * np.round(d / s.box), axis=-1)
   np.fill_diagonal(dist, np.inf)
-  adjacent = dist < g.nearest_distance * 1.001
+  adjacent = dist < radius * g.nearest_distance * 1.001
   assert len(g.classes) == num_colours
   assert not np.any(adjacent & (g.colours[:, None] == g.colours[None, :]))
   for b in np.unique(s.basis_index):  # a colour per basis atom
@@ -91,6 +101,29 @@ def test_hexagonal_neighbourhoods_agree_once_the_box_holds_the_shell():
   # 1.915 d_nn shell: 12 of the 14 offsets remain.
   for small, whole in zip(offsets(graph('mw_hex_64', 12)), large):
     assert len(small) == 12 and small < whole
+
+
+def test_with_two_colour_shells_a_diamond_particle_sees_both_shells_unmoved():
+  for c in graph('mw_cubic_64', 16, colour_shells=2).classes:
+    distances = np.linalg.norm(c.offsets, axis=-1)  # nearest-neighbour units
+    np.testing.assert_allclose(np.sort(distances, axis=1)[:, :4], 1.0, rtol=1e-6)
+    np.testing.assert_allclose(
+      distances[np.argsort(distances, axis=1) >= 4].ravel(), math.sqrt(8 / 3), rtol=1e-6
+    )
+
+
+@pytest.mark.parametrize(
+  'name, shells, message',
+  [
+    ('mw_hex_64', 2, 'share a basis index'),  # same-basis sites one cell edge apart
+    ('lj_256', 2, 'share a basis index'),
+    ('mw_cubic_64', 0, 'colour_shells=0 must be a positive integer'),
+    ('mw_cubic_64', 99, 'colour_shells=99 exceeds the'),
+  ],
+)
+def test_a_colouring_that_cannot_follow_the_basis_is_refused(name, shells, message):
+  with pytest.raises(ValueError, match=message):
+    graph(name, 4, shells)
 
 
 def test_a_neighbour_count_that_splits_a_shell_is_refused():

@@ -168,9 +168,18 @@ def test_migrate_nests_old_flat_sections():
     registry.migrate(dict(old_map, conditioner='local'))
 
 
+def test_migrate_gives_a_nested_section_the_keys_added_since_it_was_written():
+  local = registry.get('solid', 'local').defaults
+  older = dict(conditioner='local', local={k: v for k, v in local.items() if k != 'colour_shells'})
+  older['local']['num_layers'] = 7
+  migrated = registry.migrate(older)
+  assert migrated['local'] == dict(local, num_layers=7)  # colour_shells: the old colouring
+  assert registry.problems(migrated) == []
+
+
 def test_the_shipped_configs_name_their_family_flat_or_nested():
   # mw_cubic_64 was shipped before model sections were nested; the others after.
-  for name, flat in (('mw_cubic_64', True), ('lj_256', False), ('mw_hex_216', False)):
+  for name, flat in (('mw_cubic_64', True), ('lj_256', False), ('mw_cubic_64_flow_only', False)):
     with open(f'experiments/pretrained/{name}/config.json') as f:
       stored = json.load(f)
     assert ('local' not in stored['model']) == flat

@@ -12,16 +12,20 @@ FINE_TUNES = {
   'mw_hex_216,local_from_64': 'runs/mw_hex_64',
   'mw_cubic_512,local_from_216': 'runs/mw_cubic_216',
   'lj_500,local_from_256': 'runs/lj_256_local',
+  'mw_cubic_216,flow_only_from_64': 'runs/mw_cubic_64_flow_only',
+  'mw_hex_216,flow_only_from_64': 'runs/mw_hex_64_flow_only',
 }
 # Variants that start from another run, with the run they start from.
 STARTS_FROM = {**FINE_TUNES, 'lj_256,local_continued': 'runs/lj_256_local'}
-ONE_SIZE_VARIANTS = {arg.split(',')[1] for arg in STARTS_FROM}
+# Variants for some sizes only: the fine-tunes and the first stage of `flow_only`.
+ONE_SIZE_ARGS = {*STARTS_FROM, 'mw_cubic_64,flow_only', 'mw_hex_64,flow_only'}
+ONE_SIZE_VARIANTS = {arg.split(',')[1] for arg in ONE_SIZE_ARGS}
 SOLID_CONFIGS = [
   (module, f'{system},{variant}')
   for module in (monatomic_water, lennard_jones)
   for system in module.SYSTEMS
   for variant in module.VARIANTS
-  if variant not in ONE_SIZE_VARIANTS or f'{system},{variant}' in STARTS_FROM
+  if variant not in ONE_SIZE_VARIANTS or f'{system},{variant}' in ONE_SIZE_ARGS
 ]
 
 
@@ -123,6 +127,22 @@ def test_continued_variant_is_the_local_run_longer_from_a_lower_learning_rate():
   assert tuple(continued.train.lr_decay_steps) == (5000, 7500)
   with pytest.raises(ValueError, match="local_continued is for lj_256, not 'lj_500'"):
     lennard_jones.get_config('lj_500,local_continued')
+
+
+def test_flow_only_is_the_local_variant_from_the_energy_alone_with_the_path_gradient():
+  for lattice in ('cubic', 'hex'):
+    local = monatomic_water.get_config(f'mw_{lattice}_64,local')
+    first = monatomic_water.get_config(f'mw_{lattice}_64,flow_only')
+    assert first.model == local.model and first.init_from == ''
+    assert first.train.path_gradient and not local.train.path_gradient
+    assert first.train.forward_kl_weight == 0.0 and first.train.batch_size == 32
+    assert first.train.num_steps == 16_000
+    assert tuple(first.train.lr_decay_steps) == (8000, 12_000)
+    assert first.train.learning_rate == local.train.learning_rate
+    tune = monatomic_water.get_config(f'mw_{lattice}_216,flow_only_from_64')
+    assert tune.train.path_gradient and tune.train.batch_size == 32
+  with pytest.raises(ValueError, match="flow_only trains at N = 64, not 'mw_cubic_216'"):
+    monatomic_water.get_config('mw_cubic_216,flow_only')
 
 
 def test_fine_tune_variant_of_another_size_is_refused():

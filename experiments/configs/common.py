@@ -87,6 +87,24 @@ def local_variant(
   )
 
 
+def flow_only(variant: dict, num_steps: int = 16_000, every_steps: int = 4000) -> dict:
+  """`variant` trained from the energy alone (docs/standalone_flows.md, third round):
+  reverse KL with its path gradient, no HMC samples, `num_steps` of batch 32, the
+  learning rate cut at half and three quarters, evaluations every `every_steps`."""
+  return dict(
+    variant,
+    train=dict(
+      variant['train'],
+      batch_size=32,
+      num_steps=num_steps,
+      lr_decay_steps=(num_steps // 2, 3 * num_steps // 4),
+      forward_kl_weight=0.0,
+      path_gradient=True,
+    ),
+    evaluation=dict(variant['evaluation'], every_steps=every_steps),
+  )
+
+
 def fine_tune(
   variant: dict, init_from: str, num_steps: int, every_steps: int, num_samples: int
 ) -> dict:

@@ -4,11 +4,14 @@ Site 0 carries the pinned particle; the flow moves the other M = N − 1
 particles, particle i (1..M) labelled by its site i. Everything here is static
 numpy, computed once from the sites, the box and each site's basis index:
 
-* colours: a proper colouring of the nearest-neighbour graph in which a
-  site's colour depends only on its basis index in the conventional cell, so
-  every N of one lattice family has the same colours (2 for cubic diamond and
-  hexagonal ice, 4 for FCC). A colour class is moved with all its nearest
-  neighbours fixed.
+* colours: a proper colouring of the graph joining sites within the first
+  `colour_shells` neighbour shells, in which a site's colour depends only on
+  its basis index in the conventional cell, so every N of one lattice family
+  has the same colours. With one shell (nearest neighbours): 2 for cubic
+  diamond and hexagonal ice, 4 for FCC; with two: 8 for cubic diamond
+  (hexagonal ice and FCC have same-basis second neighbours, so no such
+  colouring). A colour class is moved with every site of those shells fixed,
+  so two particles moved together are never closer than the next shell.
 * per colour class c: its M_c moving particles and, for each, its k nearest
   sites of other colours (the pinned site 0 included when its colour
   differs) with their minimum-image offsets r_j − r_i in units of the
@@ -58,14 +61,20 @@ def colour_by_basis(basis_index: np.ndarray, adjacent: np.ndarray) -> np.ndarray
   pairs = {(int(basis_index[i]), int(basis_index[j])) for i, j in zip(*np.nonzero(adjacent))}
   if any(a == b for a, b in pairs):
     raise ValueError(
-      'Two nearest-neighbour sites share a basis index; their colours cannot '
-      'depend on the basis index alone.'
+      'Two sites to be coloured apart share a basis index; their colours cannot '
+      'depend on the basis index alone (use fewer colour shells).'
     )
   colour_of = {}
   for b in sorted(set(int(i) for i in basis_index)):
     used = {colour_of[o] for a, o in pairs if a == b and o in colour_of}
     colour_of[b] = min(set(range(len(used) + 1)) - used)
   return np.array([colour_of[int(b)] for b in basis_index])
+
+
+def _shell_distances(distances: np.ndarray, tolerance: float) -> np.ndarray:
+  """The distinct values (ascending) of `distances`, merging those within `tolerance`."""
+  values = np.sort(distances.ravel())
+  return values[np.concatenate([[True], np.diff(values) > tolerance])]
 
 
 class LatticeGraph:
@@ -77,6 +86,8 @@ class LatticeGraph:
     basis_index: (N,) basis-atom index of each site (systems.System.basis_index).
     num_neighbours: k, conditioning neighbours per moving particle; must close
       a shell of the other colours' sites.
+    colour_shells: sites within this many neighbour shells (distinct site
+      distances) get different colours; >= 1.
 
   Attributes:
     relative_sites: (N, 3) r_i = minimum image of site i − site 0 (r_0 = 0).
@@ -86,7 +97,7 @@ class LatticeGraph:
       particle's site to the site images within 2·d_nn, for the basin test.
   """
 
-  def __init__(self, lattice, box, basis_index, num_neighbours: int):
+  def __init__(self, lattice, box, basis_index, num_neighbours: int, colour_shells: int = 1):
     lattice = np.asarray(lattice, np.float64)
     box = np.asarray(box, np.float64)
     basis_index = np.asarray(basis_index)
@@ -97,13 +108,20 @@ class LatticeGraph:
       raise ValueError(f'basis_index has shape {basis_index.shape}; expected ({n},).')
     if int(num_neighbours) != num_neighbours or num_neighbours < 1:
       raise ValueError(f'num_neighbours={num_neighbours} must be a positive integer.')
+    if int(colour_shells) != colour_shells or colour_shells < 1:
+      raise ValueError(f'colour_shells={colour_shells} must be a positive integer.')
     self.relative_sites = minimum_image(lattice - lattice[0], box)
     offsets = minimum_image(self.relative_sites[None] - self.relative_sites[:, None], box)
     distance = np.linalg.norm(offsets, axis=-1)
     np.fill_diagonal(distance, np.inf)
     self.nearest_distance = float(distance.min())
     tolerance = SHELL_TOLERANCE * self.nearest_distance
-    self.colours = colour_by_basis(basis_index, distance < self.nearest_distance + tolerance)
+    shells = _shell_distances(distance[np.isfinite(distance)], tolerance)
+    if colour_shells > len(shells):
+      raise ValueError(
+        f'colour_shells={colour_shells} exceeds the {len(shells)} shells of the box.'
+      )
+    self.colours = colour_by_basis(basis_index, distance < shells[colour_shells - 1] + tolerance)
     classes = (
       self._colour_class(c, offsets, distance, int(num_neighbours), tolerance)
       for c in range(int(self.colours.max()) + 1)

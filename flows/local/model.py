@@ -60,6 +60,8 @@ class LocalSolidFlow(SolidFlowBase):
     num_layers: LocalLayers (each moves every colour class once); >= 0.
     num_bins: bins of each spline.
     num_neighbours: conditioning neighbours k per moving particle.
+    colour_shells: sites within this many neighbour shells are moved in
+      different couplings (flows.local.lattice_graph).
     width, filter_width, pair_width: of the local conditioners
       (flows.local.conditioner; pair_width 0: no pair features).
     spline_range: B, splines act on [−B, B] base standard deviations.
@@ -81,12 +83,13 @@ class LocalSolidFlow(SolidFlowBase):
     filter_width: int,
     spline_range: float,
     pair_width: int = 0,
+    colour_shells: int = 1,
     remat: bool = False,
     rngs: nnx.Rngs,
   ):
     if num_layers < 0:
       raise ValueError(f'num_layers={num_layers} must be >= 0.')
-    self.graph = LatticeGraph(lattice, box, basis_index, num_neighbours)
+    self.graph = LatticeGraph(lattice, box, basis_index, num_neighbours, colour_shells)
     self.num_particles = len(self.graph.relative_sites)
     self.box = tuple(float(b) for b in np.asarray(box))  # static, exact period
     self.origin = tuple(float(o) for o in np.asarray(lattice, np.float64)[0])
@@ -194,6 +197,15 @@ class LocalSolidFlow(SolidFlowBase):
     self._check_displacements(u)
     u0, log_det = self._chain(u, 'inverse')
     return self.base.log_prob(u0) + log_det - self.log_num_labellings
+
+  def log_prob_of_samples(self, x):
+    """ln q (n,) of the flow's own samples x (n, N, 3), in O(N): `sample` puts
+    particle i at site i, so u_i is the minimum image of x_i − x_0 − r_i (no
+    relabelling). Right where the sample's basin mask is True."""
+    box = jnp.asarray(self.box, x.dtype)
+    sites = jnp.asarray(self.graph.relative_sites[1:], x.dtype)
+    u = minimum_image(x[..., 1:, :] - x[..., :1, :] - sites, box)
+    return self.log_prob_displacements(u)
 
   def log_prob(self, x):
     """ln q (...) of positions x (..., N, 3) (any real values, periodic); −∞ outside S."""
