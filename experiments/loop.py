@@ -108,7 +108,7 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, em
         f'The objective returns metrics named {sorted(clash)}; those names are '
         f"the loop's own ({', '.join(ROW_KEYS)})."
       )
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
     # Non-finite gradients are zeroed before the (then discarded) update, and a

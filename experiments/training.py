@@ -6,6 +6,11 @@ The objective, with w = train.forward_kl_weight, is
 
 reverse KL (KL(q‖p) − ln Z, from the energy alone; w = 0, the default),
 forward KL (KL(p‖q) + const, from HMC samples of p; w = 1) or a mixture.
+train.renyi2_weight λ adds λ·D₂, the Rényi divergence of order 2 of p from q,
+D₂ = ln E_q[v²] − 2 ln E_q[v] with v = e^{−βU}/q, estimated on the reverse
+part's batch: ln(1/ESS) of its importance weights. It is mass-covering (it
+grows with the weights' upper tail, where q puts too little mass) and needs
+no HMC samples; its gradient is the plain reparameterised one.
 With train.path_gradient the reverse part's gradient is the path gradient
 (Roeder et al. 2017; Vaitl et al. 2022): ln q is evaluated at the sample x
 with the parameters held fixed, so only x's dependence on them carries
@@ -101,9 +106,14 @@ def build(config: ml_collections.ConfigDict, devices: list | None = None) -> tup
 
 
 def make_loss_fn(
-  setup: Setup, batch_size: int, forward_kl_weight: float = 0.0, path_gradient: bool = False
+  setup: Setup,
+  batch_size: int,
+  forward_kl_weight: float = 0.0,
+  path_gradient: bool = False,
+  renyi2_weight: float = 0.0,
 ) -> loop.LossFn:
-  """(params, key, reference) -> (loss, parts): (1 − w)·E_q[βU_train + ln q] + w·E_p[−ln q].
+  """(params, key, reference) -> (loss, parts): (1 − w)·E_q[βU_train + ln q] + w·E_p[−ln q]
+  + λ·D₂ (module docstring).
 
   The reverse part averages over `batch_size` fresh flow samples (with
   `path_gradient`, its gradient is the path gradient: module docstring), the forward
@@ -111,23 +121,34 @@ def make_loss_fn(
   HMC samples; None when w = 0). Parts (kT): `reduced_energy` E_q[β U_train]
   and `log_q` E_q[ln q] of the reverse part; `forward_kl` E_p[−ln q] over the
   reference rows the flow covers and `outside_support` the fraction it does
-  not (ln q = −∞, left out of the mean and counted here).
+  not (ln q = −∞, left out of the mean and counted here); `renyi2` the batch's
+  D₂ if λ > 0 (samples outside the basin left out).
   """
   if not 0 <= forward_kl_weight <= 1:
     raise ValueError(f'forward_kl_weight={forward_kl_weight} must be in [0, 1].')
-  beta, w = setup.system.beta, float(forward_kl_weight)
+  if not renyi2_weight >= 0 or (renyi2_weight > 0 and forward_kl_weight == 1):
+    raise ValueError(
+      f'renyi2_weight={renyi2_weight} must be >= 0, and 0 when forward_kl_weight = 1 '
+      '(it is estimated on the flow samples of the reverse part).'
+    )
+  beta, w, lam = setup.system.beta, float(forward_kl_weight), float(renyi2_weight)
 
   def loss_fn(params, key, reference):
     loss, parts = 0.0, {}
     key_q, key_p = (key, None) if w == 0 else jax.random.split(key)
     if w < 1:
       x, log_q, in_basin = setup.sample(params, key_q, batch_size)
+      reduced_energy = beta * setup.system.training_energy(x)
+      if lam > 0:
+        log_v = jnp.where(in_basin, -reduced_energy - log_q, -jnp.inf)
+        renyi2 = jax.nn.logsumexp(2 * log_v) - 2 * jax.nn.logsumexp(log_v) + jnp.log(batch_size)
+        loss = lam * renyi2
+        parts.update(renyi2=renyi2)
       if path_gradient:  # ln q at x, the parameters held fixed; samples outside the basin
         # (zero weight, rare) keep their value without a gradient.
         at_x = setup.flow(jax.lax.stop_gradient(params)).log_prob_of_samples(x)
         log_q = jnp.where(in_basin, at_x, jax.lax.stop_gradient(log_q))
-      reduced_energy = beta * setup.system.training_energy(x)
-      loss = (1 - w) * jnp.mean(reduced_energy + log_q)
+      loss = loss + (1 - w) * jnp.mean(reduced_energy + log_q)
       parts.update(reduced_energy=jnp.mean(reduced_energy), log_q=jnp.mean(log_q))
     if w > 0:
       rows = jax.random.randint(key_p, (batch_size,), 0, reference.shape[0])
@@ -148,11 +169,14 @@ def make_train_step(
   ema_decay: float = 0.0,
   forward_kl_weight: float = 0.0,
   path_gradient: bool = False,
+  renyi2_weight: float = 0.0,
 ):
   """The loop's compiled step (experiments.loop.make_train_step): (state, reference) ->
   (state, out)."""
   return loop.make_train_step(
-    make_loss_fn(setup, batch_size, forward_kl_weight, path_gradient), setup.optimizer, ema_decay
+    make_loss_fn(setup, batch_size, forward_kl_weight, path_gradient, renyi2_weight),
+    setup.optimizer,
+    ema_decay,
   )
 
 
@@ -230,7 +254,11 @@ def train(
     config,
     workdir,
     loss_fn=make_loss_fn(
-      setup, config.train.batch_size, config.train.forward_kl_weight, config.train.path_gradient
+      setup,
+      config.train.batch_size,
+      config.train.forward_kl_weight,
+      config.train.path_gradient,
+      config.train.renyi2_weight,
     ),
     params=state['params'] if initial_params is None else initial_params,
     optimizer=setup.optimizer,

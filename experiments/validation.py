@@ -68,6 +68,7 @@ RULES: dict[str, tuple[Callable, str]] = {
   'train.loss': (lambda v: v in ('lfep', 'lbar'), "'lfep' or 'lbar'"),
   'train.forward_kl_weight': (lambda v: is_number(v) and 0 <= v <= 1, 'a number in [0, 1]'),
   'train.path_gradient': BOOL,
+  'train.renyi2_weight': (lambda v: is_number(v) and v >= 0, 'a number >= 0'),
   'model.remat': BOOL,
   'model.num_layers': NON_NEGATIVE_INT,  # TFEP maps (solid flows: model.<conditioner>)
   'model.radial_bins': NON_NEGATIVE_INT,

@@ -5,14 +5,14 @@
 
 After compiling and warming up, times the compiled training step
 (experiments.training.make_train_step: sample, loss, gradient, Adam update, one
-call, no host round trip; the path gradient if train.path_gradient), the
-evaluation sampler (sample + log q + physical energy) and the system's energy +
-gradient alone, and reads the peak host RSS, peak device memory (accelerators
-only), the matmul FLOPs of one step (and XLA's own cost analysis), and the model
-FLOP utilisation on known GPUs (`mfu`, against the peak of the model's
-compute_dtype; `mfu_fp32` and `mfu_bf16` against each). Step times are also
-given in process CPU time, which other processes' load disturbs less than wall
-time. Config keys are overridden as usual, e.g.
+call, no host round trip; the path gradient and the Rényi-2 term as the config
+sets them), the evaluation sampler (sample + log q + physical energy) and the
+system's energy + gradient alone, and reads the peak host RSS, peak device
+memory (accelerators only), the matmul FLOPs of one step (and XLA's own cost
+analysis), and the model FLOP utilisation on known GPUs (`mfu`, against the peak
+of the model's compute_dtype; `mfu_fp32` and `mfu_bf16` against each). Step
+times are also given in process CPU time, which other processes' load disturbs
+less than wall time. Config keys are overridden as usual, e.g.
 --config.model.transformer.compute_dtype=float32.
 
   python -m scripts.benchmark --config=...:mw_cubic_8,tutorial --sweep \
@@ -145,7 +145,12 @@ def measure(config, steps: int, warmup: int) -> dict:
   setup, state = training.build(config)
   num_params = sum(leaf.size for leaf in jax.tree.leaves(state['params']))
 
-  train_step = training.make_train_step(setup, batch, path_gradient=config.train.path_gradient)
+  train_step = training.make_train_step(
+    setup,
+    batch,
+    path_gradient=config.train.path_gradient,
+    renyi2_weight=config.train.renyi2_weight,
+  )
   start = time.perf_counter()
   step = train_step.lower(state, None).compile()
   compile_s = time.perf_counter() - start

@@ -15,7 +15,7 @@ import pytest
 from experiments import checkpointing, evaluation, hmc_samples, runs, training
 from experiments.configs import lennard_jones, monatomic_water
 from scripts import free_energy
-from systems import get_system
+from systems import estimators, get_system
 
 TINY = 'mw_cubic_64,local_tiny'
 
@@ -76,12 +76,36 @@ def test_the_path_gradient_vanishes_where_the_flow_is_the_target():
   key = jax.random.key(0)
   assert bool(jnp.all(setup.sample(params, key, 8)[2]))  # all in the basin
   grads = {}
-  for path in (False, True):
-    loss_fn = training.make_loss_fn(setup, 8, path_gradient=path)
-    (loss, _), grads[path] = jax.value_and_grad(loss_fn, has_aux=True)(params, key, None)
+  for path, renyi2 in ((False, 0.0), (True, 0.0), (True, 1.0)):
+    loss_fn = training.make_loss_fn(setup, 8, path_gradient=path, renyi2_weight=renyi2)
+    (loss, _), grads[path, renyi2] = jax.value_and_grad(loss_fn, has_aux=True)(params, key, None)
     assert abs(float(loss)) < 1e-3
-  plain, path = optax.tree.norm(grads[False]), optax.tree.norm(grads[True])
+  plain, path = optax.tree.norm(grads[False, 0.0]), optax.tree.norm(grads[True, 0.0])
   assert plain > 1.0 and path < 1e-4 * plain, (plain, path)
+  # Constant weights: the Rényi-2 term is 0 and so is its (plain) gradient, up to
+  # the float32 rounding of the weights (about 1e-4 of the score's norm).
+  assert optax.tree.norm(grads[True, 1.0]) < 1e-3 * plain
+
+
+def test_the_renyi2_term_is_the_log_inverse_ess_of_the_batch(local_run):
+  """λ·D₂ on top of the reverse KL, D₂ = −ln ESS of the batch's own weights
+  (systems.estimators.ess_fraction, an independent formula)."""
+  config, _ = local_run
+  setup, state = training.build(config)
+  key = jax.random.key(5)
+  loss, parts = jax.jit(training.make_loss_fn(setup, 16, renyi2_weight=0.5))(
+    state['params'], key, None
+  )
+  x, log_q, in_basin = setup.sample(state['params'], key, 16)
+  assert bool(jnp.all(in_basin))
+  log_v = np.asarray(-setup.system.beta * setup.system.training_energy(x) - log_q, np.float64)
+  d2 = -np.log(estimators.ess_fraction(log_v))
+  assert d2 > 0.01
+  np.testing.assert_allclose(parts['renyi2'], d2, rtol=1e-4)
+  reverse = float(parts['reduced_energy'] + parts['log_q'])
+  np.testing.assert_allclose(loss, reverse + 0.5 * d2, rtol=1e-6, atol=1e-3)
+  with pytest.raises(ValueError, match='renyi2_weight=-1'):
+    training.make_loss_fn(setup, 16, renyi2_weight=-1)
 
 
 def test_hmc_samples_are_drawn_once_and_reused_on_resume(local_run, tmp_path):

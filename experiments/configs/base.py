@@ -6,7 +6,7 @@ from collections.abc import Mapping
 import ml_collections
 
 # Keys of the train section that one kind of config only reads.
-SOLID_ONLY_TRAIN_KEYS = ('forward_kl_weight', 'path_gradient')
+SOLID_ONLY_TRAIN_KEYS = ('forward_kl_weight', 'path_gradient', 'renyi2_weight')
 TFEP_ONLY_TRAIN_KEYS = ('loss',)
 
 
@@ -50,6 +50,7 @@ def train_section(kind: str, overrides: Mapping) -> ml_collections.ConfigDict:
     max_wall_seconds=0.0,  # stop (evaluated, saved) after this wall time across resumes (0: off)
     forward_kl_weight=0.0,  # solid: w, (1-w)·reverse KL + w·forward KL on HMC samples
     path_gradient=False,  # solid: path gradient of the reverse KL (experiments.training)
+    renyi2_weight=0.0,  # solid: λ, + λ·Rényi-2 divergence on the flow batch (experiments.training)
   )
   drop = TFEP_ONLY_TRAIN_KEYS if kind == 'solid' else SOLID_ONLY_TRAIN_KEYS
   kept = {k: v for k, v in train.items() if k not in drop}

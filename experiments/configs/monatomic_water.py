@@ -194,27 +194,31 @@ def _flow_only(system: str) -> dict:
   return common.flow_only(_local(system))
 
 
+def _flow_only_start(system: str) -> dict:
+  return common.flow_only(_local(system))
+
+
 def _local_from(
   smaller: int,
   systems: tuple[str, ...],
   num_steps: int,
   every: int,
   samples: int,
-  recipe: str = 'local',
+  start=_local,
+  start_name: str = 'local',
+  run_suffix: str = '',
 ):
-  """The variant `<recipe>_from_<smaller>` for `systems`: it fine-tunes
-  runs/<family>_<smaller> (`recipe` 'local') or runs/<family>_<smaller>_flow_only
-  ('flow_only': batch 32 and the path gradient kept) (module docstring)."""
-  suffix = '' if recipe == 'local' else f'_{recipe}'
+  """The variant `<start_name>_from_<smaller>` for `systems`: `start` (a variant
+  function) fine-tuning runs/<family>_<smaller><run_suffix>, the run of variant
+  `start_name` at size `smaller` (module docstring)."""
+  name = f'{start_name}_from_{smaller}'
 
   def variant(system: str) -> dict:
     if system not in systems:
-      raise ValueError(
-        f'Variant {recipe}_from_{smaller} is for {", ".join(systems)}, not {system!r}.'
-      )
+      raise ValueError(f'Variant {name} is for {", ".join(systems)}, not {system!r}.')
     family = system.rsplit('_', 1)[0]
-    start = _local(system) if recipe == 'local' else common.flow_only(_local(system))
-    return common.fine_tune(start, f'runs/{family}_{smaller}{suffix}', num_steps, every, samples)
+    init_from = f'runs/{family}_{smaller}{run_suffix}'
+    return common.fine_tune(start(system), init_from, num_steps, every, samples)
 
   return variant
 
@@ -230,7 +234,14 @@ VARIANTS = {
   'local_from_216': _local_from(216, ('mw_cubic_512',), 240, 240, 2048),
   'flow_only': _flow_only,
   'flow_only_from_64': _local_from(
-    64, ('mw_cubic_216', 'mw_hex_216'), 2400, 1200, 4096, 'flow_only'
+    64,
+    ('mw_cubic_216', 'mw_hex_216'),
+    2400,
+    1200,
+    4096,
+    start=_flow_only_start,
+    start_name='flow_only',
+    run_suffix='_flow_only',
   ),
 }
 
