@@ -186,16 +186,17 @@ def _local_tiny(system: str) -> dict:
   )
 
 
+def _flow_only_start(system: str) -> dict:
+  """`local` trained from the energy alone (common.flow_only), at any size."""
+  return common.flow_only(_local(system))
+
+
 def _flow_only(system: str) -> dict:
   if common.num_particles(system) != 64:
     raise ValueError(
       f'Variant flow_only trains at N = 64, not {system!r}; larger sizes fine-tune it.'
     )
-  return common.flow_only(_local(system))
-
-
-def _flow_only_start(system: str) -> dict:
-  return common.flow_only(_local(system))
+  return _flow_only_start(system)
 
 
 def _local_from(
