@@ -14,9 +14,15 @@ FINE_TUNES = {
   'lj_500,local_from_256': 'runs/lj_256_local',
   'mw_cubic_216,flow_only_from_64': 'runs/mw_cubic_64_flow_only',
   'mw_hex_216,flow_only_from_64': 'runs/mw_hex_64_flow_only',
+  'mw_cubic_512,flow_only_at_512': 'runs/mw_cubic_64_flow_only',
+  'mw_hex_512,flow_only_at_512': 'runs/mw_hex_64_flow_only',
 }
 # Variants that start from another run, with the run they start from.
-STARTS_FROM = {**FINE_TUNES, 'lj_256,local_continued': 'runs/lj_256_local'}
+STARTS_FROM = {
+  **FINE_TUNES,
+  'lj_256,local_continued': 'runs/lj_256_local',
+  'mw_hex_512,flow_only_at_512_continued': 'runs/mw_hex_512_flow_only_at_512',
+}
 # Variants for some sizes only: the fine-tunes and the first stage of `flow_only`.
 ONE_SIZE_ARGS = {*STARTS_FROM, 'mw_cubic_64,flow_only', 'mw_hex_64,flow_only'}
 ONE_SIZE_VARIANTS = {arg.split(',')[1] for arg in ONE_SIZE_ARGS}
@@ -141,6 +147,23 @@ def test_flow_only_is_the_local_variant_from_the_energy_alone_with_the_path_grad
     assert first.train.learning_rate == local.train.learning_rate
     tune = monatomic_water.get_config(f'mw_{lattice}_216,flow_only_from_64')
     assert tune.train.path_gradient and tune.train.batch_size == 32
+    at_512 = monatomic_water.get_config(f'mw_{lattice}_512,flow_only_at_512')
+    assert at_512.train.path_gradient and at_512.train.batch_size == 4
+    assert at_512.train.learning_rate == 2e-4 and at_512.train.num_steps == 3000
+  continued = monatomic_water.get_config('mw_hex_512,flow_only_at_512_continued')
+  assert continued.init_from == STARTS_FROM['mw_hex_512,flow_only_at_512_continued']
+  assert (
+    continued.model == at_512.model
+    and continued.train.learning_rate == 5e-4
+    and continued.train.num_steps == 6000
+  )
+  assert continued.train.batch_size == 4 and continued.train.forward_kl_weight == 0.0
+  lj_local = lennard_jones.get_config('lj_256,local')
+  lj_first = lennard_jones.get_config('lj_256,flow_only')
+  assert lj_first.model == lj_local.model and lj_first.init_from == ''
+  assert lj_first.train.path_gradient and lj_first.train.forward_kl_weight == 0.0
+  assert lj_first.train.batch_size == 8 and lj_first.train.learning_rate == 5e-4
+  assert tuple(lj_first.train.lr_decay_steps) == (13_000, 19_500)
   with pytest.raises(ValueError, match="flow_only trains at N = 64, not 'mw_cubic_216'"):
     monatomic_water.get_config('mw_cubic_216,flow_only')
 

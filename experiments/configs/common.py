@@ -106,11 +106,17 @@ def flow_only(variant: dict, num_steps: int = 16_000, every_steps: int = 4000) -
 
 
 def fine_tune(
-  variant: dict, init_from: str, num_steps: int, every_steps: int, num_samples: int
+  variant: dict,
+  init_from: str,
+  num_steps: int,
+  every_steps: int,
+  num_samples: int,
+  learning_rate: float = 2e-4,
 ) -> dict:
-  """`variant` fine-tuning a smaller run of the family (`init_from`, a workdir) by
-  reverse KL alone: lr 2·10⁻⁴ cut by the variant's factor at half and three quarters
-  of `num_steps`, evaluations of `num_samples` every `every_steps` (and at the end)."""
+  """`variant` fine-tuning another run of the family (`init_from`, a workdir) by
+  reverse KL alone: `learning_rate` cut by the variant's factor at half and three
+  quarters of `num_steps`, evaluations of `num_samples` every `every_steps` (and at
+  the end)."""
   return dict(
     variant,
     init_from=init_from,
@@ -118,7 +124,7 @@ def fine_tune(
       variant['train'],
       forward_kl_weight=0.0,
       num_steps=num_steps,
-      learning_rate=2e-4,
+      learning_rate=learning_rate,
       lr_decay_steps=(num_steps // 2, 3 * num_steps // 4),
     ),
     evaluation=dict(variant['evaluation'], every_steps=every_steps, num_samples=num_samples),

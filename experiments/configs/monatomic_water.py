@@ -18,7 +18,8 @@ Variants: `paper` (the published model and optimiser), `cpu` (small, tuned to
 finish on two CPU cores), `tutorial` (the public tutorial's model and optimiser,
 for like-for-like speed comparisons), `tiny` (seconds; for tests and smoke
 runs), `local` (the scalable flow, mixed objective; the same weights run at
-every size of a family), `local_tiny` (seconds) and `flow_only` (below).
+every size of a family), `local_tiny` (seconds), and `flow_only` with its
+fine-tunes (below).
 Times of `local` measured here on one of two CPU cores (2026-12-05, the
 other core busy), training + free_energy: mw_cubic_64 16.8 + 5.6 min,
 mw_hex_64 22.0 + 8.9 min.
@@ -73,6 +74,26 @@ needs for its 14 neighbours above N = 64:
     --workdir=runs/mw_cubic_64_flow_only
   python -m scripts.free_energy --workdir=runs/mw_cubic_64_flow_only --system=mw_cubic_512 \
     --flow_only --num_flow_samples=131072 --out=runs/mw_cubic_512_flow_only.json
+
+At 512 a transferred model's importance sampling is refused (a heavy tail of
+the weights), and `flow_only_at_512` (mw_cubic_512, mw_hex_512) fine-tunes the
+64 run there: 3,000 path-gradient steps of batch 4 at learning rate 2·10⁻⁴.
+Hexagonal ice needs more (its 64 model has 12 neighbours, 14 at 512):
+`flow_only_at_512_continued` (mw_hex_512) runs 6,000 more from 5·10⁻⁴
+(docs/standalone_flows.md, fourth round; one core, 2026-12-07):
+
+  python -m experiments.train \
+    --config=experiments/configs/monatomic_water.py:mw_cubic_512,flow_only_at_512 \
+    --workdir=runs/mw_cubic_512_flow_only_at_512  # from runs/mw_cubic_64_flow_only
+  python -m scripts.free_energy --workdir=runs/mw_cubic_512_flow_only_at_512 --flow_only \
+    --target_stderr=5e-4 --num_flow_samples=32768 --max_flow_samples=131072 --out=F.json
+
+took 23 min of training, then 9.0 min for −25.06155 ± 0.00014 (reliable, 210
+effective samples; shipped as experiments/pretrained/mw_cubic_512_flow_only_at_512).
+mw_hex_512 (from runs/mw_hex_64_flow_only, then from its own `flow_only_at_512`
+run) took 18 + 34 min of training and gives −25.06448 ± 0.00014 from 65,536
+samples (reliable, 183 effective samples; shipped as
+experiments/pretrained/mw_hex_512_flow_only_at_512_continued).
 
 Any key can be overridden, e.g. `--config.train.batch_size=64`; a model
 family's keys sit under model.<conditioner>, e.g.
@@ -199,6 +220,18 @@ def _flow_only(system: str) -> dict:
   return _flow_only_start(system)
 
 
+def _flow_only_batch4(system: str) -> dict:
+  """`flow_only` at batch 4: a step at N = 512 costs about what one of batch 32 does
+  at 64, and the path gradient's low variance makes small batches pay there.
+  Evaluations in batches of 1,024 samples, to bound memory at that size."""
+  start = _flow_only_start(system)
+  return dict(
+    start,
+    train=dict(start['train'], batch_size=4),
+    evaluation=dict(start['evaluation'], batch_size=1024),
+  )
+
+
 def _local_from(
   smaller: int,
   systems: tuple[str, ...],
@@ -206,20 +239,21 @@ def _local_from(
   every: int,
   samples: int,
   start=_local,
-  start_name: str = 'local',
+  name: str = '',
   run_suffix: str = '',
+  learning_rate: float = 2e-4,
 ):
-  """The variant `<start_name>_from_<smaller>` for `systems`: `start` (a variant
-  function) fine-tuning runs/<family>_<smaller><run_suffix>, the run of variant
-  `start_name` at size `smaller` (module docstring)."""
-  name = f'{start_name}_from_{smaller}'
+  """The variant `name` (default `local_from_<smaller>`) for `systems`: `start` (a
+  variant function) fine-tuning runs/<family>_<smaller><run_suffix> by common.fine_tune
+  (module docstring)."""
+  name = name or f'local_from_{smaller}'
 
   def variant(system: str) -> dict:
     if system not in systems:
       raise ValueError(f'Variant {name} is for {", ".join(systems)}, not {system!r}.')
     family = system.rsplit('_', 1)[0]
     init_from = f'runs/{family}_{smaller}{run_suffix}'
-    return common.fine_tune(start(system), init_from, num_steps, every, samples)
+    return common.fine_tune(start(system), init_from, num_steps, every, samples, learning_rate)
 
   return variant
 
@@ -241,8 +275,29 @@ VARIANTS = {
     1200,
     4096,
     start=_flow_only_start,
-    start_name='flow_only',
+    name='flow_only_from_64',
     run_suffix='_flow_only',
+  ),
+  'flow_only_at_512': _local_from(
+    64,
+    ('mw_cubic_512', 'mw_hex_512'),
+    3000,
+    1000,
+    8192,
+    start=_flow_only_batch4,
+    name='flow_only_at_512',
+    run_suffix='_flow_only',
+  ),
+  'flow_only_at_512_continued': _local_from(
+    512,
+    ('mw_hex_512',),
+    6000,
+    3000,
+    8192,
+    start=_flow_only_batch4,
+    name='flow_only_at_512_continued',
+    run_suffix='_flow_only_at_512',
+    learning_rate=5e-4,
   ),
 }
 
