@@ -15,8 +15,9 @@ Scalable local flow from HMC samples and the energy (docs/scalable_flows.md):
 
 Variants: `paper` (the published model and optimiser), `cpu` (small, for two CPU
 cores), `flow_only` (below), `local` (the scalable flow: 6,000 steps of batch
-32; on one of two CPU cores, 2026-12-07: 5 min of HMC samples, 38 min of training, 7.5 min of
-free_energy; LBAR 3.10776 ± 0.00015, IS unreliable, docs/standalone_flows.md),
+32; on one of two CPU cores, 2026-12-07: 5 min of HMC samples, 38 min of
+training, 7.5 min of free_energy; LBAR 3.10776 ± 0.00015, IS unreliable,
+docs/standalone_flows.md),
 `local_continued` (lj_256 only: the `local` run in runs/lj_256_local continued
 for 10,000 steps from learning rate 5·10⁻⁴, 61 min on one core; it draws its
 own HMC samples unless its workdir has them), which is the shipped model
@@ -50,9 +51,9 @@ lj_500 (3.12283 ± 0.00018, 10.3 min; IS still unreliable):
 `flow_only` trains the local flow from the energy alone: reverse KL by its path
 gradient, no HMC samples, 26,000 steps of batch 8 from learning rate 5·10⁻⁴ cut
 by 0.3 at 13,000 and 19,500. At lj_256 it took 82 min on one core (2026-12-07) to
-a reverse KL of 5.74 kT, where the three stages above took 144 min to 5.35; its
-importance sampling passes the ESS rule but lies 9σ from LBAR, so use LBAR
-(docs/standalone_flows.md, fifth round):
+a reverse KL of 5.74 kT, where `local`, `local_continued` and 45 min of the path
+gradient took 144 min to 5.35; its importance sampling passes the ESS rule but
+lies 9σ from LBAR, so use LBAR (docs/standalone_flows.md, fifth round):
 
   python -m experiments.train \
     --config=experiments/configs/lennard_jones.py:lj_256,flow_only --workdir=runs/lj_256_flow_only
