@@ -63,7 +63,8 @@ def summarize(samples: dict, system: System) -> dict:
   Returns:
     JSON-ready dict: `ess` (fraction), `log_z` and `log_z_stderr` (ln Z_fixed),
     `log_z_stderr_delta` and `log_z_stderr_bootstrap` (the two errors whose
-    larger is `log_z_stderr`), `beta_f_per_particle` and
+    larger is `log_z_stderr`), `pareto_khat` (the weights' tail shape,
+    systems.estimators.pareto_khat), `beta_f_per_particle` and
     `beta_f_per_particle_stderr` (project convention), `mean_energy`
     (reweighted to the target, the estimate of ⟨U⟩),
     `mean_energy_flow` (under q, finite energies), `mean_log_weight` and
@@ -92,6 +93,7 @@ def summarize(samples: dict, system: System) -> dict:
       log_z_stderr=float('nan'),
       log_z_stderr_delta=float('nan'),
       log_z_stderr_bootstrap=float('nan'),
+      pareto_khat=float('nan'),
       beta_f_per_particle=float('nan'),
       beta_f_per_particle_stderr=float('nan'),
       mean_energy=float('nan'),
@@ -122,6 +124,7 @@ def summarize(samples: dict, system: System) -> dict:
     log_z_stderr=float(estimate.stderr),
     log_z_stderr_delta=float(estimate.stderr_delta),
     log_z_stderr_bootstrap=float(estimate.stderr_bootstrap),
+    pareto_khat=float(estimate.pareto_khat),
     beta_f_per_particle=float(
       convention.beta_f_per_particle(estimate.value, n, system.volume, system.thermal_wavelength)
     ),

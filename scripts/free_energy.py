@@ -29,7 +29,7 @@ needed (the error falls as 1/√n), at least twice as many while unreliable.
 
 Writes F.json with `importance_sampling` and `lbar` sections (`lbar` and
 `hmc` are null with --flow_only), each with `beta_f_per_particle`,
-`beta_f_per_particle_stderr` (and `ess`, `mean_energy`, and `mean_log_weight`
+`beta_f_per_particle_stderr` (and `ess`, `pareto_khat`, `mean_energy`, and `mean_log_weight`
 and `log_weight_std` of ln w = −βU − ln q, for importance sampling: the lbar
 log_z minus mean_log_weight is the flow's reverse KL), whether the estimate
 is reliable and why not, plus the sample counts and timings, and prints one
@@ -213,6 +213,7 @@ def estimate(
     beta_f_per_particle=row['beta_f_per_particle'],
     beta_f_per_particle_stderr=row['beta_f_per_particle_stderr'],
     ess=row['ess'],
+    pareto_khat=row['pareto_khat'],  # tail shape of the weights, beside the ESS rule
     log_z=row['log_z'],
     log_z_stderr=row['log_z_stderr'],
     mean_energy=row['mean_energy'],
@@ -285,7 +286,8 @@ def _lbar_sections(flow: dict, drawn: dict, log_q_hmc: np.ndarray, s, config) ->
 
 
 def lines(record: dict) -> str:
-  """One line per estimate (and an UNRELIABLE line under an unreliable one)."""
+  """One line per estimate, an UNRELIABLE line under an unreliable one, and a TAIL
+  line under importance sampling whose Pareto k̂ is above the PSIS threshold."""
   out = []
   name = record['system']
   for key, label in (('importance_sampling', 'importance sampling'), ('lbar', 'LBAR')):
@@ -293,7 +295,8 @@ def lines(record: dict) -> str:
     if r is None:  # --flow_only
       continue
     detail = (
-      f'ESS {r["ess"]:.3g}, ⟨U⟩ = {r["mean_energy"]:.5g} {r["energy_unit"]}'
+      f'ESS {r["ess"]:.3g}, Pareto k̂ {r["pareto_khat"]:.2f}, '
+      f'⟨U⟩ = {r["mean_energy"]:.5g} {r["energy_unit"]}'
       if key == 'importance_sampling'
       else f'overlap {r["overlap"]:.3g}, {r["num_hmc_outside_support"]} of '
       f'{r["num_hmc_samples"]} HMC samples outside the support'
@@ -305,6 +308,14 @@ def lines(record: dict) -> str:
     note = estimators.unreliable_note(r['unreliable_reasons'])
     if note:
       out.append(f'  {note}')
+    if key == 'importance_sampling':
+      threshold = estimators.psis_khat_threshold(r['num_samples'])
+      if r['pareto_khat'] >= threshold:  # NaN (no tail to fit) never warns
+        out.append(
+          f'  TAIL: Pareto k̂ {r["pareto_khat"]:.2f} >= {threshold:.2f} = 1 − 1/log₁₀ n: '
+          'the error bar may miss the unsampled tail; compare with LBAR '
+          '(docs/standalone_flows.md, sixth round)'
+        )
   return '\n'.join(out)
 
 

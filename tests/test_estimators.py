@@ -229,6 +229,31 @@ def test_importance_sampling_reports_both_errors_and_larger():
   assert np.isnan(no_boot.stderr_bootstrap) and no_boot.stderr == no_boot.stderr_delta
 
 
+@pytest.mark.parametrize('xi', [0.3, 0.7, 1.0])
+def test_pareto_khat_recovers_the_tail_shape_of_pareto_weights(xi):
+  """Weights U^−ξ (U uniform) are Pareto with shape ξ, and so are their excesses
+  over any threshold: k̂ (about 950 tail points at n = 10⁵, error ≈ (1 + ξ)/√950)
+  finds ξ, whatever the scale of the weights, and importance_sampling reports it."""
+  log_w = -xi * np.log(np.random.default_rng(int(10 * xi)).uniform(size=100_000))
+  khat = est.pareto_khat(log_w)
+  assert khat == pytest.approx(xi, abs=0.12)
+  assert est.pareto_khat(log_w - 1e4) == pytest.approx(khat, abs=1e-9)
+  assert est.importance_sampling(log_w, num_bootstrap=0).pareto_khat == khat
+
+
+def test_pareto_khat_of_gaussian_log_weights_and_of_no_tail():
+  """Log-normal weights of log-std ≤ 1 have a light tail (k̂ < 0.5: finite
+  variance); zero weights below the tail change nothing; equal weights, or too
+  few (n ≤ 20), have no tail to fit."""
+  log_w = np.random.default_rng(8).normal(size=4096)
+  assert 0.0 < est.pareto_khat(log_w) < 0.5
+  padded = np.concatenate([log_w, np.full(10, -np.inf)])
+  assert est.pareto_khat(padded) == pytest.approx(est.pareto_khat(log_w), abs=0.02)
+  assert np.isnan(est.pareto_khat(np.zeros(1000)))
+  assert np.isnan(est.pareto_khat(log_w[:20])) and np.isfinite(est.pareto_khat(log_w[:21]))
+  assert est.psis_khat_threshold(10_000) == 0.75 and est.psis_khat_threshold(100_000) == 0.8
+
+
 def test_fep_directions_are_importance_sampling():
   w = np.random.default_rng(8).normal(1.0, 0.7, size=200)
   forward, reverse, weights = est.fep_forward(w), est.fep_reverse(w), est.importance_sampling(-w)
@@ -447,6 +472,7 @@ GOOD = np.array([0.1, -0.3, 0.7])
     (lambda: est.importance_sampling(GOOD, num_bootstrap=-2), 'num_bootstrap'),
     (lambda: est.importance_sampling(GOOD, num_bootstrap=2.5), 'num_bootstrap'),
     (lambda: est.ess_fraction([np.nan, 0.0]), 'log_weights'),
+    (lambda: est.pareto_khat([0.0, np.inf]), 'log_weights'),
     (lambda: est.fep_forward([0.0, -np.inf]), 'work_forward'),
     (lambda: est.fep_reverse([0.0, np.nan]), 'work_reverse'),
     (lambda: est.bar(GOOD, [0.0, -np.inf]), 'work_reverse'),

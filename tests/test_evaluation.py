@@ -9,7 +9,7 @@ import pytest
 
 from experiments import evaluation, training
 from experiments.configs import lennard_jones, monatomic_water
-from systems import convention, get_system
+from systems import convention, estimators, get_system
 
 
 def test_flow_targeting_its_own_density_has_unit_ess_and_exact_log_z(perturb):
@@ -88,6 +88,9 @@ def test_mean_log_weight_is_the_reverse_kl_below_ln_z():
   assert row['mean_log_weight'] == pytest.approx(mu, abs=0.01)
   assert row['log_weight_std'] == pytest.approx(s, rel=0.01)
   assert row['log_z'] - row['mean_log_weight'] == pytest.approx(s**2 / 2, abs=0.01)
+  # The tail's shape is the zero-weight sample's as well (log-weights to ~1e-6).
+  khat = estimators.pareto_khat(np.append(log_w, -np.inf))
+  assert row['pareto_khat'] == pytest.approx(khat, abs=1e-4) and khat < 0.5
 
 
 def test_summarize_of_only_non_finite_samples_says_so_instead_of_failing():

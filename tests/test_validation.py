@@ -22,6 +22,9 @@ STARTS_FROM = {
   **FINE_TUNES,
   'lj_256,local_continued': 'runs/lj_256_local',
   'mw_hex_512,flow_only_at_512_continued': 'runs/mw_hex_512_flow_only_at_512',
+  'lj_256,path_gradient': 'experiments/pretrained/lj_256',
+  'lj_256,path_gradient_batch8': 'runs/lj_256_path_gradient',
+  'lj_256,path_gradient_batch8_continued': 'runs/lj_256_path_gradient_batch8',
 }
 # Variants for some sizes only: the fine-tunes and the first stage of `flow_only`.
 ONE_SIZE_ARGS = {*STARTS_FROM, 'mw_cubic_64,flow_only', 'mw_hex_64,flow_only'}
@@ -166,6 +169,24 @@ def test_flow_only_is_the_local_variant_from_the_energy_alone_with_the_path_grad
   assert tuple(lj_first.train.lr_decay_steps) == (13_000, 19_500)
   with pytest.raises(ValueError, match="flow_only trains at N = 64, not 'mw_cubic_216'"):
     monatomic_water.get_config('mw_cubic_216,flow_only')
+
+
+def test_the_lj_path_gradient_chain_continues_each_run_from_the_energy_alone():
+  """Each link starts from the run of the link before (the shipped lj_256 model,
+  then runs/lj_256_<variant>), with the `local` model, reverse KL by its path
+  gradient and no HMC samples."""
+  local = lennard_jones.get_config('lj_256,local')
+  chain = ('path_gradient', 'path_gradient_batch8', 'path_gradient_batch8_continued')
+  runs = ('experiments/pretrained/lj_256', *(f'runs/lj_256_{variant}' for variant in chain))
+  for run_before, variant in zip(runs, chain):
+    config = lennard_jones.get_config(f'lj_256,{variant}')
+    assert config.init_from == run_before == STARTS_FROM[f'lj_256,{variant}']
+    assert config.model == local.model
+    assert config.train.path_gradient and config.train.forward_kl_weight == 0.0
+  assert config.train.batch_size == 8 and config.train.learning_rate == 1e-4
+  assert tuple(config.train.lr_decay_steps) == (10_000, 15_000)
+  with pytest.raises(ValueError, match="path-gradient continuations are for lj_256, not 'lj_500'"):
+    lennard_jones.get_config('lj_500,path_gradient')
 
 
 def test_fine_tune_variant_of_another_size_is_refused():
