@@ -190,28 +190,25 @@ def _path_gradient_from(
   lr_decay_steps: tuple[int, ...],
   every_steps: int,
 ):
-  """An lj_256 variant continuing the run in `init_from` (a workdir) by reverse KL
-  alone with its path gradient: `num_steps` of `batch_size` from `learning_rate`,
-  cut by 0.3 at `lr_decay_steps` (docs/standalone_flows.md, third to sixth rounds;
-  the step counts are where those runs' wall-time limits stopped them)."""
+  """An lj_256 variant continuing the run in `init_from` (a workdir) by
+  common.flow_only (reverse KL alone, by its path gradient): `num_steps` of
+  `batch_size` from `learning_rate`, cut by 0.3 at `lr_decay_steps`
+  (docs/standalone_flows.md, third to sixth rounds; the step counts are where
+  those runs' wall-time limits stopped them)."""
 
   def variant(system: str) -> dict:
     if system != 'lj_256':
       raise ValueError(f'The path-gradient continuations are for lj_256, not {system!r}.')
-    local = _local(system)
+    start = common.flow_only(_local(system), num_steps=num_steps, every_steps=every_steps)
     return dict(
-      local,
+      start,
       init_from=init_from,
       train=dict(
-        local['train'],
+        start['train'],
         batch_size=batch_size,
-        num_steps=num_steps,
         learning_rate=learning_rate,
         lr_decay_steps=lr_decay_steps,
-        forward_kl_weight=0.0,
-        path_gradient=True,
       ),
-      evaluation=dict(local['evaluation'], every_steps=every_steps),
     )
 
   return variant
