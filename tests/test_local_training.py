@@ -76,9 +76,9 @@ def test_the_path_gradient_vanishes_where_the_flow_is_the_target():
   setup = dataclasses.replace(setup, system=exact)
   key = jax.random.key(0)
   assert bool(jnp.all(setup.sample(params, key, 8)[2]))  # all in the basin
-  cases = ((False, 0.0), (True, 1.0))
+  cases = ((False, 0.0), (True, 0.0), (True, 1.0))
 
-  @jax.jit  # one compiled program for both gradients, not one per operation
+  @jax.jit  # one compiled program for the three gradients, not one per operation
   def losses_and_grads(params):
     return {
       (path, renyi2): jax.value_and_grad(
@@ -91,9 +91,11 @@ def test_the_path_gradient_vanishes_where_the_flow_is_the_target():
   for case, ((loss, _), grad) in losses_and_grads(params).items():
     assert abs(float(loss)) < 1e-3, case
     norms[case] = optax.tree.norm(grad)
-  plain, path = norms[False, 0.0], norms[True, 1.0]
-  # Zero up to the float32 rounding of the weights (about 1e-4 of the score's norm).
-  assert plain > 1.0 and path < 1e-3 * plain, (plain, path)
+  plain, path = norms[False, 0.0], norms[True, 0.0]
+  assert plain > 1.0 and path < 1e-4 * plain, (plain, path)
+  # Constant weights: the Rényi-2 term is 0 and so is its (plain) gradient, up to
+  # the float32 rounding of the weights (about 1e-4 of the score's norm).
+  assert norms[True, 1.0] < 1e-3 * plain
 
 
 def test_the_renyi2_term_is_the_log_inverse_ess_of_the_batch(local_run):
