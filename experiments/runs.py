@@ -13,7 +13,7 @@ import os
 import ml_collections
 
 from experiments import checkpointing, training
-from flows import registry
+from flows import bijector, registry
 from systems import get_system
 
 
@@ -125,6 +125,9 @@ def initial_params(workdir: str, config: ml_collections.ConfigDict):
   not shape them (its messages are a mean over neighbours of a
   filter of the lattice offset), so it may differ, as it must where a shell
   that the small box truncates is whole at the larger N (mw_hex 64 -> 216).
+  A family with a depth_key (flows.model_kind) may also have more layers here:
+  the trained layers come first, and the new ones start as the identity, so
+  the deeper flow starts as the trained one (flows.bijector.grow_stacked).
 
   Raises:
     ValueError: for a system of another family, or a family that does not transfer
@@ -133,17 +136,21 @@ def initial_params(workdir: str, config: ml_collections.ConfigDict):
   """
   other, _, state = load_run(workdir)
   for_system(other, config.system)  # the same family, and a local flow if N differs
-  shaped = lambda c: registry.shape_keys(c.model.to_dict(), size_free=True)
-  if shaped(other) != shaped(config):
-    differences = sorted(
-      k
-      for k in set(shaped(other)) | set(shaped(config))
-      if shaped(other).get(k) != shaped(config).get(k)
-    )
+  there = registry.shape_keys(other.model.to_dict(), size_free=True)
+  here = registry.shape_keys(config.model.to_dict(), size_free=True)
+  kind = registry.kind_of(config.model)
+  depth = f'{kind.name}.{kind.depth_key}'
+  grows = bool(kind.depth_key) and here.get('conditioner') == there.get('conditioner')
+  grows = grows and here[depth] > there[depth]
+  differences = sorted(
+    k for k in set(there) | set(here) if there.get(k) != here.get(k) and not (grows and k == depth)
+  )
+  if differences:
     raise checkpointing.CheckpointMismatchError(
       f'--init_from={workdir} trained another model; these model keys differ: '
-      + ', '.join(
-        f'{k} ({shaped(other).get(k)!r} there, {shaped(config).get(k)!r} here)' for k in differences
-      )
+      + ', '.join(f'{k} ({there.get(k)!r} there, {here.get(k)!r} here)' for k in differences)
     )
-  return state['ema_params']
+  if not grows:
+    return state['ema_params']
+  fresh = training.build(config)[1]['params']
+  return bijector.grow_stacked(state['ema_params'], fresh, there[depth])

@@ -43,6 +43,35 @@ def stack_layers(make_layer: Callable[[nnx.Rngs], nnx.Module], num_layers: int, 
   return make_layers(rngs)
 
 
+def grow_stacked(trained, fresh, num_trained: int):
+  """Parameters of a deeper chain whose first `num_trained` layers are `trained`'s.
+
+  `trained` and `fresh` are parameter trees of the same structure, of a model
+  with `num_trained` stacked layers (stack_layers) and of the same model with
+  more. A leaf of the stacked layers (leading axis num_trained there and longer
+  here, the same trailing shape) takes the trained layers followed by the fresh
+  ones beyond them; every other leaf is `trained`'s. Fresh layers output the
+  identity where their heads start at zero (zero_linear), so the deeper flow
+  starts as the trained one.
+
+  Raises:
+    ValueError: naming the first leaf whose shapes differ otherwise.
+  """
+
+  def splice(path, old, new):
+    if old.shape == new.shape:
+      return old
+    if old.shape[1:] == new.shape[1:] and old.shape[0] == num_trained < new.shape[0]:
+      return jnp.concatenate([old, new[num_trained:]], axis=0)
+    raise ValueError(
+      f'Parameter {jax.tree_util.keystr(path)} has shape {old.shape} in the trained model and '
+      f'{new.shape} in the deeper one; expected the same, or {num_trained} stacked layers '
+      'growing to more.'
+    )
+
+  return jax.tree_util.tree_map_with_path(splice, trained, fresh)
+
+
 def run_chain(layers, x, method: str, *context, remat: bool = False):
   """Applies stacked `layers` (stack_layers; None: identity) to x (..., M, 3).
 

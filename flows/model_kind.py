@@ -29,6 +29,10 @@ class ModelKind:
     size_free_keys: family keys that may differ when weights move to another run
       (--init_from, another size) because no parameter depends on them.
     transferable: whether the weights run at another N of the system's family.
+    depth_key: the family key that counts its stacked layers
+      (flows.bijector.stack_layers), where a run with more layers may start from
+      one with fewer (--init_from): the trained layers come first and the new
+      ones start as the identity (flows.bijector.grow_stacked). '': no growth.
     tiny: overrides of `defaults` for a model that builds and runs in seconds
       (tests, smoke runs).
   """
@@ -42,12 +46,14 @@ class ModelKind:
   compute_only_keys: tuple[str, ...] = ()
   size_free_keys: tuple[str, ...] = ()
   transferable: bool = False
+  depth_key: str = ''
   tiny: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
   def __post_init__(self):
     if self.role not in ('solid', 'map'):
       raise ValueError(f"role={self.role!r}; expected 'solid' or 'map'.")
-    unknown = (set(self.rules) | set(self.tiny) | set(self.compute_only_keys)) - set(self.defaults)
+    named = set(self.rules) | set(self.tiny) | set(self.compute_only_keys)
+    unknown = (named | ({self.depth_key} - {''})) - set(self.defaults)
     if unknown:
       raise ValueError(f'{self.name}: keys {sorted(unknown)} are not among its defaults.')
 

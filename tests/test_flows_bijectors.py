@@ -27,7 +27,15 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from flows import CircularShift, CouplingLayer, LocalSolidFlow, SolidFlow, SplitCoupling, registry
+from flows import (
+  CircularShift,
+  CouplingLayer,
+  LocalSolidFlow,
+  SolidFlow,
+  SplitCoupling,
+  bijector,
+  registry,
+)
 from flows.targeted.radial import RadialSpline
 from systems import get_system
 from systems.box import minimum_image
@@ -397,3 +405,13 @@ def check_solid_family(name: str, perturb, system: str = FAMILY_SYSTEM):
 @pytest.mark.parametrize('name', registry.names('solid'))
 def test_registered_solid_family(name, perturb):
   check_solid_family(name, perturb)
+
+
+def test_grow_stacked_appends_fresh_layers_and_names_a_bad_leaf():
+  trained = {'layers': {'w': jnp.ones((2, 3))}, 'base': jnp.full((4,), 7.0)}
+  fresh = {'layers': {'w': jnp.zeros((5, 3))}, 'base': jnp.zeros((4,))}
+  grown = bijector.grow_stacked(trained, fresh, 2)
+  np.testing.assert_array_equal(grown['layers']['w'], [[1] * 3] * 2 + [[0] * 3] * 3)
+  np.testing.assert_array_equal(grown['base'], [7.0] * 4)  # not stacked: the trained leaf
+  with pytest.raises(ValueError, match=r"\['layers'\]\['w'\] has shape \(2, 3\).*\(5, 4\)"):
+    bijector.grow_stacked(trained, dict(fresh, layers={'w': jnp.zeros((5, 4))}), 2)

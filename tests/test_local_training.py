@@ -183,6 +183,37 @@ def test_a_run_evaluates_at_another_size_with_another_neighbour_count(local_run)
     runs.for_system(lennard_jones.get_config('lj_32,cpu'), None, num_neighbours=12)
 
 
+def test_a_deeper_run_starts_as_the_trained_one(local_run):
+  # Two layers appended to the run's one: they start as the identity (zero heads),
+  # so samples and densities are the trained flow's; then training moves them.
+  _, workdir = local_run
+  _, setup, state = runs.load_run(workdir)
+  deeper = monatomic_water.get_config(TINY)
+  deeper.model.local.num_layers = 3
+  params = runs.initial_params(workdir, deeper)
+  grown_setup, _ = training.build(deeper)
+  key = jax.random.key(5)
+  x, log_q, mask = setup.sample(state['ema_params'], key, 16)
+  x_grown, log_q_grown, mask_grown = grown_setup.sample(params, key, 16)
+  np.testing.assert_allclose(x_grown, x, atol=1e-6)
+  np.testing.assert_allclose(log_q_grown, log_q, rtol=1e-6)
+  np.testing.assert_array_equal(mask_grown, mask)
+  np.testing.assert_allclose(grown_setup.flow(params).log_prob(x), log_q, rtol=1e-5)
+  trained_layers = jax.tree.leaves(state['ema_params']['layers'])
+  for grown, trained in zip(jax.tree.leaves(params['layers']), trained_layers, strict=True):
+    assert grown.shape == (3,) + trained.shape[1:]
+    np.testing.assert_array_equal(grown[:1], trained)  # the trained layer comes first
+  assert any(np.any(grown[1:] != 0) for grown in jax.tree.leaves(params['layers']))
+  # Fewer layers, or more with another shaping key, is another model.
+  shallower = monatomic_water.get_config(TINY)
+  shallower.model.local.num_layers = 0
+  with pytest.raises(checkpointing.CheckpointMismatchError, match=r'local.num_layers \(1 there'):
+    runs.initial_params(workdir, shallower)
+  deeper.model.local.num_bins = 6
+  with pytest.raises(checkpointing.CheckpointMismatchError, match=r'differ: local.num_bins \(4'):
+    runs.initial_params(workdir, deeper)
+
+
 def test_transfer_needs_the_same_family_and_a_local_flow(local_run):
   config, workdir = local_run
   with pytest.raises(ValueError, match='another family'):

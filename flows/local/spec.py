@@ -67,5 +67,6 @@ SOLID = ModelKind(
   build=build,
   size_free_keys=('num_neighbours',),  # messages are means over neighbours
   transferable=True,  # no parameter depends on N
+  depth_key='num_layers',  # fresh layers start as the identity (zero heads)
   tiny=dict(num_layers=1, num_bins=4, embedding_size=8, filter_width=4),
 )
