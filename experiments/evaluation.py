@@ -64,7 +64,8 @@ def summarize(samples: dict, system: System) -> dict:
     JSON-ready dict: `ess` (fraction), `log_z` and `log_z_stderr` (ln Z_fixed),
     `log_z_stderr_delta` and `log_z_stderr_bootstrap` (the two errors whose
     larger is `log_z_stderr`), `pareto_khat` (the weights' tail shape,
-    systems.estimators.pareto_khat), `beta_f_per_particle` and
+    systems.estimators.pareto_khat), `lognormal_ess` (exp(−Var ln w), the ESS
+    the log-weights' spread implies, judged beside `ess`), `beta_f_per_particle` and
     `beta_f_per_particle_stderr` (project convention), `mean_energy`
     (reweighted to the target, the estimate of ⟨U⟩),
     `mean_energy_flow` (under q, finite energies), `mean_log_weight` and
@@ -94,6 +95,7 @@ def summarize(samples: dict, system: System) -> dict:
       log_z_stderr_delta=float('nan'),
       log_z_stderr_bootstrap=float('nan'),
       pareto_khat=float('nan'),
+      lognormal_ess=float('nan'),
       beta_f_per_particle=float('nan'),
       beta_f_per_particle_stderr=float('nan'),
       mean_energy=float('nan'),
@@ -125,6 +127,7 @@ def summarize(samples: dict, system: System) -> dict:
     log_z_stderr_delta=float(estimate.stderr_delta),
     log_z_stderr_bootstrap=float(estimate.stderr_bootstrap),
     pareto_khat=float(estimate.pareto_khat),
+    lognormal_ess=float(estimate.lognormal_ess),
     beta_f_per_particle=float(
       convention.beta_f_per_particle(estimate.value, n, system.volume, system.thermal_wavelength)
     ),

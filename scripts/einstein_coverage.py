@@ -27,6 +27,19 @@ from systems import einstein, get_system
 BIN_EDGES = (0, 5, 10, 20, 40, 80, 160, np.inf)
 
 
+def interval_coverage(z: np.ndarray) -> dict:
+  """Of standardised errors z = (estimate − truth)/σ: the fractions with |z| < 1 and
+  |z| < 2 (nominal 0.68 and 0.95 for honest error bars) and the RMS of z (nominal 1);
+  NaN for no z."""
+  if not len(z):
+    return dict(coverage_1sigma=float('nan'), coverage_2sigma=float('nan'), rms_z=float('nan'))
+  return dict(
+    coverage_1sigma=float(np.mean(np.abs(z) < 1.0)),
+    coverage_2sigma=float(np.mean(np.abs(z) < 2.0)),
+    rms_z=float(np.sqrt(np.mean(z * z))),
+  )
+
+
 def coverage_table(runs: list[dict], truth: float, chains: int) -> list[dict]:
   """Rows per bin of `min_stage_samples / chains`: runs, 1σ/2σ coverage of truth, RMS z."""
   rows = []
@@ -36,13 +49,7 @@ def coverage_table(runs: list[dict], truth: float, chains: int) -> list[dict]:
       continue
     z = np.array([(r['log_z'] - truth) / r['log_z_stderr'] for r in inside])
     rows.append(
-      dict(
-        samples_per_chain=f'[{low}, {high})',
-        runs=len(inside),
-        coverage_1sigma=float(np.mean(np.abs(z) < 1.0)),
-        coverage_2sigma=float(np.mean(np.abs(z) < 2.0)),
-        rms_z=float(np.sqrt(np.mean(z * z))),
-      )
+      dict(samples_per_chain=f'[{low}, {high})', runs=len(inside), **interval_coverage(z))
     )
   return rows
 

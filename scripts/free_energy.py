@@ -3,6 +3,7 @@
   python -m scripts.free_energy --workdir=W [--system=S [--num_neighbours=K]] --out=F.json \
     [--num_flow_samples=65536] [--hmc_chains=C --hmc_steps=T --hmc_thin=K] [--seed=0]
   python -m scripts.free_energy --workdir=W --out=F.json --flow_only [--target_stderr=5e-4]
+  python -m scripts.free_energy ... --flow_samples_out=S.npz   # keep ln q and U of every sample
 
 Loads the newest checkpoint of run W (experiments.runs.load_run; with
 --system a local flow is evaluated at another size of its family, with
@@ -29,11 +30,15 @@ needed (the error falls as 1/√n), at least twice as many while unreliable.
 
 Writes F.json with `importance_sampling` and `lbar` sections (`lbar` and
 `hmc` are null with --flow_only), each with `beta_f_per_particle`,
-`beta_f_per_particle_stderr` (and `ess`, `pareto_khat`, `mean_energy`, and `mean_log_weight`
-and `log_weight_std` of ln w = −βU − ln q, for importance sampling: the lbar
-log_z minus mean_log_weight is the flow's reverse KL), whether the estimate
-is reliable and why not, plus the sample counts and timings, and prints one
-line per estimate. βF/N is in the project convention (systems.convention).
+`beta_f_per_particle_stderr` (and, for importance sampling, `ess`,
+`lognormal_ess`, `pareto_khat`, `mean_energy`, and `mean_log_weight` and
+`log_weight_std` of ln w = −βU − ln q: the lbar log_z minus mean_log_weight is
+the flow's reverse KL), whether the estimate is reliable and why not, plus the
+sample counts and timings, and prints one line per estimate. βF/N is in the
+project convention (systems.convention).
+--flow_samples_out=S.npz keeps the flow samples' `log_q` and `energy`, in the
+order drawn, with `system`, `beta` and `seed`: `scripts.is_coverage` cuts them
+into chunks and checks each chunk's error bar against a reference.
 Progress bars follow the long parts on a terminal.
 """
 
@@ -114,10 +119,12 @@ def flow_samples_to_target(
     if reached or drawn >= max_samples:
       break
     # stderr² ∝ 1/n: n·(stderr/target)² in all; while unreliable, at least twice as many
-    # and as many as the ESS so far says give MIN_EFFECTIVE_SAMPLES effective ones.
+    # and as many as the smaller ESS so far (the samples' own, or the log-weights'
+    # spread's) says give MIN_EFFECTIVE_SAMPLES effective ones.
     wanted = drawn * (stderr / target_stderr) ** 2 * _ROUND_MARGIN if np.isfinite(stderr) else 0
     if not row['reliable']:
-      ess = row['ess'] if np.isfinite(row['ess']) and row['ess'] > 0 else 0.0
+      ess = np.nanmin([row['ess'], row['lognormal_ess'], np.inf])
+      ess = ess if np.isfinite(ess) and ess > 0 else 0.0
       enough = estimators.MIN_EFFECTIVE_SAMPLES / ess * _ROUND_MARGIN if ess else 0
       wanted = max(wanted, 2 * drawn, enough)
     more = int(min(max(wanted - drawn, drawn // 4, 1), max_samples - drawn))
@@ -125,6 +132,21 @@ def flow_samples_to_target(
     samples = {k: np.concatenate([samples[k], extra[k]]) for k in samples}
     rounds += 1
   return samples, dict(target_stderr=target_stderr, target_reached=reached, rounds=rounds)
+
+
+def save_flow_samples(path: str, flow: dict, system, seed: int) -> None:
+  """Writes `log_q` and `energy` (n,; float64, the system's energy unit) to `path`
+  (.npz), with the `system` name, its `beta` and the sampling `seed`."""
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  np.savez(
+    path,
+    log_q=np.asarray(flow['log_q'], np.float64),
+    energy=np.asarray(flow['energy'], np.float64),
+    system=system.name,
+    beta=system.beta,
+    seed=seed,
+  )
 
 
 def log_q_of(setup, params, positions: np.ndarray, batch_size: int) -> np.ndarray:
@@ -160,6 +182,7 @@ def estimate(
   flow_only: bool = False,
   target_stderr: float | None = None,
   max_flow_samples: int = DEFAULT_MAX_FLOW_SAMPLES,
+  flow_samples_out: str | None = None,
 ) -> dict:
   """Both estimates for run `workdir` at `system` (importance sampling alone if
   `flow_only`); returns the JSON record.
@@ -178,6 +201,8 @@ def estimate(
       first) until importance sampling is judged reliable with an error of
       βF/N of at most this.
     max_flow_samples: the most flow samples drawn with target_stderr.
+    flow_samples_out: if given, an .npz path for the flow samples' `log_q` and
+      `energy` (n,), in the order drawn, with `system`, `beta` and `seed`.
   """
   start = time.time()
   config, setup, state = runs.load_run(workdir, system, num_neighbours)
@@ -200,6 +225,8 @@ def estimate(
         draw, s, num_flow_samples, target_stderr, max_flow_samples
       )
     timings['flow_samples'] = time.time() - t
+    if flow_samples_out is not None:
+      save_flow_samples(flow_samples_out, flow, s, seed)
     if not flow_only:
       t = time.time()
       drawn = hmc_samples.draw(s, config.hmc, jax.random.fold_in(jax.random.key(seed), 2))
@@ -213,7 +240,8 @@ def estimate(
     beta_f_per_particle=row['beta_f_per_particle'],
     beta_f_per_particle_stderr=row['beta_f_per_particle_stderr'],
     ess=row['ess'],
-    pareto_khat=row['pareto_khat'],  # tail shape of the weights, beside the ESS rule
+    pareto_khat=row['pareto_khat'],  # tail shape of the weights, beside the rules
+    lognormal_ess=row['lognormal_ess'],  # exp(−Var ln w): the second effective-sample count
     log_z=row['log_z'],
     log_z_stderr=row['log_z_stderr'],
     mean_energy=row['mean_energy'],
@@ -295,7 +323,8 @@ def lines(record: dict) -> str:
     if r is None:  # --flow_only
       continue
     detail = (
-      f'ESS {r["ess"]:.3g}, Pareto k̂ {r["pareto_khat"]:.2f}, '
+      f'ESS {r["ess"]:.3g}, exp(−Var ln w) {r["lognormal_ess"]:.3g}, '
+      f'Pareto k̂ {r["pareto_khat"]:.2f}, '
       f'⟨U⟩ = {r["mean_energy"]:.5g} {r["energy_unit"]}'
       if key == 'importance_sampling'
       else f'overlap {r["overlap"]:.3g}, {r["num_hmc_outside_support"]} of '
@@ -418,6 +447,11 @@ def main(argv=None) -> int:
     default=None,
     help=f'the most flow samples, with --target_stderr (default {DEFAULT_MAX_FLOW_SAMPLES})',
   )
+  parser.add_argument(
+    '--flow_samples_out',
+    default=None,
+    help="an .npz path: keep the flow samples' log_q and energy (for scripts.is_coverage)",
+  )
   args = parser.parse_args(argv)
   check_flags(args)
   logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
@@ -441,6 +475,7 @@ def main(argv=None) -> int:
     flow_only=args.flow_only,
     target_stderr=args.target_stderr,
     max_flow_samples=args.max_flow_samples or DEFAULT_MAX_FLOW_SAMPLES,
+    flow_samples_out=args.flow_samples_out,
   )
   directory = os.path.dirname(os.path.abspath(args.out))
   os.makedirs(directory, exist_ok=True)

@@ -316,16 +316,44 @@ def test_importance_sampling_is_judged_unreliable_where_its_error_bar_fails():
     assert coverage_range[0] < coverage < coverage_range[1], (m, coverage)
     judged = np.mean([r.reliable for r in results])
     assert (judged == 1.0) if reliable else (judged < 0.05), (m, judged)
-  (reason,) = results[0].reasons
-  assert 'effective samples of 1000' in reason and 'need >= 100' in reason
+  by_ess, by_spread = results[0].reasons
+  assert 'effective samples of 1000' in by_ess and 'need >= 100' in by_ess
+  assert by_spread.startswith('log-weight spread: exp(−Var ln w) = ')
   # The FEP directions are importance sampling and are judged alike.
   assert est.fep_forward(-log_w[0]).reasons == results[0].reasons
 
 
+def test_the_spread_rule_refuses_what_the_samples_own_ess_passes():
+  """ln w = m z − m²/2 with m = 2.6 and n = 20,000: the true ESS e^{−m²} gives 23
+  effective samples, but in most repeats the samples' own ESS counts over 100 (the tail
+  that carries the mean is unsampled). Those estimates lie low and their 2σ intervals
+  cover the truth in about 80 %; n·exp(−Var ln w) refuses every one."""
+  m, n = 2.6, 20_000
+  log_w = m * np.random.default_rng(22).standard_normal((REPEATS, n)) - 0.5 * m * m
+  results = [est.importance_sampling(row, num_bootstrap=0) for row in log_w]
+  passed = [r for r in results if r.ess * n >= est.MIN_EFFECTIVE_SAMPLES]
+  assert len(passed) > REPEATS / 2
+  z = np.array([r.value / r.stderr for r in passed])  # the truth is ln Z = 0
+  assert np.mean(np.abs(z) < 2) < 0.85 and np.mean(z) < -0.8
+  assert not any(r.reliable for r in results)
+  for r in results:
+    assert r.lognormal_ess * n == pytest.approx(n * np.exp(-m * m), rel=0.3)  # Var ± 0.07
+
+
 def test_weighted_rule_threshold_is_n_times_ess():
   assert est.weighted_reasons(0.1, 1000) == ()
+  assert est.weighted_reasons(0.1, 1000, lognormal_ess=0.1) == ()
   (reason,) = est.weighted_reasons(2e-4, 16384)
   assert reason.startswith('ESS 0.0002 (3.28 effective samples of 16384')
+  (reason,) = est.weighted_reasons(0.1, 1000, lognormal_ess=0.05)
+  assert reason.startswith('log-weight spread: exp(−Var ln w) = 0.05 (50 effective samples')
+
+
+def test_lognormal_ess_by_hand():
+  """Weights 1, e and two zeros: Var ln w = 1/4 over the two nonzero ones, so
+  (2/4)·e^{−1/4}."""
+  r = est.importance_sampling(np.array([0.0, 1.0, -np.inf, -np.inf]), num_bootstrap=0)
+  assert r.lognormal_ess == pytest.approx(0.5 * np.exp(-0.25), rel=1e-12)
 
 
 def test_bar_overlap_is_pymbars_two_state_overlap():

@@ -64,12 +64,14 @@ def test_summarize_judges_the_estimate_and_says_why_it_is_unreliable():
   bad = evaluation.summarize(_samples_with_log_weights(system, 4.0 * z), system)
   assert bad['ess'] * bad['num_samples'] < 100
   assert not bad['reliable']
-  (reason,) = bad['unreliable_reasons']
-  assert 'effective samples of 16384' in reason
+  by_ess, by_spread = bad['unreliable_reasons']  # both rules fail at Var ln w = 16
+  assert 'effective samples of 16384' in by_ess
+  assert by_spread.startswith('log-weight spread') and bad['lognormal_ess'] < 1e-6
+  assert good['lognormal_ess'] == pytest.approx(np.exp(-0.25), rel=0.03)
   assert np.isfinite(bad['beta_f_per_particle'])  # the estimate is kept, and judged
   lines = evaluation.result_lines(dict(bad, step=7), 'lj_32').splitlines()
   assert lines[0].startswith('lj_32: βF/N = ') and '(step 7)' in lines[0]
-  assert lines[1] == f'UNRELIABLE: {reason}'
+  assert lines[1] == f'UNRELIABLE: {by_ess}; {by_spread}'
   json.dumps(bad)  # JSON-ready
 
 

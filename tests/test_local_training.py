@@ -14,7 +14,7 @@ import pytest
 
 from experiments import checkpointing, evaluation, hmc_samples, runs, training
 from experiments.configs import lennard_jones, monatomic_water
-from scripts import free_energy
+from scripts import free_energy, is_coverage
 from systems import estimators, get_system
 
 TINY = 'mw_cubic_64,local_tiny'
@@ -257,6 +257,7 @@ def test_free_energy_warns_of_a_heavy_tail_above_the_psis_threshold():
     beta_f_per_particle=3.1,
     beta_f_per_particle_stderr=3e-4,
     ess=0.002,
+    lognormal_ess=0.001,
     mean_energy=-900.0,
     energy_unit='epsilon',
     num_samples=100_000,
@@ -278,10 +279,13 @@ def test_free_energy_warns_of_a_heavy_tail_above_the_psis_threshold():
 
 def test_flow_only_is_the_importance_sampling_of_the_full_run(local_run, tmp_path, capsys):
   """--flow_only draws the same flow samples as the full run (same seed) and no HMC:
-  the same importance-sampling section, ⟨U⟩ included, and no LBAR."""
+  the same importance-sampling section, ⟨U⟩ included, and no LBAR. The samples it keeps
+  (--flow_samples_out) give that section again, and scripts.is_coverage's one chunk of
+  them is that estimate against the full run's LBAR."""
   _, workdir = local_run
   paths, printed = {}, {}
-  for name, extra in (('full', []), ('flow_only', ['--flow_only'])):
+  kept = tmp_path / 'samples.npz'
+  for name, extra in (('full', []), ('flow_only', ['--flow_only', f'--flow_samples_out={kept}'])):
     paths[name] = tmp_path / f'{name}.json'
     args = [f'--workdir={workdir}', f'--out={paths[name]}', '--num_flow_samples=512', *extra]
     assert free_energy.main(args) == 0
@@ -296,6 +300,21 @@ def test_flow_only_is_the_importance_sampling_of_the_full_run(local_run, tmp_pat
   lines = [line for line in printed['flow_only'] if not line.startswith('  ')]  # notes
   assert len(lines) == 1 and lines[0].startswith('mw_cubic_64 importance sampling: βF/N =')
   assert lines[0] in printed['full'] and 'kcal/mol' in lines[0]
+  with np.load(kept) as f:
+    assert (str(f['system']), int(f['seed']), f['log_q'].shape) == ('mw_cubic_64', 0, (512,))
+    again = evaluation.summarize({k: f[k] for k in ('log_q', 'energy')}, get_system('mw_cubic_64'))
+  assert again['log_z'] == alone['importance_sampling']['log_z']
+  assert again['mean_energy'] == alone['importance_sampling']['mean_energy']
+  out = tmp_path / 'coverage.json'
+  chunk_args = [f'--samples={kept}', f'--reference={paths["full"]}', '--chunk_sizes=512,256']
+  assert is_coverage.main([*chunk_args, f'--out={out}']) == 0
+  record = json.loads(out.read_text())
+  whole, lbar = record['whole'], full['lbar']
+  assert whole['log_z'] == alone['importance_sampling']['log_z']
+  z = (whole['log_z'] - lbar['log_z']) / np.hypot(whole['log_z_stderr'], lbar['log_z_stderr'])
+  assert whole['z'] == pytest.approx(z, rel=1e-12)
+  assert [(r['size'], r['chunk']) for r in record['chunks']] == [(256, 0), (256, 1), (512, 0)]
+  assert record['table'][0]['selection'] == 'all' and record['table'][0]['chunks'] == 3
 
 
 def test_flow_samples_are_drawn_until_the_error_asked_for():
