@@ -64,8 +64,8 @@ def summarize(samples: dict, system: System) -> dict:
     JSON-ready dict: `ess` (fraction), `log_z` and `log_z_stderr` (ln Z_fixed),
     `log_z_stderr_delta` and `log_z_stderr_bootstrap` (the two errors whose
     larger is `log_z_stderr`), `pareto_khat` (the weights' tail shape,
-    systems.estimators.pareto_khat), `lognormal_ess` (exp(−Var ln w), the ESS
-    the log-weights' spread implies, judged beside `ess`), `beta_f_per_particle` and
+    systems.estimators.pareto_khat), `lognormal_ess` (the ESS that the spread of
+    the log-weights implies, judged beside `ess`; systems.estimators), `beta_f_per_particle` and
     `beta_f_per_particle_stderr` (project convention), `mean_energy`
     (reweighted to the target, the estimate of ⟨U⟩),
     `mean_energy_flow` (under q, finite energies), `mean_log_weight` and

@@ -37,7 +37,7 @@ the flow's reverse KL), whether the estimate is reliable and why not, plus the
 sample counts and timings, and prints one line per estimate. βF/N is in the
 project convention (systems.convention).
 --flow_samples_out=S.npz keeps the flow samples' `log_q` and `energy`, in the
-order drawn, with `system`, `beta` and `seed`: `scripts.is_coverage` cuts them
+order drawn, with `system`, `beta`, `workdir` and `seed`: `scripts.is_coverage` cuts them
 into chunks and checks each chunk's error bar against a reference.
 Progress bars follow the long parts on a terminal.
 """
@@ -134,9 +134,9 @@ def flow_samples_to_target(
   return samples, dict(target_stderr=target_stderr, target_reached=reached, rounds=rounds)
 
 
-def save_flow_samples(path: str, flow: dict, system, seed: int) -> None:
+def save_flow_samples(path: str, flow: dict, system, workdir: str, seed: int) -> None:
   """Writes `log_q` and `energy` (n,; float64, the system's energy unit) to `path`
-  (.npz), with the `system` name, its `beta` and the sampling `seed`."""
+  (.npz), with the `system` name, its `beta`, the run's `workdir` and the `seed`."""
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
   np.savez(
@@ -145,6 +145,7 @@ def save_flow_samples(path: str, flow: dict, system, seed: int) -> None:
     energy=np.asarray(flow['energy'], np.float64),
     system=system.name,
     beta=system.beta,
+    workdir=os.path.abspath(workdir),
     seed=seed,
   )
 
@@ -202,7 +203,7 @@ def estimate(
       βF/N of at most this.
     max_flow_samples: the most flow samples drawn with target_stderr.
     flow_samples_out: if given, an .npz path for the flow samples' `log_q` and
-      `energy` (n,), in the order drawn, with `system`, `beta` and `seed`.
+      `energy` (n,), in the order drawn, with `system`, `beta`, `workdir` and `seed`.
   """
   start = time.time()
   config, setup, state = runs.load_run(workdir, system, num_neighbours)
@@ -226,7 +227,7 @@ def estimate(
       )
     timings['flow_samples'] = time.time() - t
     if flow_samples_out is not None:
-      save_flow_samples(flow_samples_out, flow, s, seed)
+      save_flow_samples(flow_samples_out, flow, s, workdir, seed)
     if not flow_only:
       t = time.time()
       drawn = hmc_samples.draw(s, config.hmc, jax.random.fold_in(jax.random.key(seed), 2))
@@ -241,7 +242,7 @@ def estimate(
     beta_f_per_particle_stderr=row['beta_f_per_particle_stderr'],
     ess=row['ess'],
     pareto_khat=row['pareto_khat'],  # tail shape of the weights, beside the rules
-    lognormal_ess=row['lognormal_ess'],  # exp(−Var ln w): the second effective-sample count
+    lognormal_ess=row['lognormal_ess'],  # ESS from the log-weights' spread, the second rule
     log_z=row['log_z'],
     log_z_stderr=row['log_z_stderr'],
     mean_energy=row['mean_energy'],
@@ -323,7 +324,7 @@ def lines(record: dict) -> str:
     if r is None:  # --flow_only
       continue
     detail = (
-      f'ESS {r["ess"]:.3g}, exp(−Var ln w) {r["lognormal_ess"]:.3g}, '
+      f'ESS {r["ess"]:.3g} (by the spread {r["lognormal_ess"]:.3g}), '
       f'Pareto k̂ {r["pareto_khat"]:.2f}, '
       f'⟨U⟩ = {r["mean_energy"]:.5g} {r["energy_unit"]}'
       if key == 'importance_sampling'
@@ -397,6 +398,10 @@ def check_flags(args) -> None:
         else f'--num_flow_samples={args.num_flow_samples}: expected at most the '
         f'--max_flow_samples={cap} of --target_stderr'
       )
+    )
+  if args.flow_samples_out is not None and not args.flow_samples_out.endswith('.npz'):
+    relations.append(
+      lambda: f'--flow_samples_out={args.flow_samples_out}: expected a path ending in .npz'
     )
   if args.flow_only and given:
     relations.append(

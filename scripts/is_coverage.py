@@ -7,8 +7,8 @@
   python -m scripts.is_coverage --combine=C.json,C2.json --out=ALL.json  # one table of many flows
 
 Tests the reliability rules of importance sampling (systems.estimators: at least
-MIN_EFFECTIVE_SAMPLES effective samples, n·ESS and n·exp(−Var ln w)) and the
-Pareto k̂ warning on a flow's own weights. The samples
+MIN_EFFECTIVE_SAMPLES effective samples, n·ESS and n·exp(−σ₊²), σ₊ the spread of
+ln w above its median) and the Pareto k̂ warning on a flow's own weights. The samples
 (`scripts.free_energy --flow_samples_out`, several files of one system joined
 in the order given) are cut into disjoint chunks of each size. Each chunk is
 one importance-sampling estimate, exactly as `scripts.free_energy` makes it
@@ -30,6 +30,7 @@ chunks of earlier outputs (several flows or systems) into one table.
 
 import argparse
 import json
+import os
 import sys
 
 import numpy as np
@@ -43,20 +44,37 @@ KHAT_CUTS = (0.7, 0.8)  # PSIS's usual cap, and the cut that the sixth round's f
 
 
 def load_samples(paths: list[str]) -> tuple[dict, str]:
-  """`log_q` and `energy` of the files joined in order, and their one system's name."""
+  """`log_q` and `energy` of the files joined in order, and their one system's name.
+
+  Refuses a file given twice, two files drawn from one run with one seed (the same
+  samples twice), files of several systems, and a file whose β is not its system's.
+  """
   if not paths:
     raise ValueError('--samples is empty: expected one or more .npz files')
-  parts, systems = [], set()
+  repeated = sorted({p for p in paths if paths.count(p) > 1})
+  if repeated:
+    raise ValueError(f'--samples names {repeated} more than once: expected each file once')
+  parts, systems, draws = [], set(), {}
   for path in paths:
     with np.load(path) as f:
-      missing = {'log_q', 'energy', 'system'} - set(f.files)
+      missing = {'log_q', 'energy', 'system', 'beta', 'seed'} - set(f.files)
       if missing:
         raise ValueError(
           f'{path} lacks {sorted(missing)}: expected the file of '
           'scripts.free_energy --flow_samples_out'
         )
       parts.append({k: np.asarray(f[k], np.float64) for k in ('log_q', 'energy')})
-      systems.add(str(f['system']))
+      name, beta = str(f['system']), float(f['beta'])
+      draw = (str(f['workdir']) if 'workdir' in f.files else '', int(f['seed']))
+    if draw in draws and draw[0]:
+      raise ValueError(
+        f'{path} and {draws[draw]} were both drawn from run {draw[0]} with seed {draw[1]}: '
+        'expected independent samples (another --seed)'
+      )
+    draws[draw] = path
+    if beta != get_system(name).beta:
+      raise ValueError(f'{path} has beta={beta}: expected {get_system(name).beta}, that of {name}')
+    systems.add(name)
   if len(systems) != 1:
     raise ValueError(f'--samples mix systems {sorted(systems)}: expected samples of one system')
   joined = {k: np.concatenate([p[k] for p in parts]) for k in ('log_q', 'energy')}
@@ -77,6 +95,11 @@ def load_reference(path: str, system: str) -> tuple[float, float]:
     raise ValueError(
       f'--reference={path} has no lbar section (a --flow_only record?): expected an '
       'LBAR estimate with its own HMC samples, independent of the samples checked'
+    )
+  if not lbar.get('reliable', False):
+    raise ValueError(
+      f'--reference={path}: its LBAR is judged unreliable ({lbar.get("unreliable_reasons")}): '
+      'expected a reliable reference'
     )
   return float(lbar['log_z']), float(lbar['log_z_stderr'])
 
@@ -110,17 +133,18 @@ def chunk_rows(samples: dict, system, reference: tuple[float, float], sizes) -> 
 def selections() -> dict:
   """The named selections of chunk rows that the table reports: the judgement
   (`reliable`), its first rule alone (n·ESS), and that rule with k̂ cuts."""
-  ess_rule = lambda r: r['effective_samples'] >= estimators.MIN_EFFECTIVE_SAMPLES
+  least = estimators.MIN_EFFECTIVE_SAMPLES
+  ess_rule = lambda r: r['effective_samples'] >= least
   below_threshold = lambda r: r['pareto_khat'] < estimators.psis_khat_threshold(r['size'])
   chosen = {
     'all': lambda r: True,
-    'n·ESS ≥ 100': ess_rule,
+    f'n·ESS ≥ {least}': ess_rule,
     'judged reliable': lambda r: r['reliable'],
-    'n·ESS ≥ 100, refused by the spread': lambda r: ess_rule(r) and not r['reliable'],
-    'n·ESS ≥ 100, k̂ < 1 − 1/log₁₀ n': lambda r: ess_rule(r) and below_threshold(r),
+    f'n·ESS ≥ {least}, refused by the spread': lambda r: ess_rule(r) and not r['reliable'],
+    f'n·ESS ≥ {least}, k̂ < 1 − 1/log₁₀ n': lambda r: ess_rule(r) and below_threshold(r),
   }
   for cut in KHAT_CUTS:
-    chosen[f'n·ESS ≥ 100, k̂ < {cut}'] = lambda r, cut=cut: ess_rule(r) and r['pareto_khat'] < cut
+    chosen[f'n·ESS ≥ {least}, k̂ < {cut}'] = lambda r, c=cut: ess_rule(r) and r['pareto_khat'] < c
   return chosen
 
 
@@ -139,6 +163,12 @@ def _mean_or_nan(values: np.ndarray) -> float:
   return float(np.mean(values)) if len(values) else float('nan')
 
 
+def _write(path: str, record: dict) -> None:
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path, 'w') as f:
+    json.dump(record, f, indent=2)
+
+
 def _print_table(table: list[dict]) -> None:
   print(f'{"selection":>36}  chunks  1σ coverage  2σ coverage  RMS z  mean z')
   for row in table:
@@ -151,6 +181,9 @@ def _print_table(table: list[dict]) -> None:
 def combine(paths: list[str]) -> dict:
   """One record of the chunks of earlier outputs (`pools`: each one's system, samples,
   reference and whole estimate), with their joint table."""
+  repeated = sorted({p for p in paths if paths.count(p) > 1})
+  if repeated:
+    raise ValueError(f'--combine names {repeated} more than once: expected each output once')
   pools, rows = [], []
   for path in paths:
     with open(path) as f:
@@ -177,8 +210,7 @@ def main(argv=None) -> int:
     if args.samples is not None or args.reference is not None:
       parser.error('--combine with --samples or --reference: expected one or the other')
     record = dict(command=command, **combine([p for p in args.combine.split(',') if p]))
-    with open(args.out, 'w') as f:
-      json.dump(record, f, indent=2)
+    _write(args.out, record)
     print(f'{len(record["pools"])} pools, {len(record["chunks"])} chunks')
     _print_table(record['table'])
     return 0
@@ -194,9 +226,10 @@ def main(argv=None) -> int:
   samples, name = load_samples(paths)
   system = get_system(name)
   reference = load_reference(args.reference, name)
-  if len(samples['log_q']) < sizes[0]:
+  too_large = [size for size in sizes if size > len(samples['log_q'])]
+  if too_large:
     parser.error(
-      f'--chunk_sizes={args.chunk_sizes}: the smallest is more than the '
+      f'--chunk_sizes={args.chunk_sizes}: {too_large} more than the '
       f'{len(samples["log_q"])} samples given'
     )
   rows = chunk_rows(samples, system, reference, sizes)
@@ -211,8 +244,7 @@ def main(argv=None) -> int:
     table=coverage_table(rows),
     chunks=rows,
   )
-  with open(args.out, 'w') as f:
-    json.dump(record, f, indent=2)
+  _write(args.out, record)
   print(
     f'{name}: {record["num_samples"]} samples, all of them: z = {whole["z"]:+.2f} '
     f'({whole["effective_samples"]:.0f} effective samples, '

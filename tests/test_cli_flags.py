@@ -138,6 +138,7 @@ def _free_energy_args(workdir: str, **flags) -> argparse.Namespace:
     flow_only=False,
     target_stderr=None,
     max_flow_samples=None,
+    flow_samples_out=None,
   )
   return argparse.Namespace(**{**defaults, **flags})
 
@@ -275,6 +276,10 @@ def test_check_exits_with_status_2_and_one_stderr_line(capsys):
     (
       {'target_stderr': 1e-3, 'max_flow_samples': 4096, 'num_flow_samples': 8192},
       '--num_flow_samples=8192: expected at most the --max_flow_samples=4096 of --target_stderr',
+    ),
+    (  # np.savez would write S.npz, and --samples=S would then not be found
+      {'flow_samples_out': 'S'},
+      '--flow_samples_out=S: expected a path ending in .npz',
     ),
   ],
 )

@@ -11,14 +11,16 @@ from systems import get_system
 SYSTEM = 'mw_cubic_8'
 
 
-def _write_samples(path, log_w: np.ndarray, system: str = SYSTEM) -> None:
-  """Samples whose ln w = −βU − ln q is log_w (ln q = 0)."""
+def _write_samples(path, log_w: np.ndarray, system: str = SYSTEM, seed: int = 0, **extra) -> None:
+  """Samples whose ln w = −βU − ln q is log_w (ln q = 0), drawn from run W with `seed`."""
   beta = get_system(system).beta
-  np.savez(path, log_q=np.zeros_like(log_w), energy=-log_w / beta, system=system, beta=beta, seed=0)
+  fields = dict(system=system, beta=beta, workdir='W', seed=seed) | extra
+  np.savez(path, log_q=np.zeros_like(log_w), energy=-log_w / beta, **fields)
 
 
-def _write_reference(path, log_z: float, stderr: float, system: str = SYSTEM) -> None:
-  path.write_text(json.dumps(dict(system=system, lbar=dict(log_z=log_z, log_z_stderr=stderr))))
+def _write_reference(path, log_z: float, stderr: float, system: str = SYSTEM, reliable=True):
+  lbar = dict(log_z=log_z, log_z_stderr=stderr, reliable=reliable, unreliable_reasons=[])
+  path.write_text(json.dumps(dict(system=system, lbar=lbar)))
 
 
 def test_equal_weights_give_exact_estimates_and_coverage(tmp_path):
@@ -27,8 +29,8 @@ def test_equal_weights_give_exact_estimates_and_coverage(tmp_path):
   files are joined in order; chunks of 128 (8, reliable) and 64 (16, refused: 64 < 100
   effective samples) are cut."""
   c = 3.25
-  for name in ('a', 'b'):
-    _write_samples(tmp_path / f'{name}.npz', np.full(512, c))
+  for seed, name in enumerate('ab'):
+    _write_samples(tmp_path / f'{name}.npz', np.full(512, c), seed=seed)
   _write_reference(tmp_path / 'ref.json', c + 0.075, 0.05)
   out = tmp_path / 'c.json'
   samples = f'--samples={tmp_path / "a.npz"},{tmp_path / "b.npz"}'
@@ -52,9 +54,11 @@ def test_equal_weights_give_exact_estimates_and_coverage(tmp_path):
     -1.5
   )
   assert record['whole']['z'] == pytest.approx(-1.5, abs=1e-9)
-  # --combine: the chunks of two outputs in one table.
-  joined = tmp_path / 'joined.json'
-  assert is_coverage.main([f'--combine={out},{out}', f'--out={joined}']) == 0
+  # --combine: the chunks of two outputs in one table (written into a new directory).
+  other = tmp_path / 'c2.json'
+  assert is_coverage.main([*args[:3], f'--out={other}', '--chunk_sizes=128,64']) == 0
+  joined = tmp_path / 'new' / 'joined.json'
+  assert is_coverage.main([f'--combine={out},{other}', f'--out={joined}']) == 0
   both = json.loads(joined.read_text())
   assert len(both['pools']) == 2 and len(both['chunks']) == 48
   assert {r['pool'] for r in both['chunks']} == {0, 1}
@@ -88,13 +92,18 @@ def test_heavy_tailed_weights_are_judged_and_covered_as_the_rule_says(tmp_path):
     ('mixed systems', r"mix systems \['lj_32', 'mw_cubic_8'\]"),
     ('reference of another system', r"a record of 'lj_32': expected one of 'mw_cubic_8'"),
     ('reference without lbar', 'has no lbar section'),
-    ('not a samples file', r"lacks \['energy', 'log_q', 'system'\]"),
+    ('not a samples file', r"lacks \['beta', 'energy', 'log_q', 'seed', 'system'\]"),
     ('combine a samples file', 'is not an output of scripts.is_coverage'),
+    ('combine one output twice', r"names \['.*c.json'\] more than once"),
+    ('one file twice', r"--samples names \['.*a.npz'\] more than once"),
+    ('one run and seed twice', 'were both drawn from run W with seed 0'),
+    ('another beta', r'has beta=1.0: expected 2.516'),
+    ('unreliable reference', 'its LBAR is judged unreliable'),
   ],
 )
 def test_bad_inputs_are_named(tmp_path, case, message):
   _write_samples(tmp_path / 'a.npz', np.zeros(256))
-  _write_samples(tmp_path / 'lj.npz', np.zeros(256), system='lj_32')
+  _write_samples(tmp_path / 'lj.npz', np.zeros(256), system='lj_32', seed=1)
   np.savez(tmp_path / 'other.npz', x=np.zeros(3))
   _write_reference(tmp_path / 'ref.json', 0.0, 0.1)
   samples, reference = tmp_path / 'a.npz', tmp_path / 'ref.json'
@@ -106,9 +115,22 @@ def test_bad_inputs_are_named(tmp_path, case, message):
     reference.write_text(json.dumps(dict(system=SYSTEM, lbar=None)))
   elif case == 'not a samples file':
     samples = tmp_path / 'other.npz'
-  args = [f'--samples={samples}', f'--reference={reference}', f'--out={tmp_path / "c.json"}']
+  elif case == 'one file twice':
+    samples = f'{samples},{samples}'
+  elif case == 'one run and seed twice':
+    _write_samples(tmp_path / 'b.npz', np.zeros(256))
+    samples = f'{samples},{tmp_path / "b.npz"}'
+  elif case == 'another beta':
+    _write_samples(samples, np.zeros(256), beta=1.0)
+  elif case == 'unreliable reference':
+    _write_reference(reference, 0.0, 0.1, reliable=False)
+  out = tmp_path / 'c.json'
+  args = [f'--samples={samples}', f'--reference={reference}', f'--out={out}']
   if case == 'combine a samples file':
-    args = [f'--combine={reference}', f'--out={tmp_path / "c.json"}']
+    args = [f'--combine={reference}', f'--out={out}']
+  elif case == 'combine one output twice':
+    out.write_text('{}')
+    args = [f'--combine={out},{out}', f'--out={tmp_path / "d.json"}']
   with pytest.raises(ValueError, match=message):
     is_coverage.main(args)
 
@@ -120,7 +142,7 @@ def test_bad_flags_exit_with_the_flag_named(tmp_path, capsys):
   for flags, expected in (
     ([samples, reference, '--chunk_sizes=1,8'], '--chunk_sizes=1,8: expected integers >= 2'),
     ([samples, reference, '--chunk_sizes=x'], 'expected integers'),
-    ([samples, reference, '--chunk_sizes=512'], 'more than the 256 samples'),
+    ([samples, reference, '--chunk_sizes=64,512'], '[512] more than the 256 samples'),
     ([samples], 'expected --samples and --reference'),
     ([samples, '--combine=c.json'], '--combine with --samples or --reference'),
   ):

@@ -43,6 +43,7 @@ def test_the_shipped_models_are_there():
     'mw_hex_64',
     'mw_hex_64_flow_only',
     'mw_hex_512_flow_only_at_512_continued',
+    'mw_hex_512_flow_only_at_512_more',
     'lj_256',
     'lj_256_path_gradient_batch8_continued',
   } <= set(SHIPPED)

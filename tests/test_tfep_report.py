@@ -110,14 +110,11 @@ def test_table_uses_every_disjoint_block_and_agrees_with_the_exact_delta_f():
   assert table['rows'][0]['BAR_over_LBAR_variance'] > 10
   assert abs(table['reference']['value'] - exact) < 4 * table['reference']['stderr']
 
-  # Plain one-sided FEP: forward works of std 2.15 kT leave n·exp(−Var) = 10 (n = 1000) and
-  # 29 (n = 3000) effective samples, so every block is refused; the rest are reliable.
-  for row in table['rows']:
-    assert {m: row[m]['reliable_fraction'] for m in tfep_estimates.METHODS} == dict(
-      FEP=0.0, BAR=1.0, MBAR=1.0, LFEP=1.0, LBAR=1.0
-    )
+  assert all(
+    row[m]['reliable_fraction'] == 1.0 for row in table['rows'] for m in tfep_estimates.METHODS
+  )
   assert table['reference']['reliable']
-  assert re.findall(r'\(\d+ % reliable\)', tfep_report.markdown(table)) == ['(0 % reliable)'] * 2
+  assert not re.search(r'\(\d+ % reliable\)', tfep_report.markdown(table))
 
   config.eval.sample_sizes = (6000,)
   with pytest.raises(ValueError, match='n = 6000'):

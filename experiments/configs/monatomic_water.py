@@ -92,8 +92,16 @@ took 23 min of training, then 9.0 min for −25.06155 ± 0.00014 (reliable, 210
 effective samples; shipped as experiments/pretrained/mw_cubic_512_flow_only_at_512).
 mw_hex_512 (from runs/mw_hex_64_flow_only, then from its own `flow_only_at_512`
 run) took 18 + 34 min of training and gives −25.06448 ± 0.00014 from 65,536
-samples (reliable, 183 effective samples; shipped as
+samples (183 effective samples, but 39 by the spread of the log-weights:
+refused by the judgement of 2026-12-08; shipped as
 experiments/pretrained/mw_hex_512_flow_only_at_512_continued).
+`flow_only_at_512_more` (mw_hex_512) continues it at 2·10⁻⁴: 9,000 steps were
+planned with cuts at 4,500 and 6,750, and a 45-min wall limit stopped the run at
+4,114, before the first cut; the variant names those steps. Its importance
+sampling at 131,072 samples, −25.06477 ± 0.00014, is judged reliable (232
+effective samples, 201 by the spread; 36 min on one core; shipped as
+experiments/pretrained/mw_hex_512_flow_only_at_512_more; docs/standalone_flows.md,
+eighth round).
 
 Any key can be overridden, e.g. `--config.train.batch_size=64`; a model
 family's keys sit under model.<conditioner>, e.g.
@@ -258,6 +266,20 @@ def _local_from(
   return variant
 
 
+def _flow_only_at_512_more(system: str) -> dict:
+  start = _local_from(
+    512,
+    ('mw_hex_512',),
+    4114,  # where the run's wall limit stopped it (module docstring)
+    3000,
+    8192,
+    start=_flow_only_batch4,
+    name='flow_only_at_512_more',
+    run_suffix='_flow_only_at_512_continued',
+  )(system)
+  return dict(start, train=dict(start['train'], lr_decay_steps=(4500, 6750)))
+
+
 VARIANTS = {
   'paper': _paper,
   'cpu': _cpu,
@@ -299,6 +321,7 @@ VARIANTS = {
     run_suffix='_flow_only_at_512',
     learning_rate=5e-4,
   ),
+  'flow_only_at_512_more': _flow_only_at_512_more,
 }
 
 
