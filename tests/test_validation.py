@@ -22,6 +22,7 @@ STARTS_FROM = {
   **FINE_TUNES,
   'lj_256,local_continued': 'runs/lj_256_local',
   'mw_hex_512,flow_only_at_512_continued': 'runs/mw_hex_512_flow_only_at_512',
+  'mw_hex_512,flow_only_at_512_more': 'runs/mw_hex_512_flow_only_at_512_continued',
   'lj_256,path_gradient': 'experiments/pretrained/lj_256',
   'lj_256,path_gradient_batch8': 'runs/lj_256_path_gradient',
   'lj_256,path_gradient_batch8_continued': 'runs/lj_256_path_gradient_batch8',
@@ -161,6 +162,13 @@ def test_flow_only_is_the_local_variant_from_the_energy_alone_with_the_path_grad
     and continued.train.num_steps == 6000
   )
   assert continued.train.batch_size == 4 and continued.train.forward_kl_weight == 0.0
+  # ... and `flow_only_at_512_more` continues that run at 2·10⁻⁴: the 4,114 steps its wall
+  # limit allowed, before the first of the planned cuts.
+  more = monatomic_water.get_config('mw_hex_512,flow_only_at_512_more')
+  assert more.init_from == STARTS_FROM['mw_hex_512,flow_only_at_512_more']
+  assert more.model == continued.model and more.train.learning_rate == 2e-4
+  assert more.train.num_steps == 4114 and tuple(more.train.lr_decay_steps) == (4500, 6750)
+  assert more.train.batch_size == 4 and more.train.path_gradient
   lj_local = lennard_jones.get_config('lj_256,local')
   lj_first = lennard_jones.get_config('lj_256,flow_only')
   assert lj_first.model == lj_local.model and lj_first.init_from == ''
